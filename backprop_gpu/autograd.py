@@ -1,0 +1,256 @@
+"""The tape: grad mode, anomaly mode, graph nodes and the backward pass.
+
+A :class:`Node` records one op application: the op, its input tensors, the
+forward output (as a backend array, so the node never keeps its output tensor
+alive), keyword arguments, and the versions of whatever the VJP will read.
+Backward walks the graph in iterative topological order, so depth is limited
+by memory, not by Python's recursion limit.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops are currently recorded on the tape."""
+    return getattr(_state, "grad", True)
+
+
+def _set_grad(mode: bool) -> bool:
+    prev = is_grad_enabled()
+    _state.grad = mode
+    return prev
+
+
+class _GradMode(contextlib.ContextDecorator):
+    mode = True
+
+    def __enter__(self):
+        self._prev = _set_grad(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        _set_grad(self._prev)
+        return False
+
+
+class no_grad(_GradMode):
+    """Context manager and decorator that stops recording ops, as in PyTorch."""
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Context manager and decorator that turns recording back on inside ``no_grad``."""
+
+    mode = True
+
+
+def is_anomaly_enabled() -> bool:
+    return getattr(_state, "anomaly", False)
+
+
+class detect_anomaly(contextlib.ContextDecorator):
+    """Raise ``FloatingPointError`` at the first op whose output or gradient holds NaN/Inf.
+
+    Costs a full scan of every op's output, so it is off by default.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self._prev = is_anomaly_enabled()
+        _state.anomaly = self.enabled
+
+    def __exit__(self, *exc):
+        _state.anomaly = self._prev
+        return False
+
+
+def set_detect_anomaly(enabled: bool) -> None:
+    """Turn anomaly detection on or off globally (for this thread)."""
+    _state.anomaly = bool(enabled)
+
+
+class Node:
+    """One recorded op application (see the module docstring)."""
+
+    __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "saved_versions", "backend", "__weakref__")
+
+    def __init__(self, op, inputs, out, out_version, kwargs, backend):
+        self.op = op
+        self.inputs = inputs
+        self.out = out
+        self.out_version = out_version
+        self.kwargs = kwargs
+        self.backend = backend
+        # Versions are checked at backward time: a saved tensor modified in place
+        # in between would silently give wrong gradients.
+        sv = []
+        if op.saves_inputs:
+            sv.extend((t._version, t._version[0]) for t in inputs)
+        if op.saves_output:
+            sv.append((out_version, out_version[0]))
+        self.saved_versions = sv
+
+    def __repr__(self):
+        return f"<Node {self.op.name}>"
+
+
+class GraphFreedError(RuntimeError):
+    """Backward reached a node whose saved values were already freed."""
+
+
+def _check_versions(node: Node) -> None:
+    for box, v in node.saved_versions:
+        if box[0] != v:
+            shapes = ", ".join(str(tuple(t.shape)) for t in node.inputs)
+            raise RuntimeError(
+                f"one of the tensors needed by {node.op.name} (inputs of shapes {shapes}) was modified "
+                f"by an in-place operation after it was saved: its version is {box[0]}, expected {v}. "
+                "Use an out-of-place op, or clone the tensor before changing it.")
+
+
+def _toposort(roots):
+    """Nodes reachable from ``roots`` in reverse topological order, without recursion."""
+    order, seen = [], set()
+    for root in roots:
+        if root is None or id(root) in seen:
+            continue
+        seen.add(id(root))
+        stack = [(root, iter(root.inputs or ()))]
+        while stack:
+            node, it = stack[-1]
+            for t in it:
+                child = t._node
+                if child is not None and id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append((child, iter(child.inputs or ())))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    order.reverse()
+    return order
+
+
+def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inputs=None, accumulate=True):
+    """Backpropagate ``grads`` from ``outputs``.
+
+    With ``accumulate`` gradients add into leaves' ``.grad``; otherwise (``bg.grad``)
+    the gradients of ``inputs`` are returned and nothing else is touched.
+    """
+    from .tensor import Tensor
+    from . import ops as F_tensor
+
+    capture = {}
+    if inputs is not None:
+        for i, t in enumerate(inputs):
+            capture[id(t._node) if t._node is not None else id(t)] = i
+    results = [None] * (len(inputs) if inputs is not None else 0)
+
+    pending: dict[int, object] = {}
+    roots = []
+    for out, g in zip(outputs, grads):
+        if out._node is None:
+            if out.requires_grad:  # backward on a leaf itself
+                _deliver(out, g, capture, results, accumulate, create_graph)
+            continue
+        key = id(out._node)
+        pending[key] = g if key not in pending else pending[key] + g
+        roots.append(out._node)
+
+    anomaly = is_anomaly_enabled()
+    prev_mode = _set_grad(create_graph)
+    try:
+        for node in _toposort(roots):
+            g = pending.pop(id(node), None)
+            if g is None:
+                continue
+            if node.inputs is None:
+                raise GraphFreedError(
+                    f"trying to backward through the graph a second time (at {node.op.name}); its saved "
+                    "values were freed after the first backward. Pass retain_graph=True to the first call.")
+            if id(node) in capture:
+                results[capture[id(node)]] = g
+            _check_versions(node)
+            if create_graph:
+                xs = node.inputs
+                out = Tensor._from_node(node)
+                F = F_tensor
+            else:
+                xs = tuple(t.array for t in node.inputs)
+                out = node.out
+                F = node.backend.xp
+            in_grads = node.op.vjp(F, g, out, *xs, **node.kwargs)
+            for t, gi in zip(node.inputs, in_grads):
+                if gi is None or not t.requires_grad:
+                    continue
+                if gi.shape != t.shape:
+                    gi = unbroadcast(F, gi, t.shape)
+                if anomaly:
+                    _check_finite(node.backend.xp, gi if not create_graph else gi.array,
+                                  f"gradient of {node.op.name}")
+                if t._node is None:
+                    _deliver(t, gi, capture, results, accumulate, create_graph)
+                else:
+                    k = id(t._node)
+                    prev = pending.get(k)
+                    pending[k] = gi if prev is None else prev + gi
+            if not retain_graph:
+                node.inputs = None
+                node.out = None
+    finally:
+        _set_grad(prev_mode)
+    return results
+
+
+def _deliver(leaf, g, capture, results, accumulate, create_graph):
+    from .tensor import Tensor
+
+    idx = capture.get(id(leaf))
+    if idx is not None:
+        results[idx] = g if results[idx] is None else results[idx] + g
+    if not accumulate:
+        return
+    if create_graph:
+        gt = g if isinstance(g, Tensor) else Tensor._make(g, leaf.backend)
+        leaf.grad = gt if leaf.grad is None else leaf.grad + gt
+        return
+    if leaf.grad is None:
+        # Copy: the VJP's result may alias other arrays, and later
+        # accumulation into .grad is in place.
+        leaf.grad = Tensor._make(leaf.backend.xp.array(g, dtype=leaf.dtype, copy=True), leaf.backend)
+    else:
+        ga = leaf.grad.array
+        ga += g  # in place: flat gradient buffers are views and must stay so
+        leaf.grad._version[0] += 1
+
+
+def unbroadcast(F, g, shape):
+    """Sum ``g`` back down to ``shape``: the one place broadcasting is undone."""
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = F.sum(g, axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = F.sum(g, axis=axes, keepdims=True)
+    return g
+
+
+def _check_finite(xp, arr, what):
+    if arr.dtype.kind in "fc" and not bool(xp.isfinite(arr).all()):
+        n_nan = int(xp.isnan(arr).sum())
+        n_inf = int(xp.isinf(arr).sum())
+        raise FloatingPointError(f"anomaly: {what} produced {n_nan} NaN and {n_inf} Inf "
+                                 f"value(s) in an array of shape {tuple(arr.shape)}")
+
+
+def check_forward_anomaly(xp, arr, op_name, inputs):
+    shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+    _check_finite(xp, arr, f"op {op_name} (inputs of shapes {shapes})")
+

@@ -1,0 +1,40 @@
+"""CPU backends: ``numpy`` (the reference) and ``numba`` (NumPy arrays plus
+Numba-compiled fused kernels; the default on CPU)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Backend, Device
+
+
+class NumpyBackend(Backend):
+    """Plain NumPy: every op and every optimizer update is vectorised NumPy."""
+
+    name = "numpy"
+    kernel_target = "numpy"
+
+    def __init__(self):
+        super().__init__()
+        self.device = Device("cpu")
+
+    @classmethod
+    def availability(cls):
+        return None
+
+
+class NumbaBackend(NumpyBackend):
+    """NumPy arrays for the ops; fused Numba ``prange`` loops for optimizer steps."""
+
+    name = "numba"
+    kernel_target = "numba"
+
+    @classmethod
+    def availability(cls):
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return "the numba package is not installed (pip install numba)"
+        return None
+
+
+__all__ = ["NumpyBackend", "NumbaBackend", "np"]

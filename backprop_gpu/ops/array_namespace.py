@@ -1,0 +1,38 @@
+"""The namespace VJPs see in plain (first-order) backward: the backend's ``xp``
+plus the few functions NumPy lacks or CuPy spells differently.
+
+In ``create_graph`` mode VJPs get :mod:`backprop_gpu.ops` instead, whose
+functions have the same names and signatures but record on the tape, so each
+VJP is written once and serves both.
+"""
+from __future__ import annotations
+
+
+class ArrayNamespace:
+    def __init__(self, backend):
+        self._backend = backend
+        self._xp = backend.xp
+
+    def __getattr__(self, name):
+        value = getattr(self._xp, name)
+        setattr(self, name, value)  # cache: later lookups skip __getattr__
+        return value
+
+    def erf(self, x):
+        return self._backend.erf(x)
+
+    def sigmoid(self, x):
+        # tanh form never overflows, unlike 1 / (1 + exp(-x))
+        return 0.5 * (self._xp.tanh(0.5 * x) + 1)
+
+    def one_hot(self, labels, num_classes, dtype):
+        xp = self._xp
+        out = xp.zeros((labels.size, num_classes), dtype=dtype)
+        out[xp.arange(labels.size), labels.reshape(-1)] = 1
+        return out.reshape(tuple(labels.shape) + (num_classes,))
+
+    def index_backward(self, g, shape, key):
+        """Gradient of ``x[key]``: ``g`` scattered (and summed on repeats) into zeros of ``shape``."""
+        out = self._xp.zeros(shape, dtype=g.dtype)
+        self._backend.scatter_add(out, key, g)
+        return out

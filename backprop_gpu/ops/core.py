@@ -1,0 +1,98 @@
+"""How an op is declared and applied.
+
+An op is a class with two static methods side by side:
+
+* ``forward(xp, *arrays, **kw)`` computes the output array with the backend's
+  array module;
+* ``vjp(F, g, out, *inputs, **kw)`` returns one gradient per input (or ``None``).
+  ``F`` is an array namespace in plain backward and :mod:`backprop_gpu.ops` in
+  ``create_graph`` mode, so one VJP gives both first- and higher-order gradients.
+
+Gradients are summed back to each input's shape by the engine
+(:func:`backprop_gpu.autograd.unbroadcast`), never inside an op.
+"""
+from __future__ import annotations
+
+import numbers
+
+from .. import autograd
+from ..tensor import Tensor
+
+
+class DeviceMismatchError(RuntimeError):
+    """An op was given tensors on different devices."""
+
+
+class Op:
+    name = "op"
+    #: whether the VJP reads the inputs (drives the in-place version check)
+    saves_inputs = True
+    #: whether the VJP reads the forward output
+    saves_output = False
+    #: ops with integer or boolean outputs record nothing
+    differentiable = True
+
+    @staticmethod
+    def forward(xp, *arrays, **kw):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @staticmethod
+    def vjp(F, g, out, *inputs, **kw):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def apply(op, *inputs: Tensor, **kw) -> Tensor:
+    """Run ``op`` forward and, when grad mode is on and an input requires grad, record it."""
+    b = inputs[0].backend
+    for t in inputs[1:]:
+        if t.backend is not b and t.backend.device != b.device:
+            raise DeviceMismatchError(
+                f"{op.name}: tensors on different devices: " + ", ".join(
+                    f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
+    out = op.forward(b.xp, *[t.array for t in inputs], **kw)
+    if autograd.is_anomaly_enabled():
+        autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
+    if op.differentiable and autograd.is_grad_enabled():
+        for t in inputs:
+            if t.requires_grad:
+                res = Tensor._make(out, b, True)
+                res._node = autograd.Node(op, inputs, out, res._version, kw, b)
+                return res
+    return Tensor._make(out, b)
+
+
+def constant_like(x, ref: Tensor) -> Tensor:
+    """``x`` as a tensor on ``ref``'s backend. Python scalars take ``ref``'s dtype when
+    it is floating (so ``t * 2`` keeps float32); other data keeps its own dtype."""
+    if isinstance(x, Tensor):
+        return x
+    xp = ref.backend.xp
+    if isinstance(x, numbers.Number) and not isinstance(x, bool):
+        if ref.dtype.kind in "fc" or isinstance(x, numbers.Integral):
+            arr = xp.asarray(x, dtype=ref.dtype if ref.dtype.kind != "b" else None)
+        else:
+            arr = xp.asarray(x, dtype="float32")
+        return Tensor._make(arr, ref.backend)
+    return Tensor._make(ref.backend.asarray(x), ref.backend)
+
+
+def binary(op, a, b, **kw) -> Tensor:
+    """Apply a two-input op, turning a non-tensor operand into a constant like the other."""
+    if not isinstance(a, Tensor):
+        a = constant_like(a, b)
+    elif not isinstance(b, Tensor):
+        b = constant_like(b, a)
+    return apply(op, a, b, **kw)
+
+
+def normalize_axis(axis, ndim):
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise IndexError(f"axis {a} is out of range for a tensor with {ndim} dimension(s)")
+        out.append(a % max(ndim, 1))
+    return tuple(sorted(out))

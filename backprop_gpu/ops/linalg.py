@@ -1,0 +1,46 @@
+"""Batched matrix product, forward beside VJP."""
+from __future__ import annotations
+
+from .core import Op, apply
+
+
+class Matmul(Op):
+    """``a @ b`` with NumPy's rules: 1-D operands are promoted and the added axis
+    dropped; leading batch axes broadcast (the engine sums them back)."""
+    name = "matmul"
+    forward = staticmethod(lambda xp, a, b: xp.matmul(a, b))
+
+    @staticmethod
+    def vjp(F, g, out, a, b):
+        a1, b1 = a.ndim == 1, b.ndim == 1
+        if a1:
+            a = F.reshape(a, (1,) + a.shape)
+            g = F.expand_dims(g, -2)
+        if b1:
+            b = F.reshape(b, b.shape + (1,))
+            g = F.expand_dims(g, -1)
+        ga = F.matmul(g, F.swapaxes(b, -1, -2))
+        gb = F.matmul(F.swapaxes(a, -1, -2), g)
+        if a1:
+            ga = ga[..., 0, :]
+        if b1:
+            gb = gb[..., :, 0]
+        return ga, gb
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's broadcasting and 1-D rules."""
+    from .core import constant_like
+    from ..tensor import Tensor
+
+    if not isinstance(a, Tensor):
+        a = constant_like(a, b)
+    if not isinstance(b, Tensor):
+        b = constant_like(b, a)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}")
+    ka = a.shape[-1]
+    kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if ka != kb:
+        raise ValueError(f"matmul shape mismatch: {a.shape} @ {b.shape} (inner dimensions {ka} != {kb})")
+    return apply(Matmul, a, b)

@@ -1,0 +1,180 @@
+"""Shape ops and indexing, forward beside VJP."""
+from __future__ import annotations
+
+import numbers
+
+from ..tensor import Tensor
+from .core import Op, apply, normalize_axis
+
+
+class Reshape(Op):
+    name = "reshape"
+    saves_inputs = False
+    forward = staticmethod(lambda xp, x, shape: x.reshape(shape))
+    vjp = staticmethod(lambda F, g, out, x, shape: (F.reshape(g, x.shape),))
+
+
+class Transpose(Op):
+    name = "transpose"
+    saves_inputs = False
+    forward = staticmethod(lambda xp, x, axes: xp.transpose(x, axes))
+
+    @staticmethod
+    def vjp(F, g, out, x, axes):
+        inverse = [0] * len(axes)
+        for i, a in enumerate(axes):
+            inverse[a] = i
+        return (F.transpose(g, tuple(inverse)),)
+
+
+class BroadcastTo(Op):
+    name = "broadcast_to"
+    saves_inputs = False
+    forward = staticmethod(lambda xp, x, shape: xp.broadcast_to(x, shape))
+    vjp = staticmethod(lambda F, g, out, x, shape: (g,))  # the engine sums g back to x's shape
+
+
+class GetItem(Op):
+    """``x[key]``: basic slicing and integer-array indexing; backward scatter-adds."""
+    name = "getitem"
+    saves_inputs = False
+    forward = staticmethod(lambda xp, x, key: x[key])
+    vjp = staticmethod(lambda F, g, out, x, key: (F.index_backward(g, x.shape, key),))
+
+
+class IndexBackward(Op):
+    """Scatter-add ``g`` into zeros of ``shape`` at ``key``; the VJP of getitem and vice versa."""
+    name = "index_backward"
+    saves_inputs = False
+
+    @staticmethod
+    def forward(xp, g, shape, key, scatter_add):
+        out = xp.zeros(shape, dtype=g.dtype)
+        scatter_add(out, key, g)
+        return out
+
+    vjp = staticmethod(lambda F, gg, out, g, shape, key, scatter_add: (gg[key],))
+
+
+def reshape(x, shape, *more):
+    """``x`` with a new shape (one entry may be -1)."""
+    if more or isinstance(shape, numbers.Integral):
+        shape = (shape,) + more
+    shape = tuple(int(s) for s in shape)
+    n_known = 1
+    for s in shape:
+        if s != -1:
+            n_known *= s
+    if shape.count(-1) > 1 or (-1 not in shape and n_known != x.size) or \
+            (-1 in shape and (n_known == 0 or x.size % n_known)):
+        raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) into {shape}")
+    if shape == x.shape:
+        return x
+    return apply(Reshape, x, shape=shape)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge axes ``start_dim..end_dim`` into one."""
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    n = 1
+    for d in x.shape[s:e + 1]:
+        n *= d
+    return reshape(x, x.shape[:s] + (n,) + x.shape[e + 1:])
+
+
+def transpose(x, axes=None):
+    """Permute axes (reversed when ``axes`` is None), like ``numpy.transpose``."""
+    if axes is None:
+        axes = tuple(range(x.ndim))[::-1]
+    axes = tuple(a % x.ndim for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"axes {axes} are not a permutation of a {x.ndim}-D tensor's axes")
+    return apply(Transpose, x, axes=axes)
+
+
+def permute(x, *dims):
+    """PyTorch's name for :func:`transpose` with explicit axes."""
+    if len(dims) == 1 and not isinstance(dims[0], numbers.Integral):
+        dims = tuple(dims[0])
+    return transpose(x, dims)
+
+
+def swapaxes(x, a, b):
+    """Exchange two axes."""
+    axes = list(range(x.ndim))
+    axes[a], axes[b] = axes[b], axes[a]
+    return transpose(x, tuple(axes))
+
+
+def broadcast_to(x, shape):
+    """``x`` broadcast to ``shape`` (a read-only expansion; gradients sum back)."""
+    shape = tuple(shape)
+    if shape == x.shape:
+        return x
+    try:
+        x.backend.xp.broadcast_shapes(x.shape, shape)
+    except ValueError:
+        raise ValueError(f"cannot broadcast a tensor of shape {x.shape} to {shape}") from None
+    return apply(BroadcastTo, x, shape=shape)
+
+
+def expand(x, *shape):
+    """PyTorch's ``expand``: -1 keeps an axis."""
+    if len(shape) == 1 and not isinstance(shape[0], numbers.Integral):
+        shape = tuple(shape[0])
+    lead = len(shape) - x.ndim
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    return broadcast_to(x, shape)
+
+
+def squeeze(x, axis=None):
+    """Drop size-1 axes (all of them, or those in ``axis``)."""
+    if axis is None:
+        axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
+    else:
+        axes = normalize_axis(axis, x.ndim)
+        bad = [a for a in axes if x.shape[a] != 1]
+        if bad:
+            raise ValueError(f"cannot squeeze axis {bad[0]} of shape {x.shape}: its size is not 1")
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def expand_dims(x, axis):
+    """Insert size-1 axes at ``axis`` (int or tuple), like ``numpy.expand_dims``."""
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    nd = x.ndim + len(axes)
+    axes = sorted(a % nd for a in axes)
+    shape = list(x.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
+unsqueeze = expand_dims
+
+
+def _plain_key(key):
+    """Index key with tensors replaced by backend arrays; validated by the backend itself."""
+    if isinstance(key, Tensor):
+        return key.array
+    if isinstance(key, tuple):
+        return tuple(k.array if isinstance(k, Tensor) else k for k in key)
+    if isinstance(key, list):
+        return tuple(key) if any(isinstance(k, (slice, type(None), type(Ellipsis))) for k in key) else key
+    return key
+
+
+def getitem(x, key):
+    """``x[key]``; gradients of repeated integer indices accumulate."""
+    key = _plain_key(key)
+    try:
+        return apply(GetItem, x, key=key)
+    except IndexError as e:
+        raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {e}") from None
+
+
+def index_backward(g, shape, key):
+    """Zeros of ``shape`` with ``g`` scatter-added at ``key`` (differentiable in ``g``)."""
+    return apply(IndexBackward, g, shape=tuple(shape), key=key, scatter_add=g.backend.scatter_add)

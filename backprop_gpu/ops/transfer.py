@@ -1,0 +1,57 @@
+"""Moving tensors between devices and dtypes, differentiably."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import get_backend
+from ..tensor import Tensor
+from .core import Op
+
+
+class To(Op):
+    """Copy to another backend; the VJP copies the gradient back."""
+    name = "to"
+    saves_inputs = False
+
+    @staticmethod
+    def forward(xp, x, src, dst):
+        return _move(x, src, dst)
+
+    @staticmethod
+    def vjp(F, g, out, x, src, dst):
+        if isinstance(g, Tensor):
+            return (to(g, src),)
+        return (_move(g, dst, src),)
+
+
+def _move(arr, src, dst):
+    if src.is_host and dst.is_host:
+        return arr  # both are NumPy arrays on the host: no copy needed
+    host = src.to_host(arr) if not src.is_host else arr
+    return dst.asarray(host)
+
+
+def to(x: Tensor, device=None, dtype=None) -> Tensor:
+    """``x`` on ``device`` and/or as ``dtype``; ``x`` itself when nothing changes."""
+    out = x
+    if device is not None:
+        dst = get_backend(device)
+        if dst is not x.backend:
+            out = _apply_to(x, dst)
+    if dtype is not None and np.dtype(dtype) != out.dtype:
+        from .elementwise import astype
+
+        out = astype(out, dtype)
+    return out
+
+
+def _apply_to(x, dst):
+    # apply() refuses mixed devices, and the output lives on dst: build the node by hand.
+    from .. import autograd
+
+    arr = _move(x.array, x.backend, dst)
+    if autograd.is_grad_enabled() and x.requires_grad:
+        res = Tensor._make(arr, dst, True)
+        res._node = autograd.Node(To, (x,), arr, res._version, {"src": x.backend, "dst": dst}, x.backend)
+        return res
+    return Tensor._make(arr, dst)
