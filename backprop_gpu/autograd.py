@@ -144,9 +144,6 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     With ``accumulate`` gradients add into leaves' ``.grad``; otherwise (``bg.grad``)
     the gradients of ``inputs`` are returned and nothing else is touched.
     """
-    from .tensor import Tensor
-    from . import ops as F_tensor
-
     capture = {}
     if inputs is not None:
         for i, t in enumerate(inputs):
@@ -166,39 +163,40 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
 
     anomaly = is_anomaly_enabled()
     prev_mode = _set_grad(create_graph)
+    if create_graph:
+        from . import ops as tensor_namespace
     try:
         for node in _toposort(roots):
             g = pending.pop(id(node), None)
             if g is None:
                 continue
-            if node.inputs is None:
+            node_inputs = node.inputs
+            if node_inputs is None:
                 raise GraphFreedError(
                     f"trying to backward through the graph a second time (at {node.op.name}); its saved "
                     "values were freed after the first backward. Pass retain_graph=True to the first call.")
-            if id(node) in capture:
+            if capture and id(node) in capture:
                 results[capture[id(node)]] = g
-            _check_versions(node)
+            if node.saved_versions:
+                _check_versions(node)
             if create_graph:
-                xs = node.inputs
-                out = Tensor._from_node(node)
-                F = F_tensor
+                F, xs, out = tensor_namespace, node_inputs, _tensor_cls()._from_node(node)
             else:
-                xs = tuple(t.array for t in node.inputs)
-                out = node.out
-                F = node.backend.xp
+                F, xs, out = node.backend.F, [t.array for t in node_inputs], node.out
             in_grads = node.op.vjp(F, g, out, *xs, **node.kwargs)
-            for t, gi in zip(node.inputs, in_grads):
+            for t, gi in zip(node_inputs, in_grads):
                 if gi is None or not t.requires_grad:
                     continue
-                if gi.shape != t.shape:
-                    gi = unbroadcast(F, gi, t.shape)
+                if gi.shape != t.array.shape:
+                    gi = unbroadcast(F, gi, t.array.shape)
                 if anomaly:
-                    _check_finite(node.backend.xp, gi if not create_graph else gi.array,
+                    _check_finite(node.backend.xp, gi.array if create_graph else gi,
                                   f"gradient of {node.op.name}")
-                if t._node is None:
+                child = t._node
+                if child is None:
                     _deliver(t, gi, capture, results, accumulate, create_graph)
                 else:
-                    k = id(t._node)
+                    k = id(child)
                     prev = pending.get(k)
                     pending[k] = gi if prev is None else prev + gi
             if not retain_graph:
@@ -209,14 +207,27 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     return results
 
 
-def _deliver(leaf, g, capture, results, accumulate, create_graph):
-    from .tensor import Tensor
+_TENSOR = None
 
-    idx = capture.get(id(leaf))
-    if idx is not None:
-        results[idx] = g if results[idx] is None else results[idx] + g
+
+def _tensor_cls():
+    # tensor.py imports this module; resolve the class once, lazily.
+    global _TENSOR
+    if _TENSOR is None:
+        from .tensor import Tensor
+
+        _TENSOR = Tensor
+    return _TENSOR
+
+
+def _deliver(leaf, g, capture, results, accumulate, create_graph):
+    if capture:
+        idx = capture.get(id(leaf))
+        if idx is not None:
+            results[idx] = g if results[idx] is None else results[idx] + g
     if not accumulate:
         return
+    Tensor = _tensor_cls()
     if create_graph:
         gt = g if isinstance(g, Tensor) else Tensor._make(g, leaf.backend)
         leaf.grad = gt if leaf.grad is None else leaf.grad + gt
@@ -224,7 +235,7 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
     if leaf.grad is None:
         # Copy: the VJP's result may alias other arrays, and later
         # accumulation into .grad is in place.
-        leaf.grad = Tensor._make(leaf.backend.xp.array(g, dtype=leaf.dtype, copy=True), leaf.backend)
+        leaf.grad = Tensor._make(leaf.backend.xp.array(g, dtype=leaf.array.dtype, copy=True), leaf.backend)
     else:
         ga = leaf.grad.array
         ga += g  # in place: flat gradient buffers are views and must stay so

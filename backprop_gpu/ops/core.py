@@ -44,15 +44,17 @@ class Op:
 def apply(op, *inputs: Tensor, **kw) -> Tensor:
     """Run ``op`` forward and, when grad mode is on and an input requires grad, record it."""
     b = inputs[0].backend
-    for t in inputs[1:]:
-        if t.backend is not b and t.backend.device != b.device:
-            raise DeviceMismatchError(
-                f"{op.name}: tensors on different devices: " + ", ".join(
-                    f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
+    if len(inputs) > 1:
+        for t in inputs:
+            if t.backend is not b and t.backend.device != b.device:
+                raise DeviceMismatchError(
+                    f"{op.name}: tensors on different devices: " + ", ".join(
+                        f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
     out = op.forward(b.xp, *[t.array for t in inputs], **kw)
-    if autograd.is_anomaly_enabled():
+    state = autograd._state
+    if getattr(state, "anomaly", False):
         autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
-    if op.differentiable and autograd.is_grad_enabled():
+    if op.differentiable and getattr(state, "grad", True):
         for t in inputs:
             if t.requires_grad:
                 res = Tensor._make(out, b, True)

@@ -7,7 +7,7 @@ from .elementwise import log, sqrt, exp
 
 def _expand_to(F, g, x_shape, axis, keepdims):
     """Broadcast a reduced gradient back over the reduced axes of ``x_shape``."""
-    if not keepdims:
+    if not keepdims and g.ndim:
         g = F.reshape(g, tuple(1 if i in axis else n for i, n in enumerate(x_shape)))
     return F.broadcast_to(g, x_shape)
 
@@ -15,7 +15,7 @@ def _expand_to(F, g, x_shape, axis, keepdims):
 class Sum(Op):
     name = "sum"
     saves_inputs = False
-    forward = staticmethod(lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims))
+    forward = staticmethod(lambda xp, x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims))
 
     @staticmethod
     def vjp(F, g, out, x, axis, keepdims):
@@ -25,7 +25,7 @@ class Sum(Op):
 class Mean(Op):
     name = "mean"
     saves_inputs = False
-    forward = staticmethod(lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims))
+    forward = staticmethod(lambda xp, x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims))
 
     @staticmethod
     def vjp(F, g, out, x, axis, keepdims):
