@@ -1,0 +1,32 @@
+"""Fused optimizer kernels: one in-place pass over flat arrays per step.
+
+``get_kernel(target, rule, flags, dtype)`` returns ``kernel(p, g, states, hypers)``
+for target ``numpy`` (the reference), ``numba`` (CPU ``prange`` loop),
+``numba-cuda`` (grid-stride CUDA kernel; the simulator on CPU-only machines)
+or ``cupy`` (CUDA C from ``kernels/optim.cu``). Kernels are built once per
+(target, rule, flags, dtype) and cached.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_cache: dict = {}
+
+
+def get_kernel(target: str, rule_name: str, flags: tuple, dtype):
+    """The compiled kernel for one optimizer variant on one target (cached)."""
+    key = (target, rule_name, tuple(flags), np.dtype(dtype).str)
+    k = _cache.get(key)
+    if k is None:
+        if target == "numpy":
+            from .numpy_impl import build
+        elif target == "numba":
+            from .numba_cpu import build
+        elif target == "numba-cuda":
+            from .numba_cuda import build
+        elif target == "cupy":
+            from .cupy_impl import build
+        else:
+            raise ValueError(f"unknown kernel target {target!r}")
+        k = _cache[key] = build(rule_name, tuple(flags), np.dtype(dtype))
+    return k

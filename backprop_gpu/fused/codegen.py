@@ -1,0 +1,28 @@
+"""Source for the loops that call a rule's scalar function once per element.
+
+A rule's function takes all of its states; a variant keeps only some (see
+``rules.state_slots``), so the loop passes a zero for the others and drops
+them on return. The math itself is never restated here.
+"""
+from __future__ import annotations
+
+import inspect
+
+
+def n_hypers(fn, n_all_states: int) -> int:
+    """How many per-step scalars ``fn`` takes after p, g and its states."""
+    return len(inspect.signature(fn).parameters) - 2 - n_all_states
+
+
+def loop_source(name: str, slots: list, n_h: int, header: str, index_range: str) -> str:
+    """``def name(p, g, s0.., h0.., z)``: for each i, ``p[i], s[i].. = fn(p[i], g[i], ..)``."""
+    kept = sorted(i for i in slots if i is not None)
+    s_args = [f"s{i}" for i in kept]
+    h_args = [f"h{i}" for i in range(n_h)]
+    args = ", ".join(["p", "g"] + s_args + h_args + ["z"])
+    call = ", ".join(["p[i]", "g[i]"] + [("z" if k is None else f"s{k}[i]") for k in slots] + h_args)
+    targets = ", ".join(["p[i]"] + [("_" if k is None else f"s{k}[i]") for k in slots])
+    body = [f"def {name}({args}):", *[f"    {line}" for line in header.splitlines() if line],
+            f"    for i in {index_range}:",
+            f"        {targets} = fn({call})"]
+    return "\n".join(body) + "\n"

@@ -1,0 +1,27 @@
+"""CPU target: a Numba ``prange`` loop over the flat buffers.
+
+``error_model='numpy'`` matters: Python's error model adds a zero-division
+check to every ``/`` that stops vectorisation (measured 3x slower for Adam).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+
+from ..optim import rules
+from .codegen import loop_source, n_hypers
+
+
+def build(rule_name, flags, dtype):
+    py_fn = rules.scalar_fn(rule_name, flags, math.sqrt, max)
+    slots = rules.state_slots(rule_name, flags)
+    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])")
+    ns = {"fn": numba.njit(error_model="numpy")(py_fn), "numba": numba}
+    exec(compile(src, f"<fused {rule_name} loop>", "exec"), ns)
+    loop = numba.njit(parallel=True, error_model="numpy")(ns["loop"])
+    zero = dtype.type(0)
+
+    def kernel(p, g, states, hypers):
+        loop(p, g, *states, *hypers, zero)
+    return kernel

@@ -1,0 +1,8 @@
+"""Optimizers with ``torch.optim``'s API, each step one fused launch per flat buffer."""
+from . import lr_scheduler
+from .clip import clip_grad_norm_
+from .optimizer import Optimizer
+from .optimizers import OPTIMIZERS, SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "OPTIMIZERS",
+           "lr_scheduler", "clip_grad_norm_"]

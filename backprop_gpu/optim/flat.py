@@ -1,0 +1,102 @@
+"""Flat parameter, gradient and state buffers.
+
+A :class:`FlatGroup` gathers parameters of one backend and dtype into one
+contiguous buffer and rebinds each parameter's array to a view of it. Their
+gradients become views of a matching flat gradient buffer, so backward
+accumulates into it in place and an optimizer step is one kernel launch over
+the whole group, whatever the number of tensors. Optimizer state (m, v, ...)
+is flat too.
+
+Users may replace a parameter's storage (``p.data = ...``, ``module.to(...)``)
+or its gradient (``p.grad = ...``). :meth:`FlatGroup.sync` notices and copies
+the new values back into the buffer (same shape and device), or reports that
+the group must be rebuilt (new shape, dtype or device).
+"""
+from __future__ import annotations
+
+from ..tensor import Tensor
+
+
+class FlatGroup:
+    """Parameters of one backend and dtype as views into one flat buffer."""
+
+    def __init__(self, params: list[Tensor]):
+        if not params:
+            raise ValueError("a FlatGroup needs at least one parameter")
+        b = params[0].backend
+        dtype = params[0].dtype
+        for p in params:
+            if p.backend.device != b.device or p.dtype != dtype:
+                raise ValueError(f"a FlatGroup holds one device and dtype; got {p.device}/{p.dtype} "
+                                 f"beside {b.device}/{dtype}")
+        xp = b.xp
+        self.backend = b
+        self.dtype = dtype
+        self.params = list(params)
+        self.offsets = []
+        n = 0
+        for p in params:
+            self.offsets.append((n, n + p.size))
+            n += p.size
+        self.numel = n
+        self.data = xp.empty(n, dtype=dtype)
+        self.grad = xp.zeros(n, dtype=dtype)
+        self._views = []
+        for p, (lo, hi) in zip(params, self.offsets):
+            view = self.data[lo:hi].reshape(p.shape)
+            view[...] = p.array
+            gview = self.grad[lo:hi].reshape(p.shape)
+            if p.grad is not None:
+                gview[...] = p.grad.array
+            p.array = view
+            p._version[0] += 1
+            p.grad = Tensor._make(gview, b)
+            self._views.append((view, p.grad, gview))
+
+    def new_state(self, fill: float = 0.0):
+        """A flat state buffer the size of the group."""
+        return self.backend.xp.full(self.numel, fill, dtype=self.dtype)
+
+    def slice_of(self, flat, i: int):
+        """Parameter ``i``'s view of a flat buffer, in the parameter's shape."""
+        lo, hi = self.offsets[i]
+        return flat[lo:hi].reshape(self.params[i].shape)
+
+    def sync(self) -> bool:
+        """Pull replaced parameter arrays or gradients back into the buffers.
+
+        Returns False when a parameter changed shape, dtype or device, so the
+        group has to be rebuilt. Cheap when nothing changed: identity checks only.
+        """
+        for i, (p, (view, gt, gview)) in enumerate(zip(self.params, self._views)):
+            if p.array is not view:
+                a = p.array
+                if tuple(a.shape) != tuple(view.shape) or a.dtype != self.dtype or \
+                        p.backend.device != self.backend.device:
+                    return False
+                view[...] = a
+                p.array = view
+            if p.grad is not gt:
+                g = p.grad
+                if g is None:
+                    gt.array.fill(0)
+                else:
+                    if tuple(g.shape) != tuple(view.shape):
+                        raise RuntimeError(f"parameter {i} of shape {tuple(view.shape)} was given a gradient "
+                                           f"of shape {g.shape}")
+                    gt.array[...] = g.array if g.backend.device == self.backend.device else \
+                        self.backend.asarray(g.numpy())
+                p.grad = gt
+            elif gt.array is not gview:  # someone assigned p.grad.data
+                gview[...] = gt.array
+                gt.array = gview
+        return True
+
+    def zero_grad(self) -> None:
+        """Zero every gradient with one fill of the flat buffer."""
+        self.grad.fill(0)
+
+    def bump_versions(self) -> None:
+        """Mark every parameter as changed in place (an optimizer step just wrote them)."""
+        for p in self.params:
+            p._version[0] += 1

@@ -1,0 +1,307 @@
+"""Each optimizer's per-element update rule, stated once.
+
+A rule's ``math(flags, sqrt, maximum)`` returns one plain scalar function
+``fn(p, g, *all_states, *hypers) -> (p, *all_states)`` in which the variant
+flags (nesterov, amsgrad, centered, ...) are closure constants, so every
+backend compiles a branch-free kernel per variant. A variant passes zero for
+the states it does not keep (``state_names(flags)`` are the ones it keeps) and
+ignores them on return:
+
+* NumPy calls ``fn`` on whole arrays (the reference);
+* Numba compiles it for a ``prange`` loop (CPU) and as a CUDA device function;
+* the CUDA C kernels in ``kernels/optim.cu`` restate it for CuPy and are
+  checked against this one by the same tests.
+
+Scalars are computed on the host in float64 and passed per launch: those that
+change per step (bias corrections, Adagrad's decayed lr, the first momentum
+step) come from an integer step count, so a GPU step needs no host
+synchronisation, and complements such as ``1 - beta2`` are formed in float64
+before the cast to the parameters' dtype, as PyTorch does (in float32,
+``1 - 0.999`` would be off by 5e-5 relative). The arithmetic
+follows the ``_single_tensor_*`` functions of ``torch.optim`` operation for
+operation.
+"""
+from __future__ import annotations
+
+import math
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _common(group) -> None:
+    lr = group["lr"]
+    _check(isinstance(lr, (int, float)) and lr >= 0, f"Invalid learning rate: {lr} (must be >= 0)")
+    _check(group.get("weight_decay", 0) >= 0, f"Invalid weight_decay value: {group.get('weight_decay')} (must be >= 0)")
+    if "eps" in group:
+        _check(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']} (must be >= 0)")
+
+
+class Rule:
+    """One optimizer's update: validation, variant flags, state, per-step scalars and the math."""
+
+    name = ""
+
+    def validate(self, group) -> None:
+        _common(group)
+
+    def flags(self, group) -> tuple:
+        return ()
+
+    #: every state the rule's function takes, in argument order
+    all_states: tuple = ()
+
+    def state_init(self, flags, group) -> list[tuple[str, float]]:
+        """(state name, initial fill) for each flat state buffer this variant keeps."""
+        return []
+
+    def state_names(self, flags) -> tuple:
+        return tuple(n for n, _ in self.state_init(flags, {"initial_accumulator_value": 0.0}))
+
+    def hypers(self, group, step: int, flags) -> tuple:
+        raise NotImplementedError
+
+    def math(self, flags, sqrt, maximum):
+        raise NotImplementedError
+
+
+class SGD(Rule):
+    """``torch.optim.SGD``: weight decay, momentum with dampening, Nesterov, maximize.
+
+    Torch's first momentum step copies the gradient into the buffer rather than
+    damping it; the host passes ``first`` = 1.0 on that step.
+    """
+
+    name = "sgd"
+    all_states = ("momentum_buffer",)
+
+    def validate(self, group):
+        _common(group)
+        _check(group["momentum"] >= 0, f"Invalid momentum value: {group['momentum']} (must be >= 0)")
+        _check(not group["nesterov"] or (group["momentum"] > 0 and group["dampening"] == 0),
+               "Nesterov momentum requires a momentum and zero dampening")
+
+    def flags(self, group):
+        return (group["momentum"] != 0, bool(group["nesterov"]), group["weight_decay"] != 0, bool(group["maximize"]))
+
+    def state_init(self, flags, group):
+        return [("momentum_buffer", 0.0)] if flags[0] else []
+
+    def hypers(self, group, step, flags):
+        return (group["lr"], group["weight_decay"], group["momentum"], 1 - group["dampening"], 1.0 if step == 1 else 0.0)
+
+    def math(self, flags, sqrt, maximum):
+        use_momentum, nesterov, decay, maximize = flags
+
+        def sgd(p, g, buf, lr, wd, momentum, one_minus_dampening, first):
+            d = -g if maximize else g
+            if decay:
+                d = d + wd * p
+            if use_momentum:
+                if first != 0:
+                    buf = d
+                else:
+                    buf = buf * momentum + one_minus_dampening * d
+                if nesterov:
+                    d = d + momentum * buf
+                else:
+                    d = buf
+            return p - lr * d, buf
+        return sgd
+
+
+class Adagrad(Rule):
+    """``torch.optim.Adagrad``: clr = lr / (1 + (step - 1) * lr_decay); sum += g²; p -= clr g / (√sum + eps)."""
+
+    name = "adagrad"
+    all_states = ("sum",)
+
+    def validate(self, group):
+        _common(group)
+        _check(group["lr_decay"] >= 0, f"Invalid lr_decay value: {group['lr_decay']} (must be >= 0)")
+        _check(group["initial_accumulator_value"] >= 0,
+               f"Invalid initial_accumulator_value value: {group['initial_accumulator_value']} (must be >= 0)")
+
+    def flags(self, group):
+        return (group["weight_decay"] != 0, bool(group["maximize"]))
+
+    def state_init(self, flags, group):
+        return [("sum", float(group.get("initial_accumulator_value", 0.0)))]
+
+    def hypers(self, group, step, flags):
+        return (group["lr"] / (1 + (step - 1) * group["lr_decay"]), group["weight_decay"], group["eps"])
+
+    def math(self, flags, sqrt, maximum):
+        decay, maximize = flags
+
+        def adagrad(p, g, s, clr, wd, eps):
+            d = -g if maximize else g
+            if decay:
+                d = d + wd * p
+            s = s + d * d
+            return p - clr * (d / (sqrt(s) + eps)), s
+        return adagrad
+
+
+class Adadelta(Rule):
+    """``torch.optim.Adadelta``: running averages of g² and of the squared update."""
+
+    name = "adadelta"
+    all_states = ("square_avg", "acc_delta")
+
+    def validate(self, group):
+        _common(group)
+        _check(0 <= group["rho"] <= 1, f"Invalid rho value: {group['rho']} (must be in [0, 1])")
+
+    def flags(self, group):
+        return (group["weight_decay"] != 0, bool(group["maximize"]))
+
+    def state_init(self, flags, group):
+        return [("square_avg", 0.0), ("acc_delta", 0.0)]
+
+    def hypers(self, group, step, flags):
+        return (group["lr"], group["rho"], 1 - group["rho"], group["eps"], group["weight_decay"])
+
+    def math(self, flags, sqrt, maximum):
+        decay, maximize = flags
+
+        def adadelta(p, g, sq, acc, lr, rho, one_minus_rho, eps, wd):
+            d = -g if maximize else g
+            if decay:
+                d = d + wd * p
+            sq = sq * rho + one_minus_rho * d * d
+            std = sqrt(sq + eps)
+            delta = sqrt(acc + eps) / std * d
+            acc = acc * rho + one_minus_rho * delta * delta
+            return p - lr * delta, sq, acc
+        return adadelta
+
+
+class RMSprop(Rule):
+    """``torch.optim.RMSprop``: optional centering and momentum."""
+
+    name = "rmsprop"
+    all_states = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def validate(self, group):
+        _common(group)
+        _check(group["alpha"] >= 0, f"Invalid alpha value: {group['alpha']} (must be >= 0)")
+        _check(group["momentum"] >= 0, f"Invalid momentum value: {group['momentum']} (must be >= 0)")
+
+    def flags(self, group):
+        return (group["momentum"] > 0, bool(group["centered"]), group["weight_decay"] != 0, bool(group["maximize"]))
+
+    def state_init(self, flags, group):
+        s = [("square_avg", 0.0)]
+        if flags[0]:
+            s.append(("momentum_buffer", 0.0))
+        if flags[1]:
+            s.append(("grad_avg", 0.0))
+        return s
+
+    def hypers(self, group, step, flags):
+        return (group["lr"], group["alpha"], 1 - group["alpha"], group["eps"], group["weight_decay"], group["momentum"])
+
+    def math(self, flags, sqrt, maximum):
+        use_momentum, centered, decay, maximize = flags
+
+        def rmsprop(p, g, sq, buf, ga, lr, alpha, one_minus_alpha, eps, wd, momentum):
+            d = -g if maximize else g
+            if decay:
+                d = d + wd * p
+            sq = sq * alpha + one_minus_alpha * d * d
+            if centered:
+                ga = ga + one_minus_alpha * (d - ga)
+                avg = sqrt(sq - ga * ga) + eps
+            else:
+                avg = sqrt(sq) + eps
+            if use_momentum:
+                buf = buf * momentum + d / avg
+                p = p - lr * buf
+            else:
+                p = p - lr * (d / avg)
+            return p, sq, buf, ga
+        return rmsprop
+
+
+class Adam(Rule):
+    """``torch.optim.Adam`` (L2 weight decay added to the gradient) and, with
+    ``decoupled=True``, ``torch.optim.AdamW`` (p *= 1 - lr·wd before the step)."""
+
+    name = "adam"
+    all_states = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    decoupled = False
+
+    def validate(self, group):
+        _common(group)
+        b1, b2 = group["betas"]
+        _check(0 <= b1 < 1, f"Invalid beta parameter at index 0: {b1} (must be in [0, 1))")
+        _check(0 <= b2 < 1, f"Invalid beta parameter at index 1: {b2} (must be in [0, 1))")
+
+    def flags(self, group):
+        return (bool(group["amsgrad"]), group["weight_decay"] != 0, bool(group["maximize"]))
+
+    def state_init(self, flags, group):
+        s = [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
+        if flags[0]:
+            s.append(("max_exp_avg_sq", 0.0))
+        return s
+
+    def hypers(self, group, step, flags):
+        b1, b2 = group["betas"]
+        lr = group["lr"]
+        bc1 = 1 - b1 ** step
+        bc2 = 1 - b2 ** step
+        wd = group["weight_decay"]
+        return (1 - b1, b2, 1 - b2, group["eps"], wd, 1 - lr * wd, lr / bc1, bc2 ** 0.5)
+
+    def math(self, flags, sqrt, maximum):
+        amsgrad, decay, maximize = flags
+        decoupled = self.decoupled
+
+        def adam(p, g, m, v, vmax, one_minus_b1, b2, one_minus_b2, eps, wd, decay_factor, step_size, bc2_sqrt):
+            d = -g if maximize else g
+            if decay:
+                if decoupled:
+                    p = p * decay_factor
+                else:
+                    d = d + wd * p
+            m = m + one_minus_b1 * (d - m)
+            v = v * b2 + one_minus_b2 * d * d
+            if amsgrad:
+                vmax = maximum(vmax, v)
+                denom = sqrt(vmax) / bc2_sqrt + eps
+            else:
+                denom = sqrt(v) / bc2_sqrt + eps
+            return p - step_size * (m / denom), m, v, vmax
+        return adam
+
+
+class AdamW(Adam):
+    name = "adamw"
+    decoupled = True
+
+
+RULES = {r.name: r for r in (SGD(), Adagrad(), Adadelta(), RMSprop(), Adam(), AdamW())}
+
+
+def get(name: str) -> Rule:
+    """The rule called ``name``."""
+    try:
+        return RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer rule {name!r}; known: {', '.join(RULES)}") from None
+
+
+def scalar_fn(name: str, flags: tuple, sqrt=math.sqrt, maximum=max):
+    """The rule's update ``fn(p, g, *all_states, *hypers) -> (p, *all_states)`` for one variant,
+    with the target's ``sqrt`` and ``maximum`` (scalar or array functions)."""
+    return get(name).math(flags, sqrt, maximum)
+
+
+def state_slots(name: str, flags: tuple) -> list:
+    """For each of the rule's ``all_states``: its index among the variant's kept states, or None."""
+    kept = get(name).state_names(flags)
+    return [kept.index(s) if s in kept else None for s in get(name).all_states]
