@@ -34,6 +34,7 @@ class FlatGroup:
         self.dtype = dtype
         self.params = list(params)
         self.offsets = []
+        self.shapes = [p.shape for p in params]  # as flattened; a replaced parameter may differ
         n = 0
         for p in params:
             self.offsets.append((n, n + p.size))
@@ -46,7 +47,7 @@ class FlatGroup:
             view = self.data[lo:hi].reshape(p.shape)
             view[...] = p.array
             gview = self.grad[lo:hi].reshape(p.shape)
-            if p.grad is not None:
+            if p.grad is not None and p.grad.shape == p.shape:  # a stale grad of another shape is dropped
                 gview[...] = p.grad.array
             p.array = view
             p._version[0] += 1
@@ -60,7 +61,7 @@ class FlatGroup:
     def slice_of(self, flat, i: int):
         """Parameter ``i``'s view of a flat buffer, in the parameter's shape."""
         lo, hi = self.offsets[i]
-        return flat[lo:hi].reshape(self.params[i].shape)
+        return flat[lo:hi].reshape(self.shapes[i])
 
     def sync(self) -> bool:
         """Pull replaced parameter arrays or gradients back into the buffers.
