@@ -51,6 +51,7 @@ def _install():
         setattr(T, f.__name__, f)
     T.T = property(lambda self: transpose(self))
     T.view = reshape
+    T.unsqueeze = T.expand_dims = expand_dims
     T.clamp = clip
     T.pow = power
     T.add, T.sub, T.mul, T.div = add, subtract, multiply, divide

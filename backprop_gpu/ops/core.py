@@ -84,7 +84,12 @@ def binary(op, a, b, **kw) -> Tensor:
         a = constant_like(a, b)
     elif not isinstance(b, Tensor):
         b = constant_like(b, a)
-    return apply(op, a, b, **kw)
+    try:
+        return apply(op, a, b, **kw)
+    except ValueError as e:
+        if "broadcast" not in str(e):
+            raise
+        raise ValueError(f"{op.name}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
 
 
 def normalize_axis(axis, ndim):

@@ -13,12 +13,15 @@ class Matmul(Op):
     @staticmethod
     def vjp(F, g, out, a, b):
         a1, b1 = a.ndim == 1, b.ndim == 1
+        # put back the axes NumPy dropped for 1-D operands
+        gs = tuple(g.shape)
         if a1:
             a = F.reshape(a, (1,) + a.shape)
-            g = F.expand_dims(g, -2)
+            gs = gs[:len(gs) - (0 if b1 else 1)] + (1,) + (() if b1 else gs[-1:])
         if b1:
             b = F.reshape(b, b.shape + (1,))
-            g = F.expand_dims(g, -1)
+            gs = gs + (1,)
+        g = F.reshape(g, gs)
         ga = F.matmul(g, F.swapaxes(b, -1, -2))
         gb = F.matmul(F.swapaxes(a, -1, -2), g)
         if a1:
