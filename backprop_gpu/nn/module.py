@@ -163,25 +163,19 @@ class Module:
             out[name] = b.detach()
         return out
 
-    def load_state_dict(self, state_dict, strict: bool = True):
-        """Copy values in place from ``state_dict`` (tensors or arrays).
-
-        Every problem — missing, unexpected or mis-shaped entries — is found
-        before anything is copied, and reported together; nothing is loaded
-        then. With ``strict=False`` missing and unexpected keys are allowed
-        (and returned) but shapes must still match.
-        """
-        own = dict(self.named_parameters())
-        own.update(dict(self.named_buffers()))
+    def check_state_dict(self, state_dict, strict: bool = True):
+        """``(missing, unexpected)`` keys of ``state_dict``; raises RuntimeError listing every
+        problem (missing, unexpected and mis-shaped entries) without loading anything."""
+        own = self._state_tensors()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         bad = []
         for k, t in own.items():
             if k in state_dict:
-                shape = tuple(np.shape(state_dict[k])) if not isinstance(state_dict[k], Tensor) \
-                    else state_dict[k].shape
-                if shape != t.shape:
-                    bad.append(f"{k}: checkpoint {shape} vs model {t.shape}")
+                v = state_dict[k]
+                shape = v.shape if isinstance(v, Tensor) else tuple(np.shape(v))
+                if tuple(shape) != t.shape:
+                    bad.append(f"{k}: checkpoint {tuple(shape)} vs model {t.shape}")
         problems = []
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
@@ -191,8 +185,25 @@ class Module:
             problems.append("shape mismatches: " + "; ".join(bad))
         if problems:
             raise RuntimeError(f"error(s) loading state_dict for {type(self).__name__}: " + " | ".join(problems))
+        return missing, unexpected
+
+    def _state_tensors(self):
+        own = dict(self.named_parameters())
+        own.update(dict(self.named_buffers()))
+        return own
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Copy values in place from ``state_dict`` (tensors or arrays).
+
+        Every problem — missing, unexpected or mis-shaped entries — is found
+        before anything is copied, and reported together; nothing is loaded
+        then. With ``strict=False`` missing and unexpected keys are allowed
+        (and returned) but shapes must still match. Copying in place keeps
+        parameters that an optimizer holds as views of its flat buffer.
+        """
+        missing, unexpected = self.check_state_dict(state_dict, strict)
         with no_grad():
-            for k, t in own.items():
+            for k, t in self._state_tensors().items():
                 if k in state_dict:
                     v = state_dict[k]
                     host = v.numpy() if isinstance(v, Tensor) and v.device != t.device else (

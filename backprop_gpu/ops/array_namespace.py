@@ -43,5 +43,14 @@ class ArrayNamespace:
     def index_backward(self, g, shape, key):
         """Gradient of ``x[key]``: ``g`` scattered (and summed on repeats) into zeros of ``shape``."""
         out = self._xp.zeros(shape, dtype=g.dtype)
-        self._backend.scatter_add(out, key, g)
+        if is_basic_index(key):
+            out[key] = g  # a view: no element repeats, so plain assignment suffices
+        else:
+            self._backend.scatter_add(out, key, g)
         return out
+
+
+def is_basic_index(key) -> bool:
+    """Whether ``key`` uses only slices, integers, None and Ellipsis (no index arrays)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(isinstance(k, (slice, int, type(None), type(Ellipsis))) for k in parts)

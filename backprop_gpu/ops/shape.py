@@ -4,6 +4,7 @@ from __future__ import annotations
 import numbers
 
 from ..tensor import Tensor
+from .array_namespace import is_basic_index
 from .core import Op, apply, normalize_axis
 
 
@@ -50,7 +51,10 @@ class IndexBackward(Op):
     @staticmethod
     def forward(xp, g, shape, key, scatter_add):
         out = xp.zeros(shape, dtype=g.dtype)
-        scatter_add(out, key, g)
+        if is_basic_index(key):
+            out[key] = g
+        else:
+            scatter_add(out, key, g)
         return out
 
     vjp = staticmethod(lambda F, gg, out, g, shape, key, scatter_add: (gg[key],))

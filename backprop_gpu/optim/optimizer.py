@@ -197,6 +197,17 @@ class Optimizer:
         Checks every group size and state shape first and changes nothing if any
         does not match, so a bad checkpoint never leaves a half-loaded optimizer.
         """
+        groups, plan = state_dict.get("param_groups"), self.check_state_dict(state_dict)
+        for gi, (saved, per_param) in enumerate(zip(groups, plan)):
+            group = self.param_groups[gi]
+            for k, v in saved.items():
+                if k != "params":
+                    group[k] = v
+            self._sync(gi)
+            self._restore_group(gi, per_param, strict=True)
+
+    def check_state_dict(self, state_dict: dict) -> list:
+        """Raise ValueError if ``state_dict`` does not fit these parameters; returns the per-parameter state."""
         groups = state_dict.get("param_groups")
         state = state_dict.get("state", {})
         if groups is None or len(groups) != len(self.param_groups):
@@ -219,13 +230,7 @@ class Optimizer:
                                          f"the parameter has shape {p.shape}")
                 per_param.append(st)
             plan.append(per_param)
-        for gi, (saved, per_param) in enumerate(zip(groups, plan)):
-            group = self.param_groups[gi]
-            for k, v in saved.items():
-                if k != "params":
-                    group[k] = v
-            self._sync(gi)
-            self._restore_group(gi, per_param, strict=True)
+        return plan
 
     def _restore_group(self, gi: int, per_param: list[dict], strict: bool) -> None:
         rule = _rules.get(self.rule_name)

@@ -1,0 +1,146 @@
+"""Datasets: bundled digits, MNIST from IDX files, synthetic spirals and linear regression.
+
+A dataset is an :class:`ArrayDataset`: host NumPy arrays ``x`` (float32) and
+``y`` (int64 class labels, or float32 regression targets). Nothing is ever
+downloaded.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ArrayDataset:
+    """Features ``x`` and targets ``y`` as host arrays, with a name for reports."""
+
+    x: np.ndarray
+    y: np.ndarray
+    name: str = ""
+
+    def __post_init__(self):
+        if len(self.x) != len(self.y):
+            raise ValueError(f"dataset {self.name!r}: {len(self.x)} inputs but {len(self.y)} targets")
+
+    def __len__(self):
+        return len(self.x)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.y.max()) + 1 if self.y.dtype.kind in "iu" and len(self.y) else 0
+
+
+def digits(test_fraction: float = 0.25, seed: int = 0):
+    """scikit-learn's bundled 8x8 digits (1,797 images), pixels scaled to [0, 1],
+    split into train and test with a fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    xtr, xte, ytr, yte = train_test_split(x, y.astype(np.int64), test_size=test_fraction, random_state=seed,
+                                          stratify=y)
+    return ArrayDataset(xtr, ytr, "digits/train"), ArrayDataset(xte, yte, "digits/test")
+
+
+class IDXError(ValueError):
+    """An IDX file is missing, truncated or not what it claims to be."""
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or not) into an array, validating its header and size."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"IDX file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise IDXError(f"{path}: cannot read ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise IDXError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
+    kind, ndim = data[2], data[3]
+    if kind not in _IDX_TYPES:
+        raise IDXError(f"{path}: unknown IDX element type 0x{kind:02x}")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise IDXError(f"{path}: truncated header ({len(data)} bytes for {ndim} dimensions)")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[kind])
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(data) != expected:
+        raise IDXError(f"{path}: header says shape {dims} ({expected} bytes) but the file has {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"MNIST directory {root} has no {stem}[.gz]")
+
+
+def mnist(root):
+    """MNIST (or any dataset in MNIST's layout) from the standard IDX files in ``root``:
+    train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    t10k-labels-idx1-ubyte, each optionally gzipped. Images are flattened and scaled to [0, 1]."""
+    if root is None:
+        raise ValueError("the mnist dataset needs --data-dir pointing at a directory of IDX files")
+    root = Path(os.path.expanduser(str(root)))
+    if not root.is_dir():
+        raise FileNotFoundError(f"MNIST directory {root} does not exist")
+    out = []
+    for split in ("train", "t10k"):
+        images = read_idx(_find(root, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_find(root, f"{split}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise IDXError(f"{root}/{split}: images of shape {images.shape} do not match labels of shape "
+                           f"{labels.shape}")
+        x = (images.reshape(len(images), -1) / 255.0).astype(np.float32)
+        out.append(ArrayDataset(x, labels.astype(np.int64), f"mnist/{split}"))
+    return out[0], out[1]
+
+
+def spirals(n_per_class: int = 200, classes: int = 3, noise: float = 0.2, seed: int = 0):
+    """Interleaved 2-D spirals, one arm per class (train and test drawn separately)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(n):
+        xs, ys = [], []
+        for c in range(classes):
+            r = np.linspace(0.0, 1.0, n)
+            theta = np.linspace(c * 4.0, (c + 1) * 4.0, n) + rng.standard_normal(n) * noise
+            xs.append(np.c_[r * np.sin(theta), r * np.cos(theta)])
+            ys.append(np.full(n, c))
+        return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
+
+    (xtr, ytr), (xte, yte) = draw(n_per_class), draw(max(n_per_class // 4, 1))
+    return ArrayDataset(xtr, ytr, "spirals/train"), ArrayDataset(xte, yte, "spirals/test")
+
+
+def linear_regression(n: int = 512, features: int = 8, noise: float = 0.1, seed: int = 0):
+    """y = x w + b + noise, with fixed random w and b (targets of shape (n, 1))."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((features, 1))
+    x = rng.standard_normal((n + n // 4, features))
+    y = x @ w + 0.5 + noise * rng.standard_normal((len(x), 1))
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return ArrayDataset(x[:n], y[:n], "linear/train"), ArrayDataset(x[n:], y[n:], "linear/test")
+
+
+DATASETS = {"digits": digits, "mnist": mnist, "spirals": spirals, "linear": linear_regression}
+
+
+def load(name: str, data_dir=None):
+    """(train, test) for a dataset name; ``data_dir`` is needed by ``mnist``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name](data_dir) if name == "mnist" else DATASETS[name]()
