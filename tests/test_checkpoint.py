@@ -1,0 +1,93 @@
+"""Checkpoints: round trip, atomic writes, and refusing damaged or foreign files without side effects."""
+import os
+
+import numpy as np
+import pytest
+
+import backprop_gpu as bg
+from backprop_gpu import checkpoint, models, optim
+from backprop_gpu.checkpoint import CheckpointError
+from backprop_gpu.optim import lr_scheduler
+
+
+def trained(hidden=(8,), steps=3, seed=0):
+    bg.manual_seed(seed)
+    m = models.mlp(4, 3, hidden)
+    opt = optim.Adam(m.parameters(), lr=0.01)
+    sched = lr_scheduler.StepLR(opt, 2, 0.5)
+    x = bg.tensor(np.random.default_rng(seed).random((6, 4)).astype(np.float32))
+    for _ in range(steps):
+        opt.zero_grad()
+        (m(x) ** 2).mean().backward()
+        opt.step()
+        sched.step()
+    return m, opt, sched
+
+
+def test_round_trip(tmp_path):
+    m, opt, sched = trained()
+    path = tmp_path / "ck.safetensors"
+    tensors, meta = checkpoint.pack(m, opt, sched, extra={"epoch": 3})
+    checkpoint.save(path, tensors, meta)
+    assert path.read_bytes()[:8] and b"pickle" not in path.read_bytes()
+    m2, opt2, sched2 = trained(seed=5, steps=1)
+    extra = checkpoint.restore(path, m2, opt2, sched2)
+    assert extra == {"epoch": 3}
+    for a, b in zip(m.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    np.testing.assert_array_equal(s1["state"][0]["exp_avg_sq"].numpy(), s2["state"][0]["exp_avg_sq"].numpy())
+    assert s2["state"][0]["step"] == 3 and s2["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def _snapshot(m, opt):
+    return [p.numpy() for p in m.parameters()], opt.state_dict()["state"][0]["step"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_header", "empty"])
+def test_damaged_checkpoints_are_refused_and_change_nothing(tmp_path, damage):
+    m, opt, sched = trained()
+    path = tmp_path / "ck.safetensors"
+    checkpoint.save(path, *checkpoint.pack(m, opt, sched))
+    data = path.read_bytes()
+    bad = {"truncate": data[: len(data) // 2], "garbage": os.urandom(200), "empty": b"",
+           "flip_header": data[:8] + b"[" + data[9:]}[damage]
+    path.write_bytes(bad)
+    m2, opt2, sched2 = trained(seed=1)
+    before = _snapshot(m2, opt2)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        checkpoint.restore(path, m2, opt2, sched2)
+    after = _snapshot(m2, opt2)
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+    assert before[1] == after[1] and path.read_bytes() == bad
+
+
+def test_wrong_architecture_is_refused_and_changes_nothing(tmp_path):
+    m, opt, sched = trained(hidden=(8,))
+    path = tmp_path / "ck.safetensors"
+    checkpoint.save(path, *checkpoint.pack(m, opt, sched))
+    other, opt_o, sched_o = trained(hidden=(5,), seed=2)
+    before = _snapshot(other, opt_o)
+    with pytest.raises(CheckpointError, match=r"0.weight: checkpoint \(8, 4\) vs model \(5, 4\)"):
+        checkpoint.restore(path, other, opt_o, sched_o)
+    for a, b in zip(before[0], _snapshot(other, opt_o)[0]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint.restore(tmp_path / "missing.safetensors", other)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    m, opt, sched = trained()
+    path = tmp_path / "ck.safetensors"
+    checkpoint.save(path, *checkpoint.pack(m, opt, sched))
+    good = path.read_bytes()
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, *checkpoint.pack(m, opt, sched, extra={"x": 1}))
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left behind
