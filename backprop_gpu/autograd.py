@@ -183,7 +183,11 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 F, xs, out = tensor_namespace, node_inputs, _tensor_cls()._from_node(node)
             else:
                 F, xs, out = node.backend.F, [t.array for t in node_inputs], node.out
-            in_grads = node.op.vjp(F, g, out, *xs, **node.kwargs)
+            if node.op.wants_needs:  # lets costly VJPs (matmul) skip gradients nobody uses
+                in_grads = node.op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs),
+                                       **node.kwargs)
+            else:
+                in_grads = node.op.vjp(F, g, out, *xs, **node.kwargs)
             for t, gi in zip(node_inputs, in_grads):
                 if gi is None or not t.requires_grad:
                     continue
@@ -209,6 +213,10 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
 
 _TENSOR = None
 
+#: id(leaf) -> (weakref to the leaf, its gradient tensor): where a leaf's first
+#: gradient after ``zero_grad`` is written, so flat gradient buffers stay flat.
+GRAD_HOMES: dict = {}
+
 
 def _tensor_cls():
     # tensor.py imports this module; resolve the class once, lazily.
@@ -233,9 +241,16 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
         leaf.grad = gt if leaf.grad is None else leaf.grad + gt
         return
     if leaf.grad is None:
-        # Copy: the VJP's result may alias other arrays, and later
-        # accumulation into .grad is in place.
-        leaf.grad = Tensor._make(leaf.backend.xp.array(g, dtype=leaf.array.dtype, copy=True), leaf.backend)
+        home = GRAD_HOMES.get(id(leaf))
+        if home is not None and home[0]() is leaf:
+            # the leaf's slot in a flat gradient buffer: one copy, no allocation
+            gt = home[1]
+            gt.array[...] = g
+            leaf.grad = gt
+        else:
+            # Copy: the VJP's result may alias other arrays, and later
+            # accumulation into .grad is in place.
+            leaf.grad = Tensor._make(leaf.backend.xp.array(g, dtype=leaf.array.dtype, copy=True), leaf.backend)
     else:
         ga = leaf.grad.array
         ga += g  # in place: flat gradient buffers are views and must stay so

@@ -86,6 +86,12 @@ def test_backward_accumulates_into_the_flat_gradient_buffer():
     (params[0].sum()).backward()
     np.testing.assert_array_equal(flat.grad, [3, 3, 3, 1, 1, 1, 1])
     opt.zero_grad()
+    assert params[0].grad is None and params[1].grad is None  # PyTorch's default
+    params[1].sum().backward()  # written straight into its slot
+    assert params[1].grad.array.base is flat.grad
+    opt.step()  # the slot of params[0], which got no gradient, is zeroed first
+    np.testing.assert_array_equal(flat.grad, [0, 0, 0, 1, 1, 1, 1])
+    opt.zero_grad(set_to_none=False)
     assert not flat.grad.any() and params[0].grad is not None
 
 

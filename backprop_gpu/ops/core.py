@@ -4,7 +4,8 @@ An op is a class with two static methods side by side:
 
 * ``forward(xp, *arrays, **kw)`` computes the output array with the backend's
   array module;
-* ``vjp(F, g, out, *inputs, **kw)`` returns one gradient per input (or ``None``).
+* ``vjp(F, g, out, *inputs, **kw)`` returns one gradient per input (or ``None``);
+  ops that set ``wants_needs`` also get ``needs``, which inputs require grad.
   ``F`` is an array namespace in plain backward and :mod:`backprop_gpu.ops` in
   ``create_graph`` mode, so one VJP gives both first- and higher-order gradients.
 
@@ -31,6 +32,8 @@ class Op:
     saves_output = False
     #: ops with integer or boolean outputs record nothing
     differentiable = True
+    #: whether vjp takes ``needs``, a tuple saying which inputs require grad
+    wants_needs = False
 
     @staticmethod
     def forward(xp, *arrays, **kw):  # pragma: no cover - interface

@@ -8,10 +8,11 @@ class Matmul(Op):
     """``a @ b`` with NumPy's rules: 1-D operands are promoted and the added axis
     dropped; leading batch axes broadcast (the engine sums them back)."""
     name = "matmul"
+    wants_needs = True
     forward = staticmethod(lambda xp, a, b: xp.matmul(a, b))
 
     @staticmethod
-    def vjp(F, g, out, a, b):
+    def vjp(F, g, out, a, b, needs=(True, True)):
         a1, b1 = a.ndim == 1, b.ndim == 1
         # put back the axes NumPy dropped for 1-D operands
         gs = tuple(g.shape)
@@ -22,11 +23,11 @@ class Matmul(Op):
             b = F.reshape(b, b.shape + (1,))
             gs = gs + (1,)
         g = F.reshape(g, gs)
-        ga = F.matmul(g, F.swapaxes(b, -1, -2))
-        gb = F.matmul(F.swapaxes(a, -1, -2), g)
-        if a1:
+        ga = F.matmul(g, F.swapaxes(b, -1, -2)) if needs[0] else None
+        gb = F.matmul(F.swapaxes(a, -1, -2), g) if needs[1] else None
+        if a1 and ga is not None:
             ga = ga[..., 0, :]
-        if b1:
+        if b1 and gb is not None:
             gb = gb[..., :, 0]
         return ga, gb
 

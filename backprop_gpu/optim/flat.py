@@ -7,6 +7,11 @@ accumulates into it in place and an optimizer step is one kernel launch over
 the whole group, whatever the number of tensors. Optimizer state (m, v, ...)
 is flat too.
 
+After ``zero_grad()`` gradients are ``None``, as in PyTorch; the next
+backward writes each into its slot of the flat buffer (see
+``autograd.GRAD_HOMES``) and :meth:`FlatGroup.sync` zeroes the slots of
+parameters that got no gradient before a step.
+
 Users may replace a parameter's storage (``p.data = ...``, ``module.to(...)``)
 or its gradient (``p.grad = ...``). :meth:`FlatGroup.sync` notices and copies
 the new values back into the buffer (same shape and device), or reports that
@@ -14,6 +19,9 @@ the group must be rebuilt (new shape, dtype or device).
 """
 from __future__ import annotations
 
+import weakref
+
+from ..autograd import GRAD_HOMES
 from ..tensor import Tensor
 
 
@@ -53,6 +61,7 @@ class FlatGroup:
             p._version[0] += 1
             p.grad = Tensor._make(gview, b)
             self._views.append((view, p.grad, gview))
+            GRAD_HOMES[id(p)] = (weakref.ref(p), p.grad)
 
     def new_state(self, fill: float = 0.0):
         """A flat state buffer the size of the group."""
@@ -93,9 +102,14 @@ class FlatGroup:
                 gt.array = gview
         return True
 
-    def zero_grad(self) -> None:
-        """Zero every gradient with one fill of the flat buffer."""
-        self.grad.fill(0)
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset gradients: to ``None`` (the next backward then writes each one into
+        its slot of the flat buffer, no fill needed), or zero the buffer in one fill."""
+        if set_to_none:
+            for p in self.params:
+                p.grad = None
+        else:
+            self.grad.fill(0)
 
     def bump_versions(self) -> None:
         """Mark every parameter as changed in place (an optimizer step just wrote them)."""

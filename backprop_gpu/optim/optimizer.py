@@ -7,10 +7,11 @@ Where we differ from ``torch.optim`` (on purpose):
 
 * Parameters are re-bound to views of one flat buffer per (group, device,
   dtype) when the optimizer is built, and their ``.grad`` to views of a flat
-  gradient buffer. ``zero_grad()`` zeroes that buffer in one pass and keeps
-  the gradients as zero tensors rather than ``None``.
-* Each flat buffer keeps one step count, so a parameter that received no
-  gradient still takes a (zero-gradient) step with the rest of its buffer.
+  gradient buffer.
+* Each flat buffer is stepped as a whole and keeps one step count, so a
+  parameter whose gradient is ``None`` (it took no part in the loss) takes a
+  zero-gradient step with the rest of its buffer rather than being skipped:
+  with momentum or weight decay it still moves.
 """
 from __future__ import annotations
 
@@ -120,15 +121,14 @@ class Optimizer:
 
     # -- step ---------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero every gradient, one fill per flat buffer.
+        """Reset gradients to ``None`` (default, as PyTorch) or, with ``set_to_none=False``, to zeros.
 
-        ``set_to_none`` is accepted for PyTorch compatibility; gradients stay as
-        zeroed views of the flat buffer either way (see the module docstring).
+        Either way the next backward writes into the flat gradient buffer.
         """
         for gi in range(len(self._flats)):
             self._sync(gi)
             for f in self._flats[gi]:
-                f.flat.zero_grad()
+                f.flat.zero_grad(set_to_none)
 
     def step(self, closure=None):
         """One update of every parameter: one fused kernel launch per flat buffer."""

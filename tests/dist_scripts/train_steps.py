@@ -1,9 +1,18 @@
-"""Run K data-parallel steps and save the parameters (rank 0). Used by tests/test_distributed.py.
+"""Run K data-parallel steps of a small MLP and save rank 0's parameters. Used by tests/test_distributed.py.
 
-usage: python train_steps.py OUT.npz STEPS [--mismatch] [--die-rank R]
+usage: python train_steps.py OUT.npz STEPS [--n N] [--batch B] [--optim sgd|adam]
+                             [--mode setup|flat|tensors|unweighted] [--timeout S]
+                             [--mismatch] [--die-rank R] [--stall-rank R] [--quit-rank R]
+
+Modes: ``setup`` goes through setup_for_training / wrap_loader / after_backward
+(what the CLI does); ``flat`` calls all_reduce_gradients(optimizer, weight=...);
+``tensors`` passes the parameter list (one all-reduce per tensor);
+``unweighted`` averages every rank equally.
 """
+import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -13,33 +22,62 @@ from backprop_gpu import models, optim
 from backprop_gpu.data import ArrayDataset, DataLoader
 from backprop_gpu.nn import functional as F
 
-out, steps = sys.argv[1], int(sys.argv[2])
-rank, world = dist.init()
-hidden = (16 + rank,) if "--mismatch" in sys.argv else (16,)
-die = int(sys.argv[sys.argv.index("--die-rank") + 1]) if "--die-rank" in sys.argv else None
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("steps", type=int)
+ap.add_argument("--n", type=int, default=61)  # 61 = 3 x 16 + 13: the last global batch splits 7 / 6
+ap.add_argument("--batch", type=int, default=16)
+ap.add_argument("--optim", default="sgd")
+ap.add_argument("--mode", default="setup")
+ap.add_argument("--timeout", type=float, default=None)
+ap.add_argument("--mismatch", action="store_true")
+ap.add_argument("--die-rank", type=int, default=None)
+ap.add_argument("--stall-rank", type=int, default=None)
+ap.add_argument("--quit-rank", type=int, default=None)
+a = ap.parse_args()
+
+setup = dist.setup_for_training("cpu", timeout=a.timeout)
+rank, world = setup.rank, setup.world_size
+hidden = (16 + rank,) if a.mismatch else (16,)
 
 bg.manual_seed(rank + 100)  # different local inits: the broadcast must make them equal
 rng = np.random.default_rng(0)
-data = ArrayDataset(rng.random((64, 10)).astype(np.float32), rng.integers(0, 3, 64), "toy")
+data = ArrayDataset(rng.random((a.n, 10)).astype(np.float32), rng.integers(0, 3, a.n), "toy")
 model = models.mlp(10, 3, hidden)
-opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if a.optim == "sgd" else \
+    optim.Adam(model.parameters(), lr=1e-2)
 try:
-    dist.broadcast_parameters(model)
+    setup.prepare(model)
 except dist.DistributedError as e:
     print(f"rank {rank}: {e}", flush=True)
     sys.exit(4)
-loader = DataLoader(data, 16, shuffle=True, seed=7, rank=rank, world_size=world)
+loader = DataLoader(data, a.batch, shuffle=True, seed=7, rank=rank, world_size=world)
+if a.mode != "unweighted":
+    loader = setup.wrap_loader(loader)
 done, calls = 0, 0
-while done < steps:
+while done < a.steps:
     for x, y in loader:
-        if die is not None and rank == die and done == 1:
-            os._exit(9)  # a rank that dies mid-training
+        if done == 1 and rank == a.die_rank:
+            os._exit(9)  # crashes without a word
+        if done == 1 and rank == a.stall_rank:
+            time.sleep(3600)  # hangs
+        if done == 1 and rank == a.quit_rank:
+            sys.exit(0)  # leaves the loop early, cleanly
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
-        calls += dist.all_reduce_gradients(opt, timeout=10)
+        if a.mode == "setup":
+            setup.after_backward(opt)
+            calls += 1 if world > 1 else 0
+        elif a.mode == "flat":
+            calls += dist.all_reduce_gradients(opt, weight=getattr(loader, "weight", None), timeout=a.timeout)
+        elif a.mode == "tensors":
+            calls += dist.all_reduce_gradients(list(model.parameters()), weight=getattr(loader, "weight", None),
+                                               timeout=a.timeout)
+        else:
+            calls += dist.all_reduce_gradients(opt, timeout=a.timeout)
         opt.step()
         done += 1
-        if done == steps:
+        if done == a.steps:
             break
-if rank == 0:
-    np.savez(out, calls=calls, **{k: v.numpy() for k, v in model.state_dict().items()})
+if setup.is_main:
+    np.savez(a.out, calls=calls, world=world, **{k: v.numpy() for k, v in model.state_dict().items()})
