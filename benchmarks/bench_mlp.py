@@ -5,7 +5,7 @@ import pytest
 import backprop_gpu as bg
 from backprop_gpu import models, optim
 from backprop_gpu.nn import functional as F
-from conftest import GPU_BACKENDS, TORCH, needs_torch, tag
+from common import GPU_BACKENDS, TORCH, needs_torch, tag
 
 WORKLOAD = "MLP step 784-1024-1024-10, batch 256"
 SIZES = (784, 1024, 1024, 10)

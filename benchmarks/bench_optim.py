@@ -10,7 +10,7 @@ import pytest
 
 import backprop_gpu as bg
 from backprop_gpu import optim
-from conftest import GPU_BACKENDS, TORCH, needs_torch, tag
+from common import GPU_BACKENDS, TORCH, needs_torch, tag
 
 N = 10_000_000
 LAYOUTS = {"1 tensor": [N], "200 tensors": [N // 200] * 200}

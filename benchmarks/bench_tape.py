@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import backprop_gpu as bg
-from conftest import TORCH, needs_torch, tag
+from common import TORCH, needs_torch, tag
 
 
 def tiny_inputs(n, seed=0):

@@ -1,0 +1,68 @@
+"""Data-parallel step time and scaling efficiency on the CPU, 1 and 2 ranks.
+
+    python -m pytest benchmarks/bench_distributed.py --benchmark-only
+
+Each case launches ``tests/dist_scripts/bench_steps.py`` (plain python for one
+rank, ``mpiexec -n 2`` for two), which times training steps of a
+784-512-512-10 MLP (669,706 parameters) with SGD at a fixed *global* batch of
+512, i.e. 256 samples per rank on two ranks (strong scaling). The timed region
+excludes start-up; the numbers are in ``extra_info``:
+
+* ``step_ms``: wall time of one data-parallel step (the slowest rank);
+* ``allreduce_ms``: of which averaging the gradients (one all-reduce of
+  2.7 MB per step, including waiting for the other rank);
+* ``speedup`` = step_ms(1 rank) / step_ms(2 ranks), ``efficiency`` = speedup / 2.
+
+The benchmark's own timing is the whole launch, start-up included. Ranks
+share the machine's cores (``setup_for_training`` gives each rank
+cores / ranks threads), so on a 2-core machine one rank uses both cores and
+two ranks one each.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+
+def _mpiexec():
+    """The mpiexec of the MPI that mpi4py uses (the mpich wheel puts it beside python), or None."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    here = Path(sysconfig.get_path("scripts")) / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "dist_scripts" / "bench_steps.py"
+_results: dict[int, dict] = {}
+
+
+def _run(world: int) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_ENABLE_CUDASIM", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    cmd = ([MPIEXEC, "-n", str(world)] if world > 1 else []) + [sys.executable, str(SCRIPT), "--steps", "50"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    _results[world] = res
+    return res
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_data_parallel_step(benchmark, world):
+    if world > 1 and MPIEXEC is None:
+        pytest.skip("needs mpi4py and its mpiexec: pip install mpi4py mpich")
+    res = benchmark.pedantic(_run, args=(world,), rounds=1, iterations=1)
+    benchmark.extra_info.update(res)
+    if world > 1:
+        one = _results.get(1) or _run(1)
+        speedup = one["step_ms"] / res["step_ms"]
+        benchmark.extra_info.update(step_ms_1_rank=one["step_ms"], speedup=speedup, efficiency=speedup / world)
+    print(f"\n{world} rank(s): {json.dumps(benchmark.extra_info)}")

@@ -1,0 +1,37 @@
+"""Shared benchmark set-up: fixed thread counts, real backends only, torch as the peer when installed.
+
+Threads: BACKPROP_GPU_BENCH_THREADS (default 2) for OpenBLAS, Numba and torch
+alike, set before any of them is imported. OpenBLAS workers are told to sleep
+right after a call (OPENBLAS_THREAD_TIMEOUT) so they do not spin against
+Numba's threads when the two alternate.
+"""
+import os
+
+THREADS = os.environ.setdefault("BACKPROP_GPU_BENCH_THREADS", "2")
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(var, THREADS)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+os.environ.pop("NUMBA_ENABLE_CUDASIM", None)  # benchmarks time real devices only
+
+import pytest  # noqa: E402
+
+import backprop_gpu as bg  # noqa: E402
+from backprop_gpu.backends import BACKENDS  # noqa: E402
+
+try:
+    import torch
+
+    torch.set_num_threads(int(THREADS))
+    TORCH = torch
+except ImportError:  # the peer is optional: rows without it carry no torch ratio
+    TORCH = None
+
+CPU_BACKENDS = ["numpy", "numba"]
+GPU_BACKENDS = [n for n in ("cupy", "numba-cuda") if BACKENDS[n].availability() is None]
+needs_torch = pytest.mark.skipif(TORCH is None, reason="torch is not installed (pip install torch==2.13.0)")
+
+
+def tag(benchmark, workload, impl, role="ours", **extra):
+    """Label a row for benchmarks/report.py: role is ours, torch or floor."""
+    benchmark.group = workload
+    benchmark.extra_info.update({"workload": workload, "impl": impl, "role": role, "threads": int(THREADS), **extra})

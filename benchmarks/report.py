@@ -1,0 +1,87 @@
+"""Turn pytest-benchmark JSON into the results table of benchmarks/README.md.
+
+usage: python benchmarks/report.py results/cpu.json [more.json ...] [--write]
+
+Each row's ratio to torch is against the fastest torch row of the same
+workload on the same kind of device in the same file (same run), and its ratio
+to the floor against that workload's floor row, when there is one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _fmt_time(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def _kind(device: str) -> str:
+    return "gpu" if str(device).startswith("cuda") else "cpu"
+
+
+def table(path: Path) -> str:
+    data = json.loads(Path(path).read_text())
+    rows = []
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        if "workload" not in info:
+            continue
+        # a row timed inside its own processes (the MPI runs) reports that time in step_ms
+        median = info["step_ms"] / 1e3 if "step_ms" in info else b["stats"]["median"]
+        iqr = 0.0 if "step_ms" in info else b["stats"]["iqr"]
+        impl = info["impl"] + (f" (scaling efficiency {info['scaling_efficiency']:.0%})"
+                               if "scaling_efficiency" in info else "")
+        rows.append({"workload": info["workload"], "impl": impl, "role": info["role"],
+                     "device": info.get("device", "cpu"), "median": median, "iqr": iqr,
+                     "rounds": b["stats"]["rounds"]})
+    machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))
+    lines = [f"**{Path(path).name}** — {data.get('datetime', '')[:16]}, {cpu}, "
+             f"{machine.get('python_implementation', '')} {machine.get('python_version', '')}; threads "
+             f"{next((b['extra_info'].get('threads') for b in data['benchmarks'] if 'extra_info' in b), '?')}.",
+             "", "| workload | implementation | device | median | IQR | × torch | × floor |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    order = []
+    for r in rows:
+        if r["workload"] not in order:
+            order.append(r["workload"])
+    role_rank = {"ours": 0, "torch": 1, "reference": 2, "floor": 3}
+    for w in order:
+        group = [r for r in rows if r["workload"] == w]
+        floor = min((r["median"] for r in group if r["role"] == "floor"), default=None)
+        for r in sorted(group, key=lambda r: (role_rank.get(r["role"], 9), r["median"])):
+            torch = min((t["median"] for t in group if t["role"] == "torch" and _kind(t["device"]) == _kind(
+                r["device"])), default=None)
+            vs_torch = f"{r['median'] / torch:.2f}" if torch and r["role"] != "torch" else ""
+            vs_floor = f"{r['median'] / floor:.2f}" if floor and r["role"] != "floor" else ""
+            name = f"**{r['impl']}**" if r["role"] == "ours" else r["impl"]
+            lines.append(f"| {w} | {name} | {r['device']} | {_fmt_time(r['median'])} | {_fmt_time(r['iqr'])} | "
+                         f"{vs_torch} | {vs_floor} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    write = "--write" in argv
+    files = [a for a in argv if not a.startswith("--")] or sorted(str(p) for p in (HERE / "results").glob("*.json"))
+    body = "\n\n".join(table(Path(f)) for f in files)
+    if write:
+        readme = HERE / "README.md"
+        text = readme.read_text()
+        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+        readme.write_text(text[:start] + "\n" + body + "\n" + text[end:])
+        print(f"updated {readme}")
+    else:
+        print(body)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
