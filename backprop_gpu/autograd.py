@@ -11,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import threading
 
-_state = threading.local()
+class _State(threading.local):
+    # class attributes are each thread's defaults: plain attribute reads, no getattr fallback
+    grad = True
+    anomaly = False
+
+
+_state = _State()
 
 
 def is_grad_enabled() -> bool:
     """Whether ops are currently recorded on the tape."""
-    return getattr(_state, "grad", True)
+    return _state.grad
 
 
 def _set_grad(mode: bool) -> bool:
@@ -50,7 +56,7 @@ class enable_grad(_GradMode):
 
 
 def is_anomaly_enabled() -> bool:
-    return getattr(_state, "anomaly", False)
+    return _state.anomaly
 
 
 class detect_anomaly(contextlib.ContextDecorator):
@@ -90,9 +96,7 @@ class Node:
         self.backend = backend
         # Versions are checked at backward time: a saved tensor modified in place
         # in between would silently give wrong gradients.
-        sv = []
-        if op.saves_inputs:
-            sv.extend((t._version, t._version[0]) for t in inputs)
+        sv = [(t._version, t._version[0]) for t in inputs] if op.saves_inputs else []
         if op.saves_output:
             sv.append((out_version, out_version[0]))
         self.saved_versions = sv
@@ -165,6 +169,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     prev_mode = _set_grad(create_graph)
     if create_graph:
         from . import ops as tensor_namespace
+    # the common case (plain .backward()) delivers leaf gradients inline below
+    plain = accumulate and not capture and not create_graph
     try:
         for node in _toposort(roots):
             g = pending.pop(id(node), None)
@@ -179,15 +185,15 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 results[capture[id(node)]] = g
             if node.saved_versions:
                 _check_versions(node)
+            op = node.op
             if create_graph:
                 F, xs, out = tensor_namespace, node_inputs, _tensor_cls()._from_node(node)
             else:
                 F, xs, out = node.backend.F, [t.array for t in node_inputs], node.out
-            if node.op.wants_needs:  # lets costly VJPs (matmul) skip gradients nobody uses
-                in_grads = node.op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs),
-                                       **node.kwargs)
+            if op.wants_needs:  # lets costly VJPs (matmul) skip gradients nobody uses
+                in_grads = op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs), **node.kwargs)
             else:
-                in_grads = node.op.vjp(F, g, out, *xs, **node.kwargs)
+                in_grads = op.vjp(F, g, out, *xs, **node.kwargs)
             for t, gi in zip(node_inputs, in_grads):
                 if gi is None or not t.requires_grad:
                     continue
@@ -195,14 +201,18 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     gi = unbroadcast(F, gi, t.array.shape)
                 if anomaly:
                     _check_finite(node.backend.xp, gi.array if create_graph else gi,
-                                  f"gradient of {node.op.name}")
+                                  f"gradient of {op.name}")
                 child = t._node
-                if child is None:
-                    _deliver(t, gi, capture, results, accumulate, create_graph)
-                else:
+                if child is not None:
                     k = id(child)
                     prev = pending.get(k)
                     pending[k] = gi if prev is None else prev + gi
+                elif plain and t.grad is not None:
+                    ga = t.grad.array
+                    ga += gi  # in place: flat gradient buffers are views and must stay so
+                    t.grad._version[0] += 1
+                else:
+                    _deliver(t, gi, capture, results, accumulate, create_graph)
             if not retain_graph:
                 node.inputs = None
                 node.out = None

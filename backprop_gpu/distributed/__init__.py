@@ -66,13 +66,13 @@ A training loop::
 from __future__ import annotations
 
 from .comm import (ABORT_CODE, DistributedError, abort, all_reduce_gradients, barrier, broadcast_parameters,
-                   check_same_model, default_timeout, get_rank, get_world_size, init, is_initialized,
+                   check_same_model, default_timeout, get_comm, get_rank, get_world_size, init, is_initialized,
                    launched_under_mpi, local_rank_and_size, wait)
 from .sampler import DistributedSampler, ShardedLoader, global_batch_sizes, shard_indices
 from .training import TrainingSetup, device_for_rank, limit_threads, setup_for_training
 
 __all__ = ["ABORT_CODE", "DistributedError", "DistributedSampler", "ShardedLoader", "TrainingSetup", "abort",
            "all_reduce_gradients", "barrier", "broadcast_parameters", "check_same_model", "default_timeout",
-           "device_for_rank", "get_rank", "get_world_size", "global_batch_sizes", "init", "is_initialized",
+           "device_for_rank", "get_comm", "get_rank", "get_world_size", "global_batch_sizes", "init", "is_initialized",
            "launched_under_mpi", "limit_threads", "local_rank_and_size", "setup_for_training", "shard_indices",
            "wait"]

@@ -88,7 +88,7 @@ def get_world_size() -> int:
     return _comm.Get_size() if _comm is not None else 1
 
 
-def comm():
+def get_comm():
     """The mpi4py communicator (``None`` in a world of one)."""
     return _comm
 
@@ -141,8 +141,6 @@ def barrier(timeout: float | None = None) -> None:
 
 def _allgather_array(arr: np.ndarray, what: str, timeout) -> np.ndarray:
     """Every rank's copy of a fixed-shape array, stacked: shape ``(world, *arr.shape)``."""
-    from mpi4py import MPI  # noqa: F401
-
     arr = np.ascontiguousarray(arr)
     out = np.empty((get_world_size(),) + arr.shape, arr.dtype)
     wait(_comm.Iallgather(arr, out), what, timeout)

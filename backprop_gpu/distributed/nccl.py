@@ -7,9 +7,10 @@ CuPy. Each rank drives one GPU (``local_rank % device_count``, i.e.
 communicator on the same GPU, so run at most one rank per GPU.
 
 Without an NCCL library (``cupy.cuda.nccl.available`` is False; install it
-with ``pip install nvidia-nccl-cu13``), or with
-``BACKPROP_GPU_GPU_COMM=host``, GPU buffers are copied to the host and
-averaged over MPI instead: slower, same result.
+with ``pip install nvidia-nccl-cu13``), with more ranks on a machine than
+GPUs, or with ``BACKPROP_GPU_GPU_COMM=host``, GPU buffers are copied to the
+host and averaged over MPI instead: slower, same result. All ranks agree on
+the choice (a vote at the first GPU all-reduce).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 from . import comm as _c
 
 _groups: dict[int, "NcclGroup"] = {}
-_warned = False
+_decided: tuple[bool, str | None] | None = None  # (use NCCL, why not), agreed by every rank
 
 
 def _nccl():
@@ -43,7 +44,27 @@ def nccl_unavailable_reason() -> str | None:
         return f"cupy.cuda.nccl cannot be imported: {e}"
     if not getattr(nccl, "available", True) or not hasattr(nccl, "NcclCommunicator"):
         return "CuPy found no NCCL library (pip install nvidia-nccl-cu13, or nvidia-nccl-cu12 for CUDA 12)"
+    if _c._local is not None:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        if _c._local[1] > count:
+            return f"{_c._local[1]} ranks on this machine share {count} GPU(s), and NCCL needs one GPU per rank"
     return None
+
+
+def use_nccl(timeout: float | None = None) -> bool:
+    """Whether GPU buffers go through NCCL; decided once, by all ranks together (collective)."""
+    global _decided
+    if _decided is None:
+        why = nccl_unavailable_reason()
+        votes = _c._allgather_array(np.array([why is None], np.int8), "the NCCL availability vote", timeout)
+        if why is None and not votes.all():
+            why = "another rank cannot use NCCL"
+        _decided = (why is None, why)
+        if why is not None and _c.get_rank() == 0 and why != "BACKPROP_GPU_GPU_COMM=host":
+            warnings.warn(f"averaging GPU gradients through host memory over MPI: {why}", RuntimeWarning)
+    return _decided[0]
 
 
 def _dtype_code(dtype):
@@ -140,7 +161,7 @@ def communicator(device_index: int, timeout: float | None = None) -> NcclGroup:
         uid = np.zeros(128, np.int16)  # NCCL_UNIQUE_ID_BYTES C chars, signed or not: int16 keeps them exactly
         if _c.get_rank() == 0:
             uid[:] = nccl.get_unique_id()
-        _c.wait(_c.comm().Ibcast(uid, root=0), "the NCCL id broadcast", timeout)
+        _c.wait(_c.get_comm().Ibcast(uid, root=0), "the NCCL id broadcast", timeout)
         _c.barrier(timeout)  # every rank is alive and about to join: NCCL's own set-up has no timeout
         g = _groups[device_index] = NcclGroup(_c.get_world_size(), _c.get_rank(),
                                                tuple(int(v) for v in uid), device_index)
@@ -154,7 +175,7 @@ def _host_all_reduce_sum(bufs, timeout) -> None:
     import cupy
 
     hosts = [cupy.asnumpy(b) for b in bufs]
-    reqs = [_c.comm().Iallreduce(MPI.IN_PLACE, h, op=MPI.SUM) for h in hosts]
+    reqs = [_c.get_comm().Iallreduce(MPI.IN_PLACE, h, op=MPI.SUM) for h in hosts]
     _c.wait(reqs, f"the gradient all-reduce ({sum(h.size for h in hosts)} values, staged on the host)", timeout)
     for b, h in zip(bufs, hosts):
         b.set(h)
@@ -162,12 +183,7 @@ def _host_all_reduce_sum(bufs, timeout) -> None:
 
 def all_reduce_sum(bufs_and_backends, timeout: float | None = None) -> None:
     """Sum GPU arrays over the ranks in place: NCCL per device, or the host fallback."""
-    global _warned
-    why = nccl_unavailable_reason()
-    if why is not None:
-        if not _warned and _c.get_rank() == 0 and why != "BACKPROP_GPU_GPU_COMM=host":
-            warnings.warn(f"averaging GPU gradients through host memory over MPI: {why}", RuntimeWarning)
-        _warned = True
+    if not use_nccl(timeout):
         _host_all_reduce_sum([b for b, _ in bufs_and_backends], timeout)
         return
     by_device: dict[int, list] = {}

@@ -95,9 +95,9 @@ class TrainingSetup:
         params = list(model.parameters()) if hasattr(model, "parameters") else list(model)
         gpus = sorted({p.backend.device.index or 0 for p in params if not p.backend.is_host})
         if gpus:
-            from .nccl import communicator, nccl_unavailable_reason
+            from .nccl import communicator, use_nccl
 
-            if nccl_unavailable_reason() is None:
+            if use_nccl(self.timeout):
                 for idx in gpus:
                     communicator(idx, self.timeout)
 

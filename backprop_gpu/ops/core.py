@@ -55,9 +55,9 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
                         f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
     out = op.forward(b.xp, *[t.array for t in inputs], **kw)
     state = autograd._state
-    if getattr(state, "anomaly", False):
+    if state.anomaly:
         autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
-    if op.differentiable and getattr(state, "grad", True):
+    if op.differentiable and state.grad:
         for t in inputs:
             if t.requires_grad:
                 res = Tensor._make(out, b, True)

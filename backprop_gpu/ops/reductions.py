@@ -15,7 +15,9 @@ def _expand_to(F, g, x_shape, axis, keepdims):
 class Sum(Op):
     name = "sum"
     saves_inputs = False
-    forward = staticmethod(lambda xp, x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims))
+    # axis=None when reducing everything: NumPy's fast path for a full reduction
+    forward = staticmethod(lambda xp, x, axis, keepdims: x.sum(axis=None if len(axis) == x.ndim else axis,
+                                                               keepdims=keepdims))
 
     @staticmethod
     def vjp(F, g, out, x, axis, keepdims):
