@@ -26,13 +26,12 @@ KERNEL_HYPERS = {"sgd": 5, "adagrad": 3, "adadelta": 5, "rmsprop": 6, "adam": 8,
 
 
 def source() -> str:
-    """The text of ``kernels/optim.cu`` (from the checkout, or installed package data)."""
+    """The text of ``kernels/optim.cu`` from the source checkout (install with ``pip install -e .``)."""
     here = Path(__file__).resolve().parents[2] / "kernels" / "optim.cu"
-    if here.exists():
-        return here.read_text()
-    from importlib.resources import files
-
-    return files("backprop_gpu").joinpath("_kernels/optim.cu").read_text()
+    if not here.exists():
+        raise FileNotFoundError(f"the cupy backend's CUDA sources are not at {here}; install backprop_gpu from a "
+                                "source checkout with `pip install -e .`")
+    return here.read_text()
 
 
 def name_expression(rule_name: str, flags: tuple, dtype) -> str:
