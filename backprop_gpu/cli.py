@@ -67,6 +67,8 @@ def main(argv=None) -> int:
             from .train import TrainConfig, Trainer
 
             dist = setup_for_training(args.device)
+            if not dist.is_main:
+                logging.getLogger("backprop_gpu").setLevel(logging.WARNING)  # rank 0 alone reports
             cfg = TrainConfig(dataset=args.dataset, model=args.model, hidden=args.hidden, optimizer=args.optimizer,
                               lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, device=dist.device,
                               seed=args.seed, out=args.out, resume=args.resume, data_dir=args.data_dir,
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
             trainer = Trainer(cfg, log=log, is_main=dist.is_main, rank=dist.rank, world_size=dist.world_size,
                               after_backward=dist.after_backward)
             dist.prepare(trainer.model)
+            # weights each rank's gradient by its share of an unevenly split last batch
+            trainer.loader = dist.wrap_loader(trainer.loader)
             log(f"training {cfg.model} on {cfg.dataset} ({len(trainer.train_set)} train / {len(trainer.test_set)} "
                 f"test) with {cfg.optimizer} lr {cfg.resolved_lr():g}, batch {cfg.batch_size}, on "
                 f"{trainer.backend.device} ({trainer.backend.name})"

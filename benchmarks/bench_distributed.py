@@ -2,7 +2,7 @@
 
     python -m pytest benchmarks/bench_distributed.py --benchmark-only
 
-Each case launches ``tests/dist_scripts/bench_steps.py`` (plain python for one
+Each case launches ``tests/dist_scripts/step_timer.py`` (plain python for one
 rank, ``mpiexec -n 2`` for two), which times training steps of a
 784-512-512-10 MLP (669,706 parameters) with SGD at a fixed *global* batch of
 512, i.e. 256 samples per rank on two ranks (strong scaling). The timed region
@@ -11,7 +11,8 @@ excludes start-up; the numbers are in ``extra_info``:
 * ``step_ms``: wall time of one data-parallel step (the slowest rank);
 * ``allreduce_ms``: of which averaging the gradients (one all-reduce of
   2.7 MB per step, including waiting for the other rank);
-* ``speedup`` = step_ms(1 rank) / step_ms(2 ranks), ``efficiency`` = speedup / 2.
+* ``speedup`` = step_ms(1 rank) / step_ms(2 ranks), ``efficiency`` (and
+  ``scaling_efficiency``, which ``report.py`` shows) = speedup / 2.
 
 The benchmark's own timing is the whole launch, start-up included. Ranks
 share the machine's cores (``setup_for_training`` gives each rank
@@ -28,6 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from common import tag
+
+WORKLOAD = "data-parallel SGD step, MLP 784-512-512-10, global batch 512"
 
 def _mpiexec():
     """The mpiexec of the MPI that mpi4py uses (the mpich wheel puts it beside python), or None."""
@@ -40,7 +44,7 @@ def _mpiexec():
 
 
 MPIEXEC = _mpiexec()
-SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "dist_scripts" / "bench_steps.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "dist_scripts" / "step_timer.py"
 _results: dict[int, dict] = {}
 
 
@@ -60,9 +64,10 @@ def test_data_parallel_step(benchmark, world):
     if world > 1 and MPIEXEC is None:
         pytest.skip("needs mpi4py and its mpiexec: pip install mpi4py mpich")
     res = benchmark.pedantic(_run, args=(world,), rounds=1, iterations=1)
-    benchmark.extra_info.update(res)
+    tag(benchmark, WORKLOAD, f"backprop_gpu, {world} MPI rank{'s' if world > 1 else ''}", **res)
     if world > 1:
         one = _results.get(1) or _run(1)
         speedup = one["step_ms"] / res["step_ms"]
-        benchmark.extra_info.update(step_ms_1_rank=one["step_ms"], speedup=speedup, efficiency=speedup / world)
+        benchmark.extra_info.update(step_ms_1_rank=one["step_ms"], speedup=speedup, efficiency=speedup / world,
+                                    scaling_efficiency=speedup / world)
     print(f"\n{world} rank(s): {json.dumps(benchmark.extra_info)}")

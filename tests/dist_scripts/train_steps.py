@@ -1,7 +1,7 @@
 """Run K data-parallel steps of a small MLP and save rank 0's parameters. Used by tests/test_distributed.py.
 
 usage: python train_steps.py OUT.npz STEPS [--n N] [--batch B] [--optim sgd|adam]
-                             [--mode setup|flat|tensors|unweighted] [--timeout S]
+                             [--mode setup|flat|tensors|unweighted] [--timeout S] [--device D]
                              [--mismatch] [--die-rank R] [--stall-rank R] [--quit-rank R]
 
 Modes: ``setup`` goes through setup_for_training / wrap_loader / after_backward
@@ -30,20 +30,21 @@ ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--optim", default="sgd")
 ap.add_argument("--mode", default="setup")
 ap.add_argument("--timeout", type=float, default=None)
+ap.add_argument("--device", default="cpu")
 ap.add_argument("--mismatch", action="store_true")
 ap.add_argument("--die-rank", type=int, default=None)
 ap.add_argument("--stall-rank", type=int, default=None)
 ap.add_argument("--quit-rank", type=int, default=None)
 a = ap.parse_args()
 
-setup = dist.setup_for_training("cpu", timeout=a.timeout)
+setup = dist.setup_for_training(a.device, timeout=a.timeout)
 rank, world = setup.rank, setup.world_size
 hidden = (16 + rank,) if a.mismatch else (16,)
 
 bg.manual_seed(rank + 100)  # different local inits: the broadcast must make them equal
 rng = np.random.default_rng(0)
 data = ArrayDataset(rng.random((a.n, 10)).astype(np.float32), rng.integers(0, 3, a.n), "toy")
-model = models.mlp(10, 3, hidden)
+model = models.mlp(10, 3, hidden).to(setup.device)
 opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if a.optim == "sgd" else \
     optim.Adam(model.parameters(), lr=1e-2)
 try:
@@ -51,7 +52,7 @@ try:
 except dist.DistributedError as e:
     print(f"rank {rank}: {e}", flush=True)
     sys.exit(4)
-loader = DataLoader(data, a.batch, shuffle=True, seed=7, rank=rank, world_size=world)
+loader = DataLoader(data, a.batch, shuffle=True, seed=7, device=setup.device, rank=rank, world_size=world)
 if a.mode != "unweighted":
     loader = setup.wrap_loader(loader)
 done, calls = 0, 0
