@@ -223,8 +223,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
 
 _TENSOR = None
 
-#: id(leaf) -> (weakref to the leaf, its gradient tensor): where a leaf's first
-#: gradient after ``zero_grad`` is written, so flat gradient buffers stay flat.
+#: id(leaf) -> (weakref to the leaf, weakref to its gradient tensor): where a leaf's
+#: first gradient after ``zero_grad`` is written, so flat gradient buffers stay flat.
 GRAD_HOMES: dict = {}
 
 
@@ -252,9 +252,9 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
         return
     if leaf.grad is None:
         home = GRAD_HOMES.get(id(leaf))
-        if home is not None and home[0]() is leaf:
+        gt = home[1]() if home is not None and home[0]() is leaf else None
+        if gt is not None:
             # the leaf's slot in a flat gradient buffer: one copy, no allocation
-            gt = home[1]
             gt.array[...] = g
             leaf.grad = gt
         else:

@@ -61,7 +61,9 @@ class FlatGroup:
             p._version[0] += 1
             p.grad = Tensor._make(gview, b)
             self._views.append((view, p.grad, gview))
-            GRAD_HOMES[id(p)] = (weakref.ref(p), p.grad)
+            # weak both ways: the registry must not keep a dropped optimizer's buffers alive
+            GRAD_HOMES[id(p)] = (weakref.ref(p), weakref.ref(p.grad))
+            weakref.finalize(p, GRAD_HOMES.pop, id(p), None)
 
     def new_state(self, fill: float = 0.0):
         """A flat state buffer the size of the group."""
