@@ -6,7 +6,6 @@ side by side.
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 

@@ -15,7 +15,6 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)  # benchmarks time real devices onl
 
 import pytest  # noqa: E402
 
-import backprop_gpu as bg  # noqa: E402
 from backprop_gpu.backends import BACKENDS  # noqa: E402
 
 try:
