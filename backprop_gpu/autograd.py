@@ -260,7 +260,8 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
         else:
             # Copy: the VJP's result may alias other arrays, and later
             # accumulation into .grad is in place.
-            leaf.grad = Tensor._make(leaf.backend.xp.array(g, dtype=leaf.array.dtype, copy=True), leaf.backend)
+            g = g.copy() if g.dtype == leaf.array.dtype else g.astype(leaf.array.dtype)
+            leaf.grad = Tensor._make(g, leaf.backend)
     else:
         ga = leaf.grad.array
         ga += g  # in place: flat gradient buffers are views and must stay so

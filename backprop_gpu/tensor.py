@@ -331,7 +331,7 @@ def _initial_grad(t: Tensor, gradient, create_graph: bool):
         if t.size != 1:
             raise RuntimeError(f"grad can be created implicitly only for scalar outputs; this tensor has "
                                f"shape {t.shape}: pass backward(gradient=...) of that shape")
-        g = t.backend.xp.ones(t.array.shape, dtype=t.dtype)
+        g = _ones_like_scalar(t)
     else:
         ga = gradient.array if isinstance(gradient, Tensor) else t.backend.asarray(gradient, dtype=t.dtype)
         if tuple(ga.shape) != t.shape:
@@ -342,6 +342,23 @@ def _initial_grad(t: Tensor, gradient, create_graph: bool):
             return gradient
         g = ga
     return Tensor._make(g, t.backend) if create_graph else g
+
+
+_ONES: dict = {}
+
+
+def _ones_like_scalar(t):
+    """The seed gradient 1 of a scalar. Host arrays are cached read-only (nothing may write to
+    a seed: the engine copies before accumulating in place), which saves an allocation per backward."""
+    if not t.backend.is_host:
+        return t.backend.xp.ones(t.array.shape, dtype=t.dtype)
+    key = (t.array.shape, t.dtype)
+    one = _ONES.get(key)
+    if one is None:
+        one = np.ones(t.array.shape, dtype=t.dtype)
+        one.flags.writeable = False
+        _ONES[key] = one
+    return one
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
