@@ -191,7 +191,10 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             else:
                 F, xs, out = node.backend.F, [t.array for t in node_inputs], node.out
             if op.wants_needs:  # lets costly VJPs (matmul) skip gradients nobody uses
-                in_grads = op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs), **node.kwargs)
+                kw = node.kwargs
+                if plain and op.writes_into:
+                    kw = dict(kw, into=tuple(_home_slot(t) for t in node_inputs))
+                in_grads = op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs), **kw)
             else:
                 in_grads = op.vjp(F, g, out, *xs, **node.kwargs)
             for t, gi in zip(node_inputs, in_grads):
@@ -207,6 +210,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     k = id(child)
                     prev = pending.get(k)
                     pending[k] = gi if prev is None else prev + gi
+                elif plain and t.grad is None and op.writes_into and _claim_home(t, gi):
+                    pass  # the VJP wrote the gradient straight into the leaf's flat slot
                 elif plain and t.grad is not None:
                     ga = t.grad.array
                     ga += gi  # in place: flat gradient buffers are views and must stay so
@@ -236,6 +241,28 @@ def _tensor_cls():
 
         _TENSOR = Tensor
     return _TENSOR
+
+
+def _home_slot(t):
+    """The array a leaf's first gradient may be written into directly (its flat-buffer slot), or None."""
+    if t._node is not None or not t.requires_grad or t.grad is not None:
+        return None
+    home = GRAD_HOMES.get(id(t))
+    if home is None or home[0]() is not t:
+        return None
+    gt = home[1]()
+    return None if gt is None else gt.array
+
+
+def _claim_home(t, g) -> bool:
+    """If ``g`` is ``t``'s flat slot (a VJP wrote into it), make it ``t.grad`` without a copy."""
+    home = GRAD_HOMES.get(id(t))
+    gt = home[1]() if home is not None and home[0]() is t else None
+    if gt is None or g is not gt.array:
+        return False
+    gt._version[0] += 1
+    t.grad = gt
+    return True
 
 
 def _deliver(leaf, g, capture, results, accumulate, create_graph):

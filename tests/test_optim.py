@@ -286,3 +286,29 @@ def test_clip_grad_norm_inf_norm_and_unflattened_params():
     total = optim.clip_grad_norm_([a], max_norm=4.0, norm_type=math.inf)
     assert total.item() == pytest.approx(8.0)
     np.testing.assert_allclose(a.grad.numpy(), [3.0, -4.0], rtol=1e-5)
+
+
+def test_gradients_written_into_flat_slots_equal_plain_gradients(backend):
+    """Linear's VJP writes weight gradients straight into the flat buffer; they must equal bg.grad's."""
+    from backprop_gpu import models
+    from backprop_gpu.nn import functional as F
+
+    bg.manual_seed(0)
+    model = models.mlp(6, 3, (8, 8)).to(backend)
+    shared = model[0]  # a layer used twice: its second gradient must accumulate, not overwrite
+    rng = np.random.default_rng(0)
+    x = bg.tensor(rng.random((5, 6), dtype=np.float32), device=backend)
+    y = bg.tensor(rng.integers(0, 3, 5), device=backend)
+
+    def loss():
+        return F.cross_entropy(model(x), y) + shared(x).sum() * 0.1
+
+    params = list(model.parameters())
+    expected = [g.numpy() for g in bg.grad(loss(), params)]
+    opt = optim.SGD(params, lr=0.1)
+    for _ in range(2):  # the second round starts from zero_grad()'s None gradients
+        opt.zero_grad()
+        loss().backward()
+        for p, e in zip(params, expected):
+            assert p.grad.array.base is opt.flat_groups[0].grad
+            np.testing.assert_allclose(p.grad.numpy(), e, rtol=1e-6, atol=1e-7)

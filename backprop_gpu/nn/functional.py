@@ -45,12 +45,18 @@ class LinearNoBias(Op):
     def forward(xp, x, w):
         return x @ w.T
 
+    writes_into = True
+
     @staticmethod
-    def vjp(F, g, out, x, w, needs=(True, True)):
+    def vjp(F, g, out, x, w, needs=(True, True), into=(None, None)):
         n_out, n_in = w.shape
         g2 = F.reshape(g, (-1, n_out))
         gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
-        gw = F.matmul(F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in))) if needs[1] else None
+        gw = None
+        if needs[1]:
+            g2t, x2 = F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in))
+            # the weight gradient straight into its flat slot saves a copy of the weights' size
+            gw = F.matmul(g2t, x2, out=into[1]) if into[1] is not None else F.matmul(g2t, x2)
         return gx, gw
 
 
@@ -65,10 +71,16 @@ class LinearOp(Op):
         out += b
         return out
 
+    writes_into = True
+
     @staticmethod
-    def vjp(F, g, out, x, w, b, needs=(True, True, True)):
-        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2])
-        return gx, gw, F.sum(F.reshape(g, (-1, w.shape[0])), axis=0) if needs[2] else None
+    def vjp(F, g, out, x, w, b, needs=(True, True, True), into=(None, None, None)):
+        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into[:2])
+        if not needs[2]:
+            return gx, gw, None
+        g2 = F.reshape(g, (-1, w.shape[0]))
+        gb = F.sum(g2, axis=0, out=into[2]) if into[2] is not None else F.sum(g2, axis=0)
+        return gx, gw, gb
 
 
 def linear(x, weight, bias=None):

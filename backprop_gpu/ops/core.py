@@ -34,6 +34,10 @@ class Op:
     differentiable = True
     #: whether vjp takes ``needs``, a tuple saying which inputs require grad
     wants_needs = False
+    #: whether vjp (with ``wants_needs``) also takes ``into``: per input, an array its
+    #: gradient may be written into (a leaf's empty flat-buffer slot) or None; plain
+    #: backward only, and the VJP returns that very array when it used it
+    writes_into = False
 
     @staticmethod
     def forward(xp, *arrays, **kw):  # pragma: no cover - interface
