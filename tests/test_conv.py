@@ -88,3 +88,34 @@ def test_model_builders():
     assert models.mlp(784, 10, hidden=(16, 16)).num_parameters() == 13002
     with pytest.raises(ValueError, match="square images"):
         models.small_cnn(60, 10)
+
+
+def test_im2col_and_col2im_are_adjoint_and_differentiable(backend):
+    rng = np.random.default_rng(3)
+    x = bg.tensor(rng.standard_normal((2, 2, 5, 4)), device=backend, requires_grad=True)
+    args = ((3, 2), (2, 1), (1, 0))
+    cols = bg.im2col(x, *args)
+    c = bg.tensor(rng.standard_normal(cols.shape), device=backend, requires_grad=True)
+    # <im2col(x), c> == <x, col2im(c)>
+    lhs = float((cols.numpy() * c.numpy()).sum())
+    rhs = float((x.numpy() * bg.col2im(c, x.shape, *args).numpy()).sum())
+    assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
+    assert bg.gradcheck(lambda x: bg.im2col(x, *args), [x])
+    assert bg.gradcheck(lambda c: bg.col2im(c, x.shape, *args), [c])
+
+
+def test_conv_second_order(backend):
+    rng = np.random.default_rng(4)
+    x = bg.tensor(rng.standard_normal((1, 2, 4, 4)), device=backend, requires_grad=True)
+    w = bg.tensor(rng.standard_normal((3, 2, 3, 3)), device=backend, requires_grad=True)
+
+    def grad_norm(x, w):
+        (gw,) = bg.grad((bg.tanh(bg.conv2d(x, w, padding=1)) ** 2).sum(), w, create_graph=True)
+        return (gw * gw).sum()
+    assert bg.gradcheck(grad_norm, [x, w])
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum(backend):
+    x = bg.tensor(np.array([[[[1.0, 3.0], [3.0, 2.0]]]]), device=backend, requires_grad=True)
+    bg.max_pool2d(x, 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[0, 0], [[0, 1], [0, 0]])

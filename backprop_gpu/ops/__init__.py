@@ -11,7 +11,7 @@ from .core import DeviceMismatchError, Op, apply
 from .elementwise import (abs, add, astype, clip, clone, divide, equal, exp, greater, greater_equal, isfinite,
                           less, less_equal, log, logical_and, logical_or, maximum, minimum, multiply,
                           negative, not_equal, ones_like, power, sign, sqrt, subtract, where, zeros_like)
-from .conv import avg_pool2d, conv2d, max_pool2d
+from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d
 from .joining import cat, concatenate, pad, split, stack
 from .linalg import matmul
 from .reductions import argmax, argmin, logsumexp, max, mean, min, std, sum, var

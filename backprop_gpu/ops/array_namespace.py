@@ -27,6 +27,16 @@ class ArrayNamespace:
         out[...] = x
         return out
 
+    def im2col(self, x, kernel, stride, padding, fill=0.0):
+        from .conv import _im2col
+
+        return _im2col(self._xp, x, kernel, stride, padding, fill)
+
+    def col2im(self, cols, shape, kernel, stride, padding):
+        from .conv import _col2im
+
+        return _col2im(self._xp, cols, shape, kernel, stride, padding)
+
     def erf(self, x):
         return self._backend.erf(x)
 
