@@ -34,6 +34,11 @@ def _set_grad(mode: bool) -> bool:
 class _GradMode(contextlib.ContextDecorator):
     mode = True
 
+    def _recreate_cm(self):
+        # a fresh instance per decorated call: the saved previous mode must not be shared
+        # between recursive calls or threads (ContextDecorator reuses ``self`` by default)
+        return type(self)()
+
     def __enter__(self):
         self._prev = _set_grad(self.mode)
         return self
@@ -68,9 +73,13 @@ class detect_anomaly(contextlib.ContextDecorator):
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
 
+    def _recreate_cm(self):
+        return type(self)(self.enabled)
+
     def __enter__(self):
         self._prev = is_anomaly_enabled()
         _state.anomaly = self.enabled
+        return self
 
     def __exit__(self, *exc):
         _state.anomaly = self._prev
@@ -275,7 +284,17 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
     Tensor = _tensor_cls()
     if create_graph:
         gt = g if isinstance(g, Tensor) else Tensor._make(g, leaf.backend)
-        leaf.grad = gt if leaf.grad is None else leaf.grad + gt
+        if gt.dtype != leaf.dtype:
+            gt = gt.astype(leaf.dtype)
+        if leaf.grad is None:
+            # a recorded copy: the VJP's result may be shared with other leaves (add sends
+            # one tensor both ways) or be a read-only broadcast view, and .grad is later
+            # accumulated into in place
+            from .ops import clone
+
+            leaf.grad = clone(gt)
+        else:
+            leaf.grad = leaf.grad + gt
         return
     if leaf.grad is None:
         home = GRAD_HOMES.get(id(leaf))
@@ -288,6 +307,8 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
             # Copy: the VJP's result may alias other arrays, and later
             # accumulation into .grad is in place.
             g = g.copy() if g.dtype == leaf.array.dtype else g.astype(leaf.array.dtype)
+            if not g.ndim:  # NumPy gives scalars for 0-d results; .grad must be an array
+                g = leaf.backend.xp.asarray(g)
             leaf.grad = Tensor._make(g, leaf.backend)
     else:
         ga = leaf.grad.array

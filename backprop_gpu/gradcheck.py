@@ -60,11 +60,12 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         t.array[...] = t.backend.asarray(host)
         num /= 2 * eps
         err = np.abs(a - num)
-        bad = err > atol + rtol * np.abs(num)
+        bad = ~(err <= atol + rtol * np.abs(num))  # NaN on either side is a failure, never a pass
         if bad.any():
-            i = np.unravel_index(np.argmax(err - rtol * np.abs(num)), err.shape) if err.ndim else ()
+            i = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err, nan=np.inf), -np.inf)),
+                                 err.shape) if err.ndim else ()
             msg = (f"gradcheck failed for input {k} of shape {t.shape}: at index {tuple(int(j) for j in i)} "
-                   f"analytic {a[i]!r} vs numerical {num[i]!r} ({int(bad.sum())} of {bad.size} elements off)")
+                   f"analytic {float(a[i])!r} vs numerical {float(num[i])!r} ({int(bad.sum())} of {bad.size} elements off)")
             if raise_exception:
                 raise GradcheckError(msg)
             return False

@@ -254,13 +254,26 @@ class Tensor:
     def _operand(self, other):
         if isinstance(other, Tensor):
             if other.device != self.device:
-                raise RuntimeError(f"in-place op between tensors on different devices: {self.device} and {other.device}")
+                from .ops.core import DeviceMismatchError
+
+                raise DeviceMismatchError(f"in-place op between tensors on different devices: "
+                                          f"{self.shape} on {self.device} and {other.shape} on {other.device}")
             return other.array
         return other
 
     def __setitem__(self, key, value):
         self._check_inplace("__setitem__")
-        key = key.array if isinstance(key, Tensor) else key
+        if isinstance(value, Tensor) and value.requires_grad and autograd.is_grad_enabled():
+            # the assignment is not recorded: its gradient would be silently lost
+            raise RuntimeError(f"__setitem__: the value (shape {value.shape}) requires grad, and item "
+                               "assignment is not differentiable; build the tensor with bg.where, "
+                               "bg.concatenate or bg.stack, or assign value.detach()")
+        if isinstance(key, Tensor):
+            key = key.array
+        elif isinstance(key, (tuple, list)):
+            from .ops.shape import _plain_key  # index tensors inside a tuple, as getitem takes them
+
+            key = _plain_key(key)
         self.array[key] = self._operand(value)
         self._bump()
 
@@ -326,18 +339,23 @@ class Tensor:
         return self._augmented(other, self.backend.xp.divide, Tensor.__truediv__)
 
 
-def _initial_grad(t: Tensor, gradient, create_graph: bool):
+def _initial_grad(t: Tensor, gradient, create_graph: bool, fresh: bool = False):
+    """The seed gradient of ``t``: ``gradient``, or 1 for a scalar. ``fresh`` (and ``create_graph``)
+    rule out the shared read-only cached seed, for seeds that may be handed back to the user."""
     if gradient is None:
         if t.size != 1:
             raise RuntimeError(f"grad can be created implicitly only for scalar outputs; this tensor has "
                                f"shape {t.shape}: pass backward(gradient=...) of that shape")
-        g = _ones_like_scalar(t)
+        g = t.backend.xp.ones(t.array.shape, dtype=t.dtype) if fresh or create_graph else _ones_like_scalar(t)
     else:
         ga = gradient.array if isinstance(gradient, Tensor) else t.backend.asarray(gradient, dtype=t.dtype)
         if tuple(ga.shape) != t.shape:
             raise RuntimeError(f"gradient has shape {tuple(ga.shape)} but the tensor has shape {t.shape}")
         if isinstance(gradient, Tensor) and gradient.device != t.device:
             raise RuntimeError(f"gradient is on {gradient.device} but the tensor is on {t.device}")
+        if ga.dtype != t.dtype:  # (only a Tensor can differ: other data was converted to t's dtype)
+            gradient = gradient.astype(t.dtype)
+            ga = gradient.array
         if create_graph and isinstance(gradient, Tensor):
             return gradient
         g = ga
@@ -368,7 +386,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     sequences of tensors; ``create_graph=True`` makes the result differentiable.
     """
     outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    ins_given = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    slot = {}  # an input given twice gets its gradient twice
+    for t in ins_given:
+        slot.setdefault(id(t), len(slot))
+    ins = list({id(t): t for t in ins_given}.values())
     if grad_outputs is None:
         grad_outputs = [None] * len(outs)
     elif isinstance(grad_outputs, Tensor):
@@ -379,20 +401,22 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for o in outs:
         if not o.requires_grad:
             raise RuntimeError(f"an output of shape {o.shape} does not require grad and has no grad_fn")
-    gs = [_initial_grad(o, g, create_graph) for o, g in zip(outs, grad_outputs)]
+    gs = [_initial_grad(o, g, create_graph, fresh=True) for o, g in zip(outs, grad_outputs)]
     keep = create_graph if retain_graph is None else retain_graph
     res = autograd.run_backward(outs, gs, retain_graph=keep, create_graph=create_graph,
                                 inputs=ins, accumulate=False)
     out = []
-    for t, r in zip(ins, res):
+    for t in ins_given:
+        r = res[slot[id(t)]]
         if r is None:
             if not allow_unused:
                 raise RuntimeError(f"an input of shape {t.shape} was not used in the graph; pass allow_unused=True")
             out.append(None)
-        elif isinstance(r, Tensor):
-            out.append(r)
         else:
-            out.append(Tensor._make(r, t.backend))
+            if not isinstance(r, Tensor):
+                r = Tensor._make(r if r.ndim else t.backend.xp.asarray(r), t.backend)
+            # as in PyTorch, a gradient has its input's dtype (mixed-dtype graphs compute wider)
+            out.append(r if r.dtype == t.dtype else r.astype(t.dtype))
     return tuple(out)
 
 

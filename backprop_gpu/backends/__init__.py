@@ -42,8 +42,8 @@ def _parse(spec: str) -> tuple[str, int]:
             log.info("device 'auto' chose %s", "cuda:0 (cupy)" if why is None else f"cpu ({name}): {why}")
             _auto_logged = True
         return name, 0
-    kind, _, idx = s.partition(":")
-    if idx and not idx.isdigit():
+    kind, sep, idx = s.partition(":")
+    if sep and not idx.isdigit():
         raise ValueError(f"bad device index in {spec!r}; expected e.g. 'cuda:0'")
     index = int(idx or 0)
     if kind == "cpu":

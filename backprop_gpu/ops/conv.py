@@ -33,7 +33,7 @@ def _out_size(h, w, kh, kw, stride, padding, what):
 
 
 def _im2col(xp, x, kernel, stride, padding, fill):
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:
         x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)

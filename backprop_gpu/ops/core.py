@@ -58,6 +58,8 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
                     f"{op.name}: tensors on different devices: " + ", ".join(
                         f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
     out = op.forward(b.xp, *[t.array for t in inputs], **kw)
+    if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
+        out = b.xp.asarray(out)
     state = autograd._state
     if state.anomaly:
         autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
@@ -68,6 +70,20 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
                 res._node = autograd.Node(op, inputs, out, res._version, kw, b)
                 return res
     return Tensor._make(out, b)
+
+
+def share_version_if_view(res: Tensor, x: Tensor) -> Tensor:
+    """Give ``res`` the version counter of ``x`` when its array is a view of ``x``'s storage.
+
+    A tensor saved for backward is then seen as modified whether the in-place change
+    went through it or through any view of the same storage (as PyTorch's views do).
+    """
+    base = res.array.base
+    if base is not None and (base is x.array or base is x.array.base):
+        res._version = x._version
+        if res._node is not None:
+            res._node.out_version = x._version
+    return res
 
 
 def constant_like(x, ref: Tensor) -> Tensor:

@@ -140,6 +140,13 @@ class Where(Op):
         return None, F.where(c, g, 0), F.where(c, 0, g)
 
 
+class _AstypeNonFloat(Op):
+    """A cast to an integer or boolean dtype: a constant, not recorded (as in PyTorch)."""
+    name = "astype"
+    differentiable = False
+    forward = staticmethod(lambda xp, x, dtype: x.astype(dtype))
+
+
 class Copy(Op):
     name = "clone"
     saves_inputs = False
@@ -151,7 +158,8 @@ class Astype(Op):
     name = "astype"
     saves_inputs = False
     forward = staticmethod(lambda xp, x, dtype: x.astype(dtype))
-    vjp = staticmethod(lambda F, g, out, x, dtype: (g,))
+    # the gradient goes back in the input's dtype (float64 -> float32 for a .double() of float32)
+    vjp = staticmethod(lambda F, g, out, x, dtype: (g.astype(x.dtype),))
 
 
 def _nondiff(opname, fn):
@@ -211,7 +219,8 @@ def divide(a, b):
 def power(a, b):
     """``a ** b``; a constant Python exponent takes a cheaper path."""
     if isinstance(a, Tensor) and isinstance(b, numbers.Real) and not isinstance(b, bool):
-        return apply(PowScalar, a, p=b)
+        # a Python number, so a NumPy float64 exponent does not promote a float32 tensor
+        return apply(PowScalar, a, p=int(b) if isinstance(b, numbers.Integral) else float(b))
     return binary(Pow, a, b)
 
 
@@ -286,12 +295,16 @@ def astype(x, dtype):
     dtype = np.dtype(dtype)
     if dtype == x.dtype:
         return x
-    return apply(Astype, x, dtype=dtype)
+    return apply(Astype if dtype.kind in "fc" else _AstypeNonFloat, x, dtype=dtype)
 
 
-def zeros_like(x):
-    return Tensor._make(x.backend.xp.zeros_like(x.array), x.backend)
+def zeros_like(x, dtype=None, requires_grad=False):
+    """Zeros of ``x``'s shape, on its device, in its dtype unless ``dtype`` is given (a constant)."""
+    t = Tensor._make(x.backend.xp.zeros_like(x.array, dtype=dtype), x.backend)
+    return t.requires_grad_() if requires_grad else t
 
 
-def ones_like(x):
-    return Tensor._make(x.backend.xp.ones_like(x.array), x.backend)
+def ones_like(x, dtype=None, requires_grad=False):
+    """Ones of ``x``'s shape, on its device, in its dtype unless ``dtype`` is given (a constant)."""
+    t = Tensor._make(x.backend.xp.ones_like(x.array, dtype=dtype), x.backend)
+    return t.requires_grad_() if requires_grad else t

@@ -47,4 +47,10 @@ def matmul(a, b):
     kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if ka != kb:
         raise ValueError(f"matmul shape mismatch: {a.shape} @ {b.shape} (inner dimensions {ka} != {kb})")
-    return apply(Matmul, a, b)
+    try:
+        return apply(Matmul, a, b)
+    except ValueError as e:
+        if "broadcast" not in str(e):
+            raise
+        raise ValueError(f"matmul shape mismatch: {a.shape} @ {b.shape} (batch dimensions "
+                         f"{a.shape[:-2]} and {b.shape[:-2]} cannot be broadcast together)") from None

@@ -1,6 +1,7 @@
 """Reductions along axes, forward beside VJP."""
 from __future__ import annotations
 
+from ..tensor import Tensor
 from .core import Op, apply, normalize_axis
 from .elementwise import log, sqrt, exp
 
@@ -139,7 +140,12 @@ def std(x, axis=None, keepdims=False, correction=1):
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) along ``axis``, shifted by the max so it never overflows."""
     axes = normalize_axis(axis, x.ndim)
-    m = max(x, axis=axes, keepdims=True).detach()
+    _nonempty(x, "logsumexp")
+    # The shift is a constant (its gradient cancels), so it is taken on the arrays, unrecorded.
+    # Where the max is infinite the shift is 0, so all -inf gives -inf and +inf gives +inf (not NaN).
+    xp = x.backend.xp
+    m = xp.max(x.array, axis=axes, keepdims=True)
+    m = Tensor._make(xp.asarray(xp.where(xp.isfinite(m), m, 0), dtype=x.dtype), x.backend)
     out = log(sum(exp(x - m), axis=axes, keepdims=True)) + m
     if not keepdims:
         from .shape import squeeze

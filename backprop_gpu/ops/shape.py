@@ -5,7 +5,7 @@ import numbers
 
 from ..tensor import Tensor
 from .array_namespace import is_basic_index
-from .core import Op, apply, normalize_axis
+from .core import Op, apply, normalize_axis, share_version_if_view
 
 
 class Reshape(Op):
@@ -74,7 +74,7 @@ def reshape(x, shape, *more):
         raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) into {shape}")
     if shape == x.shape:
         return x
-    return apply(Reshape, x, shape=shape)
+    return share_version_if_view(apply(Reshape, x, shape=shape), x)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -88,14 +88,24 @@ def flatten(x, start_dim=0, end_dim=-1):
     return reshape(x, x.shape[:s] + (n,) + x.shape[e + 1:])
 
 
-def transpose(x, axes=None):
-    """Permute axes (reversed when ``axes`` is None), like ``numpy.transpose``."""
+def transpose(x, axes=None, *more):
+    """Permute axes (reversed when ``axes`` is None), like ``numpy.transpose``.
+
+    The axes may also come unpacked, as NumPy's method takes them (``x.transpose(2, 0, 1)``),
+    except that exactly two are swapped, as ``torch.transpose(x, dim0, dim1)``: the same as
+    NumPy's ``x.transpose(1, 0)`` on a matrix, but ``x.transpose(0, 1)`` swaps too.
+    """
+    if more:
+        if len(more) == 1:
+            return swapaxes(x, axes, more[0])
+        axes = (axes,) + more
     if axes is None:
         axes = tuple(range(x.ndim))[::-1]
-    axes = tuple(a % x.ndim for a in axes)
-    if sorted(axes) != list(range(x.ndim)):
-        raise ValueError(f"axes {axes} are not a permutation of a {x.ndim}-D tensor's axes")
-    return apply(Transpose, x, axes=axes)
+    axes, nd = tuple(axes), x.ndim
+    if any(not -nd <= a < nd for a in axes) or sorted(a % nd for a in axes) != list(range(nd)):
+        raise ValueError(f"axes {axes} are not a permutation of the axes of a tensor of shape {x.shape}")
+    axes = tuple(a % nd for a in axes)
+    return share_version_if_view(apply(Transpose, x, axes=axes), x)
 
 
 def permute(x, *dims):
@@ -107,6 +117,7 @@ def permute(x, *dims):
 
 def swapaxes(x, a, b):
     """Exchange two axes."""
+    a, b = normalize_axis(a, x.ndim)[0], normalize_axis(b, x.ndim)[0]
     axes = list(range(x.ndim))
     axes[a], axes[b] = axes[b], axes[a]
     return transpose(x, tuple(axes))
@@ -121,7 +132,7 @@ def broadcast_to(x, shape):
         x.backend.xp.broadcast_shapes(x.shape, shape)
     except ValueError:
         raise ValueError(f"cannot broadcast a tensor of shape {x.shape} to {shape}") from None
-    return apply(BroadcastTo, x, shape=shape)
+    return share_version_if_view(apply(BroadcastTo, x, shape=shape), x)
 
 
 def expand(x, *shape):
@@ -129,6 +140,9 @@ def expand(x, *shape):
     if len(shape) == 1 and not isinstance(shape[0], numbers.Integral):
         shape = tuple(shape[0])
     lead = len(shape) - x.ndim
+    if lead < 0 or any(s == -1 for s in shape[:lead]):
+        raise ValueError(f"cannot expand a tensor of shape {x.shape} to {shape}: -1 is only allowed "
+                         "for existing axes, and the new shape needs at least as many axes")
     shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
     return broadcast_to(x, shape)
 
@@ -171,10 +185,20 @@ def _plain_key(key):
 
 
 def getitem(x, key):
-    """``x[key]``; gradients of repeated integer indices accumulate."""
+    """``x[key]``; gradients of repeated integer indices accumulate.
+
+    Basic indexing (slices, integers, None, Ellipsis) gives a view sharing ``x``'s storage
+    and version counter, a single element included (``x[1, 2]`` is a 0-d view, as in PyTorch,
+    where NumPy would copy it out as a scalar); integer-array indexing gives a copy.
+    """
     key = _plain_key(key)
+    k = key
+    if type(k) is int:
+        k = (k, Ellipsis)
+    elif type(k) is tuple and k and all(type(i) is int for i in k):
+        k = k + (Ellipsis,)  # a trailing ... keeps NumPy from returning a scalar copy
     try:
-        return apply(GetItem, x, key=key)
+        return share_version_if_view(apply(GetItem, x, key=k), x)
     except IndexError as e:
         raise IndexError(f"index {key!r} is invalid for a tensor of shape {x.shape}: {e}") from None
 

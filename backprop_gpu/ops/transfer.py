@@ -50,8 +50,19 @@ def _apply_to(x, dst):
     from .. import autograd
 
     arr = _move(x.array, x.backend, dst)
+    same_storage = arr is x.array
+    if same_storage and dst.device != x.device:
+        # another device is other memory: a copy, as on a real GPU (the CUDA simulator's
+        # arrays are host arrays too)
+        arr = arr.copy()
+        same_storage = False
     if autograd.is_grad_enabled() and x.requires_grad:
         res = Tensor._make(arr, dst, True)
         res._node = autograd.Node(To, (x,), arr, res._version, {"src": x.backend, "dst": dst}, x.backend)
-        return res
-    return Tensor._make(arr, dst)
+    else:
+        res = Tensor._make(arr, dst)
+    if same_storage:  # another backend on the same device shares the storage, so the version too
+        res._version = x._version
+        if res._node is not None:
+            res._node.out_version = x._version
+    return res
