@@ -1,9 +1,12 @@
-"""Neural-network building blocks with PyTorch's API: Module, Parameter, layers, init, functional."""
-from . import functional, init
-from .layers import (GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, MaxPool2d, Dropout, Embedding, Flatten, Identity, LayerNorm, LeakyReLU, Linear, ReLU,
-                     Sigmoid, Softmax, Softplus, Tanh)
-from .module import Module, ModuleList, Parameter, Sequential
+"""Neural-network building blocks with PyTorch's API: Module, Parameter, layers, init, functional.
 
-__all__ = ["Module", "ModuleList", "Parameter", "Sequential", "Linear", "ReLU", "Tanh", "Sigmoid", "Softplus",
-           "Identity", "GELU", "Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d", "LeakyReLU", "Softmax", "Flatten", "Dropout", "LayerNorm", "BatchNorm1d", "Embedding",
-           "functional", "init"]
+``import backprop_gpu.nn.functional as F`` gives the functional forms and the losses.
+"""
+from . import functional, init
+from .layers import (GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Identity,
+                     LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, Softmax, Softplus, Tanh)
+from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential
+
+__all__ = ["Module", "ModuleList", "Parameter", "Sequential", "IncompatibleKeys", "Linear", "ReLU", "Tanh",
+           "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten", "Dropout", "LayerNorm",
+           "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "functional", "init"]

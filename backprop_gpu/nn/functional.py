@@ -1,41 +1,39 @@
 """Functional layers and losses (``import backprop_gpu.nn.functional as F``).
 
-Losses take ``reduction`` in ``'mean'``, ``'sum'``, ``'none'`` and follow
-PyTorch's definitions. ``cross_entropy`` and ``linear`` are single fused ops.
+Losses take ``reduction`` in ``'mean'``, ``'sum'``, ``'none'`` (anything else is a
+ValueError) and follow PyTorch's definitions: ``'mean'`` averages over every element
+for the elementwise losses and over the non-ignored rows of the batch for
+``cross_entropy`` and ``nll_loss``.
+
+``linear``, ``cross_entropy``, ``nll_loss`` and ``binary_cross_entropy_with_logits``
+are single ops, each with its own forward and VJP (written with the namespace ``F``
+so that ``create_graph`` works); the other functions compose ops.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-from ..ops import (abs, clip, exp, gelu, leaky_relu, log, log_softmax, maximum, mean, relu, sigmoid,  # noqa: F401
-                   softmax, softplus, sqrt, sum, tanh, var, where)
+from .. import ops
+from ..ops import gelu, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401 - re-exported
 from ..ops.core import Op, apply, constant_like
 from ..tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+def softmax(input, dim: int = -1, *, axis=None):
+    """Softmax along ``dim`` (PyTorch's keyword; ``axis`` is accepted too)."""
+    return ops.softmax(input, axis=dim if axis is None else axis)
 
 
-def _reduce(loss, reduction):
-    _check_reduction(reduction)
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+def log_softmax(input, dim: int = -1, *, axis=None):
+    """Log-softmax along ``dim`` (PyTorch's keyword; ``axis`` is accepted too)."""
+    return ops.log_softmax(input, axis=dim if axis is None else axis)
 
 
-def _same_shape(name, input, target):
-    if not isinstance(target, Tensor):
-        target = constant_like(target, input)
-    if input.shape != target.shape:
-        raise ValueError(f"{name}: input shape {input.shape} and target shape {target.shape} differ")
-    return target
-
+# --- linear -------------------------------------------------------------------------
 
 class LinearNoBias(Op):
     name = "linear"
@@ -84,37 +82,56 @@ class LinearOp(Op):
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
-    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+    """x @ weight.T + bias, with weight of shape (out_features, in_features): one op."""
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
-                         f"(expected last dimension {weight.shape[1]})")
+                         f"(expected a 2-d weight and an input whose last dimension is its second)")
     if bias is None:
         return apply(LinearNoBias, x, weight)
+    if bias.shape != weight.shape[:1]:
+        raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
+                         f"(expected ({weight.shape[0]},))")
     return apply(LinearOp, x, weight, bias)
 
 
+# --- dropout and normalisation ----------------------------------------------------------
+
+def _check_p(p):
+    if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"dropout probability must be a number in [0, 1], got {p!r}")
+
+
 def dropout(x, p: float = 0.5, training: bool = True):
-    """Inverted dropout: zero each element with probability ``p``, scale the rest by 1/(1-p)."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    """Inverted dropout: zero each element with probability ``p`` and scale the rest by
+    1/(1-p), so the expectation is unchanged; ``x`` itself when not ``training`` or ``p == 0``.
+
+    The mask comes from ``x``'s backend generator (reproducible with ``bg.manual_seed``).
+    """
+    _check_p(p)
     if not training or p == 0:
         return x
     if p == 1:
         return x * 0
-    keep = x.backend.random_uniform(x.shape, x.dtype) >= p
-    mask = Tensor._make((keep / (1 - p)).astype(x.dtype), x.backend)
-    return x * mask
+    b = x.backend
+    mask = (b.random_uniform(x.shape, x.dtype) >= p).astype(x.dtype)
+    mask *= 1 / (1 - p)
+    return x * Tensor._make(mask, b)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
-    """Normalise over the trailing ``normalized_shape`` axes (biased variance, as PyTorch)."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if x.shape[x.ndim - len(normalized_shape):] != normalized_shape:
-        raise ValueError(f"layer_norm: input shape {x.shape} does not end in {normalized_shape}")
-    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
-    mu = x.mean(axis=axes, keepdims=True)
-    d = x - mu
-    y = d / sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
+    """Normalise over the trailing ``normalized_shape`` axes (biased variance, as PyTorch),
+    then scale by ``weight`` and shift by ``bias`` (both of ``normalized_shape``) if given."""
+    normalized_shape = ((int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral)
+                        else tuple(normalized_shape))
+    k = len(normalized_shape)
+    if k == 0 or x.ndim < k or x.shape[x.ndim - k:] != normalized_shape:
+        raise ValueError(f"layer_norm: input shape {x.shape} does not end in normalized_shape {normalized_shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != normalized_shape:
+            raise ValueError(f"layer_norm: {name} has shape {t.shape}, expected {normalized_shape}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    d = x - x.mean(axis=axes, keepdims=True)
+    y = d / ops.sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -123,17 +140,25 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """Batch normalisation over (N, C) or (N, C, ...) inputs, channels on axis 1.
+    """Batch normalisation of (N, C, ...) input, channels on axis 1 (PyTorch's argument order).
 
-    In training the batch statistics normalise (biased variance) and the running
-    statistics are updated in place with the unbiased variance, as PyTorch does.
+    ``training``: normalise with the batch mean and biased variance over every axis but 1,
+    and, if running statistics are given, update them in place with ``momentum`` (the
+    variance unbiased, as PyTorch). Otherwise normalise with the running statistics.
     """
     if x.ndim < 2:
         raise ValueError(f"batch_norm needs (N, C, ...) input, got shape {x.shape}")
+    c = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"batch_norm: {name} has shape {t.shape}, expected ({c},) for input {x.shape}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     axes = (0,) + tuple(range(2, x.ndim))
-    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    shape = (1, c) + (1,) * (x.ndim - 2)
     if training:
-        n = x.size // x.shape[1]
+        n = x.size // c
         if n < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {x.shape}")
         mu = x.mean(axis=axes, keepdims=True)
@@ -142,14 +167,16 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if running_mean is not None:
             rm, rv = running_mean.array, running_var.array
             rm *= 1 - momentum
-            rm += momentum * mu.array.reshape(rm.shape)
+            rm += (momentum * mu.array.reshape(c)).astype(rm.dtype, copy=False)
             rv *= 1 - momentum
-            rv += momentum * v.array.reshape(rv.shape) * (n / (n - 1))
+            rv += (momentum * n / (n - 1) * v.array.reshape(c)).astype(rv.dtype, copy=False)
             running_mean._version[0] += 1
             running_var._version[0] += 1
-        y = d / sqrt(v + eps)
+        y = d / ops.sqrt(v + eps)
     else:
-        y = (x - running_mean.reshape(shape)) / sqrt(running_var.reshape(shape) + eps)
+        if running_mean is None:
+            raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+        y = (x - running_mean.reshape(shape)) / ops.sqrt(running_var.reshape(shape) + eps)
     if weight is not None:
         y = y * weight.reshape(shape)
     if bias is not None:
@@ -157,124 +184,264 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return y
 
 
-# --- losses -----------------------------------------------------------------------
+# --- losses: checks ------------------------------------------------------------------
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _float_pair(name, input, target, reduction):
+    """``target`` as a tensor of ``input``'s shape and dtype; clear errors otherwise."""
+    _check_reduction(reduction)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{name}: input must be floating point, got dtype {input.dtype}")
+    if not isinstance(target, Tensor):
+        target = constant_like(target, input)
+    if target.dtype.kind != "f":
+        raise TypeError(f"{name}: target must be floating point (like input, {input.dtype}), "
+                        f"got dtype {target.dtype}; convert it with .float() or .double()")
+    if input.shape != target.shape:
+        raise ValueError(f"{name}: input shape {input.shape} and target shape {target.shape} differ "
+                         "(no broadcasting: reshape the target)")
+    if target.dtype != input.dtype:  # e.g. a float64 NumPy target for a float32 model
+        target = target.astype(input.dtype)
+    return target
+
+
+# --- elementwise losses ----------------------------------------------------------------
 
 def mse_loss(input, target, reduction: str = "mean"):
-    """Mean squared error."""
-    d = input - _same_shape("mse_loss", input, target)
+    """(input - target)², reduced."""
+    d = input - _float_pair("mse_loss", input, target, reduction)
     return _reduce(d * d, reduction)
 
 
 def l1_loss(input, target, reduction: str = "mean"):
-    """Mean absolute error."""
-    return _reduce(abs(input - _same_shape("l1_loss", input, target)), reduction)
+    """|input - target|, reduced."""
+    return _reduce(ops.abs(input - _float_pair("l1_loss", input, target, reduction)), reduction)
 
 
 def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
-    """0.5 d² where |d| < delta, else delta (|d| - 0.5 delta)."""
-    if delta <= 0:
+    """0.5 d² where |d| < delta, else delta (|d| - 0.5 delta), with d = input - target."""
+    target = _float_pair("huber_loss", input, target, reduction)
+    if not delta > 0:
         raise ValueError(f"huber_loss delta must be positive, got {delta}")
-    d = abs(input - _same_shape("huber_loss", input, target))
-    return _reduce(where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta)), reduction)
+    d = ops.abs(input - target)
+    return _reduce(ops.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta)), reduction)
 
 
-def _check_class_target(name, input, target, class_axis_size, ignore_index=None):
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
+    """0.5 d² / beta where |d| < beta, else |d| - 0.5 beta (``huber_loss / beta``; L1 for beta 0)."""
+    target = _float_pair("smooth_l1_loss", input, target, reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss beta must be non-negative, got {beta}")
+    d = ops.abs(input - target)
+    if beta == 0:
+        return _reduce(d, reduction)
+    return _reduce(ops.where(d < beta, (0.5 / beta) * d * d, d - 0.5 * beta), reduction)
+
+
+class BCEWithLogits(Op):
+    """Stable binary cross-entropy on logits, elementwise then reduced, in one op.
+
+    loss = max(x, 0) - x t + log1p(exp(-|x|)); with ``pos_weight`` p (a third input,
+    constant): (1 - t) x + (1 + (p - 1) t) (log1p(exp(-|x|)) + max(-x, 0)).
+    VJP in x: (sigmoid(x) - t) g, or ((1 - t) - (1 + (p - 1) t) sigmoid(-x)) g;
+    in t: -x g, or (-x + (p - 1) softplus(-x)) g.
+    """
+    name = "binary_cross_entropy_with_logits"
+    wants_needs = True
+
+    @staticmethod
+    def forward(xp, x, t, *pw, reduction):
+        tail = xp.log1p(xp.exp(-xp.abs(x)))
+        if pw:
+            loss = (1 - t) * x + (1 + (pw[0] - 1) * t) * (tail + xp.maximum(-x, 0))
+        else:
+            loss = xp.maximum(x, 0) - x * t + tail
+        loss = loss.astype(x.dtype, copy=False)
+        if reduction == "none":
+            return loss
+        return loss.mean() if reduction == "mean" else loss.sum()
+
+    @staticmethod
+    def vjp(F, g, out, x, t, *pw, reduction, needs=(True, True, True)):
+        scale = g / x.size if reduction == "mean" else g
+        gx = gt = None
+        if pw:
+            p = pw[0]
+            if needs[0]:
+                gx = ((1 - t) - (1 + (p - 1) * t) * F.sigmoid(-x)) * scale
+            if needs[1]:
+                softplus_neg = F.maximum(-x, 0) + F.log(1 + F.exp(-F.abs(x)))
+                gt = ((p - 1) * softplus_neg - x) * scale
+            return gx, gt, None
+        if needs[0]:
+            gx = (F.sigmoid(x) - t) * scale
+        if needs[1]:
+            gt = -x * scale
+        return gx, gt
+
+
+def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos_weight=None):
+    """Binary cross-entropy of ``sigmoid(input)`` against probabilities ``target`` (same shape),
+    computed stably from the logits: max(x, 0) - x t + log1p(exp(-|x|)). ``pos_weight``
+    (broadcast against the input, typically one weight per class on the last axis) weights
+    the positive term, as PyTorch's."""
+    target = _float_pair("binary_cross_entropy_with_logits", input, target, reduction)
+    if pos_weight is None:
+        return apply(BCEWithLogits, input, target, reduction=reduction)
+    pw = pos_weight if isinstance(pos_weight, Tensor) else constant_like(
+        np.asarray(pos_weight, dtype=input.dtype), input)
+    if pw.requires_grad:
+        pw = pw.detach()  # a constant weight, as a class prior; no gradient flows into it
+    try:
+        np.broadcast_shapes(pw.shape, input.shape)
+    except ValueError:
+        raise ValueError(f"binary_cross_entropy_with_logits: pos_weight of shape {pw.shape} does not broadcast "
+                         f"against input {input.shape}") from None
+    return apply(BCEWithLogits, input, target, pw.astype(input.dtype) if pw.dtype != input.dtype else pw,
+                 reduction=reduction)
+
+
+# --- classification losses --------------------------------------------------------------
+
+def _class_target(name, input, target, ignore_index):
+    """``(target tensor, number of counted rows)`` for (N, C) ``input`` and (N,) integer
+    class indices; clear errors for wrong shapes, dtypes or out-of-range classes."""
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
+        raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{name}: input must be floating point, got dtype {input.dtype}")
     if not isinstance(target, Tensor):
         target = Tensor(np.asarray(target), device=input.backend)
     if target.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
+        raise TypeError(f"{name}: target must hold integer class indices (int64), got dtype {target.dtype} "
+                        f"(shape {target.shape}); convert it with .long()")
     if input.ndim != 2 or target.shape != input.shape[:1]:
         raise ValueError(f"{name}: expected input (N, C) and target (N,), got input {input.shape} "
                          f"and target {target.shape}")
-    if target.size:
-        t = target.numpy()
-        valid = t[t != ignore_index] if ignore_index is not None else t
-        if valid.size and (valid.min() < 0 or valid.max() >= class_axis_size):
-            raise IndexError(f"{name}: target holds class indices in [{valid.min()}, {valid.max()}] "
-                             f"but input has {class_axis_size} classes")
-    return target
+    if target.device != input.device:
+        raise ValueError(f"{name}: input is on {input.device} but target is on {target.device}")
+    c = input.shape[1]
+    t = target.numpy()  # one transfer: the range check and the count of counted rows
+    valid = t != ignore_index
+    kept = t[valid]
+    if kept.size and (kept.min() < 0 or kept.max() >= c):
+        raise IndexError(f"{name}: target holds class indices in [{kept.min()}, {kept.max()}] "
+                         f"but input {input.shape} has {c} classes (valid: 0..{c - 1}, or "
+                         f"ignore_index {ignore_index})")
+    return target, int(kept.size)
+
+
+def _mean_divisor(reduction, count):
+    # mean over the counted rows; no counted row: 0/0 = nan, as PyTorch
+    return (count if count else float("nan")) if reduction == "mean" else 1
+
+
+def _row_scale(F, g, reduction, n, count):
+    if reduction == "none":
+        return F.reshape(g, (n, 1))
+    return g / count if reduction == "mean" else g
 
 
 class CrossEntropy(Op):
-    """Stable log-softmax + NLL on (N, C) logits with integer targets, fused.
+    """Stable log-softmax + NLL on (N, C) logits with integer targets, fused in one op.
 
-    Per row: loss = (1 - ls) * (lse - x[t]) + ls * (lse - mean(x)); rows whose
-    target is ``ignore`` count for nothing. The VJP is
-    (softmax - ((1 - ls) one_hot + ls / C)) * weight.
+    Per row, with lse = logsumexp(x) and ls the label smoothing:
+    loss = (1 - ls) (lse - x[t]) + ls (lse - mean(x)); rows whose target is ``ignore``
+    count for nothing. The VJP is (softmax(x) - ((1 - ls) one_hot(t) + ls / C)) g / count.
     """
     name = "cross_entropy"
 
     @staticmethod
     def forward(xp, x, t, reduction, ignore, ls, count):
-        n, c = x.shape
-        m = x.max(axis=1, keepdims=True)
-        s = x - m
+        n = x.shape[0]
+        s = x - x.max(axis=1, keepdims=True)
         lse = xp.log(xp.exp(s).sum(axis=1))
-        tc = xp.where(t == ignore, 0, t)
-        loss = lse - s[xp.arange(n), tc]
+        ignored = t == ignore
+        loss = lse - s[xp.arange(n), xp.where(ignored, 0, t)]
         if ls:
             loss = (1 - ls) * loss + ls * (lse - s.mean(axis=1))
-        loss = xp.where(t == ignore, 0, loss).astype(x.dtype)
+        loss = xp.where(ignored, 0, loss).astype(x.dtype, copy=False)
         if reduction == "none":
             return loss
         total = loss.sum()
-        return total / count if reduction == "mean" else total
+        return (total / count).astype(x.dtype) if reduction == "mean" else total
 
     @staticmethod
     def vjp(F, g, out, x, t, reduction, ignore, ls, count):
         n, c = x.shape
         e = F.exp(x - F.max(x, axis=1, keepdims=True))
         p = e / F.sum(e, axis=1, keepdims=True)
-        valid = t != ignore
-        tc = F.where(valid, t, 0)
-        target = F.one_hot(tc, c, x.dtype)
+        valid = F.reshape(t != ignore, (n, 1))
+        target = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)
         if ls:
             target = target * (1 - ls) + ls / c
-        if reduction == "none":
-            scale = F.reshape(g, (n, 1))
-        elif reduction == "mean":
-            scale = g / count
-        else:
-            scale = g
-        grad = (p - target) * scale
-        return F.where(F.reshape(valid, (n, 1)), grad, 0), None
+        grad = (p - target) * _row_scale(F, g, reduction, n, count)
+        return F.where(valid, grad, 0), None
 
 
 def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0):
-    """Cross-entropy of (N, C) logits against integer class targets (N,), in one stable fused op."""
+    """Cross-entropy of (N, C) logits against integer class indices (N,), as PyTorch's.
+
+    One fused op (stable log-softmax and negative log-likelihood). ``'mean'`` divides by
+    the number of rows whose target is not ``ignore_index``; ``label_smoothing`` mixes
+    the one-hot target with the uniform distribution.
+    """
     _check_reduction(reduction)
-    if not 0 <= label_smoothing <= 1:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if input.dtype.kind != "f":
-        raise TypeError(f"cross_entropy: logits must be floating point, got dtype {input.dtype}")
-    target = _check_class_target("cross_entropy", input, target, input.shape[-1] if input.ndim else 0, ignore_index)
-    count = int((target.numpy() != ignore_index).sum()) if reduction == "mean" else 1
+    if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    target, count = _class_target("cross_entropy", input, target, ignore_index)
     return apply(CrossEntropy, input, target, reduction=reduction, ignore=ignore_index, ls=float(label_smoothing),
-                 count=max(count, 1) if count else float("nan"))
+                 count=_mean_divisor(reduction, count))
+
+
+class NLLLoss(Op):
+    """-x[i, t_i] per row (0 where t_i is ``ignore``), reduced; the VJP is -one_hot(t) g / count."""
+    name = "nll_loss"
+
+    @staticmethod
+    def forward(xp, x, t, reduction, ignore, count):
+        ignored = t == ignore
+        loss = xp.where(ignored, 0, -x[xp.arange(x.shape[0]), xp.where(ignored, 0, t)]).astype(x.dtype, copy=False)
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        return (total / count).astype(x.dtype) if reduction == "mean" else total
+
+    @staticmethod
+    def vjp(F, g, out, x, t, reduction, ignore, count):
+        n, c = x.shape
+        valid = F.reshape(t != ignore, (n, 1))
+        pick = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)
+        return F.where(valid, -pick * _row_scale(F, g, reduction, n, count), 0), None
 
 
 def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
-    """Negative log-likelihood of (N, C) log-probabilities against integer targets."""
+    """Negative log-likelihood of (N, C) log-probabilities against integer class indices (N,).
+
+    ``nll_loss(log_softmax(x, 1), t)`` equals ``cross_entropy(x, t)``.
+    """
     _check_reduction(reduction)
-    target = _check_class_target("nll_loss", input, target, input.shape[-1] if input.ndim else 0, ignore_index)
-    t = target.numpy()
-    valid = t != ignore_index
-    rows = np.arange(len(t))[valid]
-    picked = -input[(Tensor(rows, device=input.backend), Tensor(t[valid], device=input.backend))]
-    if reduction == "none":
-        from ..ops import index_backward
-        return index_backward(picked, (len(t),), (Tensor(rows, device=input.backend).array,))
-    if reduction == "sum":
-        return picked.sum()
-    return picked.sum() / max(int(valid.sum()), 1) if valid.any() else picked.sum() * float("nan")
+    target, count = _class_target("nll_loss", input, target, ignore_index)
+    return apply(NLLLoss, input, target, reduction=reduction, ignore=ignore_index,
+                 count=_mean_divisor(reduction, count))
 
 
-def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos_weight=None):
-    """Stable BCE on logits: max(x, 0) - x t + log(1 + exp(-|x|)) (with optional ``pos_weight``)."""
-    target = _same_shape("binary_cross_entropy_with_logits", input, target)
-    if pos_weight is None:
-        loss = relu(input) - input * target + softplus(-abs(input))
-    else:
-        lw = 1 + (pos_weight - 1) * target
-        loss = (1 - target) * input + lw * (softplus(-abs(input)) + relu(-input))
-    return _reduce(loss, reduction)
+__all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear", "dropout",
+           "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+           "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss"]

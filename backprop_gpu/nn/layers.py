@@ -1,32 +1,42 @@
-"""Layers: Linear, activations, Dropout, normalisation, Embedding, Flatten."""
+"""Layers: Linear, activations, Dropout, normalisation, Embedding, Flatten, convolution and pooling."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from .. import ops
 from ..creation import empty, ones, zeros
+from ..tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module, Parameter
 
 
 class Linear(Module):
-    """y = x W^T + b, W of shape (out_features, in_features); PyTorch's default init
-    U(-1/sqrt(in), 1/sqrt(in)) for both W and b."""
+    """y = x W^T + b with W of shape (out_features, in_features), b of shape (out_features,).
+
+    PyTorch's default init: ``kaiming_uniform_(W, a=sqrt(5))``, i.e. U(-1/sqrt(in), 1/sqrt(in)),
+    and the same bound for b. The forward is one op (a matmul against the transposed view of
+    W, bias added in place): no copy of W, no separate add node.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight = Parameter(empty(out_features, in_features, device=device, dtype=dtype))
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if bias:
             self.bias = Parameter(empty(out_features, device=device, dtype=dtype))
-            bound = 1 / math.sqrt(in_features) if in_features > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
         else:
             self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -35,36 +45,72 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _activation(name, fn, doc):
-    cls = type(name, (Module,), {"forward": lambda self, x: fn(x), "__doc__": doc})
-    return cls
+class Identity(Module):
+    """Returns its input."""
+
+    def __init__(self, *args, **kwargs):  # accepts and ignores arguments, as PyTorch's
+        super().__init__()
+
+    def forward(self, x):
+        return x
 
 
-ReLU = _activation("ReLU", ops.relu, "max(x, 0).")
-Tanh = _activation("Tanh", ops.tanh, "Hyperbolic tangent.")
-Sigmoid = _activation("Sigmoid", ops.sigmoid, "Logistic sigmoid.")
-Softplus = _activation("Softplus", ops.softplus, "log(1 + e^x).")
-Identity = _activation("Identity", lambda x: x, "Returns its input.")
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x):
+        return ops.relu(x)
+
+
+class Tanh(Module):
+    """Hyperbolic tangent."""
+
+    def forward(self, x):
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    """Logistic sigmoid 1 / (1 + e^-x)."""
+
+    def forward(self, x):
+        return ops.sigmoid(x)
+
+
+class Softplus(Module):
+    """log(1 + e^x)."""
+
+    def forward(self, x):
+        return ops.softplus(x)
 
 
 class GELU(Module):
-    """GELU, exact by default; ``approximate='tanh'`` for the tanh form."""
+    """GELU, exact (x Phi(x)) by default; ``approximate='tanh'`` for the tanh form."""
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def forward(self, x):
         return ops.gelu(x, approximate=self.approximate)
 
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
 
 class LeakyReLU(Module):
+    """x for x > 0, else negative_slope * x."""
+
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = negative_slope
 
     def forward(self, x):
         return ops.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
 
 
 class Softmax(Module):
@@ -74,6 +120,9 @@ class Softmax(Module):
 
     def forward(self, x):
         return ops.softmax(x, axis=self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 class Flatten(Module):
@@ -86,14 +135,17 @@ class Flatten(Module):
     def forward(self, x):
         return ops.flatten(x, self.start_dim, self.end_dim)
 
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
 
 class Dropout(Module):
-    """Inverted dropout in training mode; the identity in eval mode."""
+    """Inverted dropout in training mode (zero with probability ``p``, scale the rest by
+    1/(1-p)), the mask drawn from the input's backend generator; the identity in eval mode."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        F._check_p(p)
         self.p = p
 
     def forward(self, x):
@@ -104,13 +156,16 @@ class Dropout(Module):
 
 
 class LayerNorm(Module):
-    """Layer normalisation over the trailing ``normalized_shape`` axes."""
+    """Layer normalisation over the trailing ``normalized_shape`` axes (biased variance);
+    weight ones and bias zeros when ``elementwise_affine``."""
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, device=None,
                  dtype=None):
         super().__init__()
-        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape = ((int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral)
+                                 else tuple(int(s) for s in normalized_shape))
         self.eps = eps
+        self.elementwise_affine = elementwise_affine
         if elementwise_affine:
             self.weight = Parameter(ones(self.normalized_shape, device=device, dtype=dtype))
             self.bias = Parameter(zeros(self.normalized_shape, device=device, dtype=dtype))
@@ -121,14 +176,28 @@ class LayerNorm(Module):
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
 
 class BatchNorm1d(Module):
-    """Batch normalisation of (N, C) or (N, C, L) inputs with running statistics."""
+    """Batch normalisation of (N, C) or (N, C, L) inputs, as ``torch.nn.BatchNorm1d``.
+
+    Training: normalise with the batch mean and biased variance, and update the running
+    statistics in place, ``running = (1 - momentum) * running + momentum * batch`` with the
+    *unbiased* batch variance. Eval: normalise with the running statistics. The running
+    statistics are buffers (in ``state_dict``, not ``parameters()``).
+    """
+
+    _expected_ndim = (2, 3)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None):
         super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+            raise ValueError(f"{type(self).__name__} momentum must be a number in [0, 1], got {momentum!r}")
+        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = Parameter(ones(num_features, device=device, dtype=dtype))
             self.bias = Parameter(zeros(num_features, device=device, dtype=dtype))
@@ -142,37 +211,56 @@ class BatchNorm1d(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
 
-    _expected_ndim = (2, 3)
+    def reset_running_stats(self):
+        if self.running_mean is not None:
+            init.zeros_(self.running_mean)
+            init.ones_(self.running_var)
 
     def forward(self, x):
         if x.ndim not in self._expected_ndim or x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {x.shape}")
+            dims = " or ".join(f"{n}-d" for n in self._expected_ndim)
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {x.shape}; "
+                             f"expected {dims} input with {self.num_features} channels on axis 1")
         use_batch = self.training or self.running_mean is None
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
                             self.momentum, self.eps)
 
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalisation of (N, C, H, W) inputs over N, H and W."""
+
+    _expected_ndim = (4,)
+
 
 class Embedding(Module):
-    """A lookup table: integer indices → rows of ``weight`` (N(0, 1) init); gradients scatter-add."""
+    """A lookup table: integer indices of any shape → rows of ``weight`` (num_embeddings,
+    embedding_dim), N(0, 1) init. The backward scatter-adds into ``weight`` (repeats add up)."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
         super().__init__()
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.weight = Parameter(empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         init.normal_(self.weight)
 
     def forward(self, idx):
+        if not isinstance(idx, Tensor):
+            idx = Tensor(np.asarray(idx), device=self.weight.backend)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding takes integer indices, got dtype {idx.dtype}")
         if idx.size:
             host = idx.numpy()
-            if host.min() < 0 or host.max() >= self.num_embeddings:
-                raise IndexError(f"Embedding({self.num_embeddings}) got indices in [{host.min()}, {host.max()}]")
+            lo, hi = host.min(), host.max()
+            if lo < 0 or hi >= self.num_embeddings:
+                raise IndexError(f"Embedding({self.num_embeddings}) got indices in [{lo}, {hi}]; "
+                                 f"valid indices are 0..{self.num_embeddings - 1}")
         return self.weight[idx]
 
-
-__all__ = ["Linear", "ReLU", "Tanh", "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten",
-           "Dropout", "LayerNorm", "BatchNorm1d", "Embedding", "np"]
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
 class Conv2d(Module):
@@ -209,13 +297,14 @@ class MaxPool2d(Module):
     def forward(self, x):
         return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
 
 class AvgPool2d(MaxPool2d):
     def forward(self, x):
         return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
-class BatchNorm2d(BatchNorm1d):
-    """Batch normalisation of (N, C, H, W) inputs over N, H and W."""
-
-    _expected_ndim = (4,)
+__all__ = ["Linear", "ReLU", "Tanh", "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten",
+           "Dropout", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d"]

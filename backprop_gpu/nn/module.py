@@ -1,7 +1,8 @@
 """Parameter, Module and the containers, with PyTorch's semantics."""
 from __future__ import annotations
 
-from collections import OrderedDict
+import copy
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -11,21 +12,26 @@ from ..tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A tensor that a :class:`Module` registers as a learnable parameter (requires grad)."""
+    """A tensor that a :class:`Module` registers as a learnable parameter (requires grad).
+
+    ``Parameter(t)`` shares ``t``'s storage (and version counter), as PyTorch's does;
+    ``Parameter(array_or_list)`` converts host data like :class:`~backprop_gpu.Tensor`.
+    It is a Tensor in every op.
+    """
 
     __slots__ = ()
 
     def __new__(cls, data=None, requires_grad: bool = True):
         if data is None:
             data = Tensor(np.zeros(0, np.float32))
-        if not isinstance(data, Tensor):
+        elif not isinstance(data, Tensor):
             data = Tensor(data)
         p = object.__new__(cls)
         p.array = data.array
         p.backend = data.backend
         p.grad = None
         p._node = None
-        p._version = [0]
+        p._version = data._version  # same storage, same counter (as ``detach``)
         p.requires_grad = False
         p.requires_grad_(requires_grad)
         return p
@@ -36,32 +42,70 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
+    def __deepcopy__(self, memo):
+        # the backend is a per-device singleton: copied arrays stay on the same one
+        p = Parameter(Tensor._make(self.array.copy(), self.backend), self.requires_grad)
+        if self.grad is not None:
+            p.grad = Tensor._make(self.grad.array.copy(), self.grad.backend)
+        memo[id(self)] = p
+        return p
+
     __hash__ = Tensor.__hash__
+
+
+#: what :meth:`Module.load_state_dict` returns, as PyTorch's ``_IncompatibleKeys``
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Module:
     """Base class for layers and models: tracks parameters, buffers and submodules.
 
     Assigning a :class:`Parameter` or a Module to an attribute registers it, in
-    order, as in PyTorch.
+    order, as in PyTorch; :meth:`register_buffer` registers non-learnable state
+    (saved in :meth:`state_dict`). Subclasses call ``super().__init__()`` first
+    and define :meth:`forward`; calling the module calls ``forward``.
     """
 
+    training: bool
+
     def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "training", True)
+        d = self.__dict__
+        d["_parameters"] = OrderedDict()
+        d["_buffers"] = OrderedDict()
+        d["_modules"] = OrderedDict()
+        d["training"] = True
 
     def __setattr__(self, name, value):
-        if "_parameters" not in self.__dict__:
+        d = self.__dict__
+        params = d.get("_parameters")
+        if params is None:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
-        for store in (self._parameters, self._buffers, self._modules):
-            store.pop(name, None)
+        buffers, modules = d["_buffers"], d["_modules"]
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            params[name] = value
         elif isinstance(value, Module):
-            self._modules[name] = value
+            params.pop(name, None)
+            buffers.pop(name, None)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r} of "
+                                f"{type(self).__name__} (a Parameter or None is expected); wrap it "
+                                f"in nn.Parameter, or delete the attribute first")
+            params[name] = None
+        elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r} of "
+                                f"{type(self).__name__} (a Tensor or None is expected)")
+            buffers[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to submodule {name!r} of "
+                                f"{type(self).__name__} (a Module or None is expected)")
+            modules[name] = None
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -71,62 +115,120 @@ class Module:
 
     def register_buffer(self, name: str, tensor: Tensor | None) -> None:
         """A non-learnable tensor saved in ``state_dict`` (e.g. BatchNorm's running stats)."""
-        object.__setattr__(self, name, tensor)
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer({name!r}): expected a Tensor or None, got {type(tensor).__name__}")
+        if "." in name or not name:
+            raise KeyError(f"buffer name {name!r} must be non-empty and contain no '.'")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
         self._buffers[name] = tensor
+        object.__setattr__(self, name, tensor)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        if param is None:
-            object.__setattr__(self, name, None)
-            self._parameters.pop(name, None)
-        else:
-            setattr(self, name, param)
+        """Register ``param`` (or an absent parameter, ``None``) under ``name``."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter({name!r}): expected a Parameter or None, "
+                            f"got {type(param).__name__}")
+        if "." in name or not name:
+            raise KeyError(f"parameter name {name!r} must be non-empty and contain no '.'")
+        self._buffers.pop(name, None)
+        self._modules.pop(name, None)
+        self._parameters[name] = param
+        object.__setattr__(self, name, param)
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        """Register ``module`` under ``name`` (what attribute assignment does)."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module({name!r}): expected a Module or None, got {type(module).__name__}")
+        self._parameters.pop(name, None)
+        self._buffers.pop(name, None)
+        self._modules[name] = module
+        object.__setattr__(self, name, module)
 
     # -- traversal ------------------------------------------------------------
     def named_modules(self, prefix: str = ""):
-        """(dotted name, module) for this module and every descendant, each once."""
+        """(dotted name, module) for this module and every descendant, depth first, each once."""
         seen = set()
-        stack = [(prefix, self)]
-        while stack:
-            name, m = stack.pop(0)
+
+        def walk(name, m):
             if id(m) in seen:
-                continue
+                return
             seen.add(id(m))
             yield name, m
-            stack[0:0] = [(f"{name}.{k}" if name else k, c) for k, c in m._modules.items() if c is not None]
+            for k, c in m._modules.items():
+                if c is not None:
+                    yield from walk(f"{name}.{k}" if name else k, c)
+
+        return walk(prefix, self)
 
     def modules(self):
+        """This module and every descendant, each once."""
         return (m for _, m in self.named_modules())
 
-    def children(self):
-        return (m for m in self._modules.values() if m is not None)
-
-    def named_parameters(self, prefix: str = ""):
-        """(dotted name, parameter) pairs, each parameter once even if shared."""
+    def named_children(self):
+        """(name, module) of the direct submodules, each once."""
         seen = set()
-        for mname, m in self.named_modules(prefix):
-            for k, p in m._parameters.items():
-                if p is not None and id(p) not in seen:
-                    seen.add(id(p))
-                    yield (f"{mname}.{k}" if mname else k), p
+        for k, m in self._modules.items():
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
+                yield k, m
 
-    def parameters(self):
-        return (p for _, p in self.named_parameters())
+    def children(self):
+        """The direct submodules, each once."""
+        return (m for _, m in self.named_children())
 
-    def named_buffers(self):
-        for mname, m in self.named_modules():
-            for k, b in m._buffers.items():
-                if b is not None:
-                    yield (f"{mname}.{k}" if mname else k), b
+    def _named_members(self, store: str, prefix: str, recurse: bool):
+        seen = set()
+        mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for mname, m in mods:
+            for k, t in m.__dict__[store].items():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    yield (f"{mname}.{k}" if mname else k), t
 
-    def num_parameters(self) -> int:
-        """Total number of learnable scalars."""
-        return sum(p.size for p in self.parameters())
+    def named_parameters(self, prefix: str = "", recurse: bool = True):
+        """(dotted name, parameter) pairs, each parameter once even if shared (first name wins)."""
+        return self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse: bool = True):
+        """Every parameter, each once, in registration order."""
+        return (p for _, p in self._named_members("_parameters", "", recurse))
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True):
+        """(dotted name, buffer) pairs, each buffer once."""
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse: bool = True):
+        return (b for _, b in self._named_members("_buffers", "", recurse))
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        """Total number of parameter scalars (shared parameters counted once)."""
+        return sum(p.size for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    def apply(self, fn):
+        """Call ``fn`` on every submodule (children first) and then on this module; returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at dotted path ``target`` (``""`` is this module)."""
+        m = self
+        for part in target.split(".") if target else []:
+            sub = m._modules.get(part)
+            if sub is None:
+                raise AttributeError(f"{type(m).__name__} has no submodule {part!r} (looking up {target!r})")
+            m = sub
+        return m
 
     # -- modes ------------------------------------------------------------------
     def train(self, mode: bool = True):
-        """Training mode (dropout on, batch statistics) for this module and its children."""
+        """Training mode (dropout on, batch statistics) for this module and its descendants."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"train(mode) takes a bool, got {type(mode).__name__}")
         for m in self.modules():
-            object.__setattr__(m, "training", bool(mode))
+            object.__setattr__(m, "training", mode)
         return self
 
     def eval(self):
@@ -134,6 +236,7 @@ class Module:
         return self.train(False)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient to None (default, as PyTorch) or to zeros in place."""
         for p in self.parameters():
             if p.grad is not None:
                 if set_to_none:
@@ -154,84 +257,137 @@ class Module:
         return self.forward(*args, **kwargs)
 
     # -- state ---------------------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, Tensor]":
-        """Parameters and buffers by dotted name, as detached tensors sharing storage."""
-        out = OrderedDict()
-        for name, p in self.named_parameters():
-            out[name] = p.detach()
-        for name, b in self.named_buffers():
-            out[name] = b.detach()
+    def _state_tensors(self) -> "OrderedDict[str, Tensor]":
+        """Parameters then buffers of each module in turn (PyTorch's order), by dotted name.
+        A tensor shared between modules appears once, under its first name."""
+        out, seen = OrderedDict(), set()
+        for mname, m in self.named_modules():
+            for store in (m._parameters, m._buffers):
+                for k, t in store.items():
+                    if t is not None and id(t) not in seen:
+                        seen.add(id(t))
+                        out[f"{mname}.{k}" if mname else k] = t
         return out
 
-    def check_state_dict(self, state_dict, strict: bool = True):
-        """``(missing, unexpected)`` keys of ``state_dict``; raises RuntimeError listing every
-        problem (missing, unexpected and mis-shaped entries) without loading anything."""
+    def state_dict(self) -> "OrderedDict[str, Tensor]":
+        """Parameters and buffers by dotted name, as detached tensors sharing storage.
+
+        Copy them (or save them with :mod:`backprop_gpu.checkpoint`) to keep a snapshot:
+        training modifies the shared storage in place.
+        """
+        return OrderedDict((k, t.detach()) for k, t in self._state_tensors().items())
+
+    def _plan_load(self, state_dict, strict: bool):
+        """Check ``state_dict`` against this module: ``(plan, missing, unexpected)`` where plan is
+        [(tensor, new array)], or RuntimeError listing every problem. Converts but copies nothing."""
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"load_state_dict expects a mapping of names to tensors, got {type(state_dict).__name__}")
         own = self._state_tensors()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        bad = []
+        bad_shape, bad_value, plan = [], [], []
         for k, t in own.items():
-            if k in state_dict:
-                v = state_dict[k]
-                shape = v.shape if isinstance(v, Tensor) else tuple(np.shape(v))
-                if tuple(shape) != t.shape:
-                    bad.append(f"{k}: checkpoint {tuple(shape)} vs model {t.shape}")
+            if k not in state_dict:
+                continue
+            v = state_dict[k]
+            try:
+                if isinstance(v, Tensor):
+                    shape = v.shape
+                    host = v.array if v.backend is t.backend or (v.backend.is_host and t.backend.is_host) \
+                        else v.numpy()
+                else:
+                    host = np.asarray(v)
+                    shape = tuple(host.shape)
+                    if host.dtype.kind not in "biuf":
+                        raise TypeError(f"dtype {host.dtype}")
+            except Exception as e:  # noqa: BLE001 - reported with the key, below
+                bad_value.append(f"{k}: {type(v).__name__} is not a tensor or array ({e})")
+                continue
+            if tuple(shape) != t.shape:
+                bad_shape.append(f"{k}: checkpoint {tuple(shape)} vs model {t.shape}")
+                continue
+            plan.append((t, host))
         problems = []
         if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
+            problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
         if strict and unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
-        if bad:
-            problems.append("shape mismatches: " + "; ".join(bad))
+            problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
+        if bad_shape:
+            problems.append("shape mismatches: " + "; ".join(bad_shape))
+        if bad_value:
+            problems.append("bad values: " + "; ".join(bad_value))
         if problems:
-            raise RuntimeError(f"error(s) loading state_dict for {type(self).__name__}: " + " | ".join(problems))
-        return missing, unexpected
+            raise RuntimeError(f"error(s) loading state_dict for {type(self).__name__}, nothing was loaded: "
+                               + " | ".join(problems))
+        return plan, missing, unexpected
 
-    def _state_tensors(self):
-        own = dict(self.named_parameters())
-        own.update(dict(self.named_buffers()))
-        return own
+    def check_state_dict(self, state_dict, strict: bool = True):
+        """``(missing, unexpected)`` keys of ``state_dict``; raises RuntimeError listing every
+        problem (missing, unexpected, mis-shaped and unreadable entries). Loads nothing."""
+        _, missing, unexpected = self._plan_load(state_dict, strict)
+        return IncompatibleKeys(missing, unexpected)
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        """Copy values in place from ``state_dict`` (tensors or arrays).
+        """Copy values in place from ``state_dict`` (name → Tensor or array), all or nothing.
 
-        Every problem — missing, unexpected or mis-shaped entries — is found
-        before anything is copied, and reported together; nothing is loaded
-        then. With ``strict=False`` missing and unexpected keys are allowed
-        (and returned) but shapes must still match. Copying in place keeps
-        parameters that an optimizer holds as views of its flat buffer.
+        Every problem (missing, unexpected, mis-shaped or unreadable entries) is found
+        before anything is copied and reported together in one RuntimeError; nothing is
+        loaded then. With ``strict=False`` missing and unexpected keys are allowed (and
+        returned) but shapes must still match. Values are cast to each tensor's dtype and
+        moved to its device. Copying in place keeps the Parameter objects, so an
+        optimizer (whose flat buffers the parameters are views of) sees the new values.
+
+        Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
-        missing, unexpected = self.check_state_dict(state_dict, strict)
+        plan, missing, unexpected = self._plan_load(state_dict, strict)
+        staged = []
+        for t, host in plan:  # convert everything first: a failure here still loads nothing
+            try:
+                arr = host if isinstance(host, type(t.array)) else t.backend.asarray(host)
+                staged.append((t, arr.astype(t.dtype, copy=False)))
+            except Exception as e:  # noqa: BLE001
+                raise RuntimeError(f"error loading state_dict for {type(self).__name__}, nothing was loaded: "
+                                   f"cannot convert the value for a tensor of shape {t.shape} and dtype "
+                                   f"{t.dtype}: {e}") from e
         with no_grad():
-            for k, t in self._state_tensors().items():
-                if k in state_dict:
-                    v = state_dict[k]
-                    host = v.numpy() if isinstance(v, Tensor) and v.device != t.device else (
-                        v.array if isinstance(v, Tensor) else np.asarray(v))
-                    t.array[...] = t.backend.asarray(host) if not isinstance(host, type(t.array)) else host
-                    t._version[0] += 1
-        return missing, unexpected
-
-    def to(self, device=None, dtype=None):
-        """Move (and/or cast) parameters and buffers in place; Parameter objects stay the same,
-        so references held elsewhere see the move. An optimizer built earlier notices and
-        re-flattens (with a warning); build optimizers after moving to avoid that."""
-        dst = get_backend(device) if device is not None else None
-        with no_grad():
-            self._move(dst, dtype)
-        return self
-
-    def _move(self, dst, dtype):
-        for t in list(self.parameters()) + [b for _, b in self.named_buffers()]:
-            moved = t.to(device=dst, dtype=dtype if t.dtype.kind == "f" else None) if (dst or dtype) else t
-            if moved is not t:
-                t.array, t.backend = moved.array, moved.backend
+            for t, arr in staged:
+                if arr is not t.array:
+                    t.array[...] = arr
                 t._version[0] += 1
-                if t.grad is not None:
-                    t.grad = t.grad.to(device=dst, dtype=dtype if dtype else None)
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- devices and dtypes ---------------------------------------------------------------
+    def to(self, device=None, dtype=None):
+        """Move and/or cast parameters and buffers **in place**; returns ``self``.
+
+        The Parameter objects stay the same (their storage is replaced), so references
+        held elsewhere see the move; gradients move along. Build optimizers *after*
+        moving: one built earlier notices the new storage and re-flattens (with a
+        warning). ``dtype`` casts floating tensors only (integer buffers keep theirs).
+        ``to("float64")`` or ``to(np.float64)`` is read as a dtype, as in PyTorch.
+        """
+        if dtype is None and device is not None and _looks_like_dtype(device):
+            device, dtype = None, device
+        dst = get_backend(device) if device is not None else None
+        dtype = np.dtype(dtype) if dtype is not None else None
+        if dtype is not None and dtype.kind != "f":
+            raise TypeError(f"Module.to: dtype must be a floating-point type, got {dtype}")
+        with no_grad():
+            for t in self._state_tensors().values():
+                cast = dtype if dtype is not None and t.dtype.kind == "f" else None
+                moved = t.to(device=dst, dtype=cast)
+                if moved is not t:
+                    t.array, t.backend = moved.array, moved.backend
+                    t._version[0] += 1
+                    if t.grad is not None:
+                        t.grad = t.grad.to(device=dst, dtype=cast)
+        return self
 
     def cpu(self):
         return self.to("cpu")
+
+    def cuda(self, index: int = 0):
+        return self.to(f"cuda:{index}")
 
     def double(self):
         return self.to(dtype=np.float64)
@@ -239,6 +395,19 @@ class Module:
     def float(self):
         return self.to(dtype=np.float32)
 
+    def __deepcopy__(self, memo):
+        # Backends are per-device singletons: pre-seed the memo so copied tensors keep theirs.
+        for t in list(self._state_tensors().values()):
+            memo.setdefault(id(t.backend), t.backend)
+            if t.grad is not None:
+                memo.setdefault(id(t.grad.backend), t.grad.backend)
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            new.__dict__[k] = copy.deepcopy(v, memo)
+        return new
+
+    # -- printing --------------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
 
@@ -250,8 +419,20 @@ class Module:
         return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
 
 
+def _looks_like_dtype(x) -> bool:
+    if isinstance(x, np.dtype) or (isinstance(x, type) and issubclass(x, np.generic)):
+        return True
+    if isinstance(x, str):
+        try:
+            np.dtype(x)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
 class Sequential(Module):
-    """Modules applied in order."""
+    """Modules applied in order; ``Sequential(OrderedDict(name=module, ...))`` names them."""
 
     def __init__(self, *modules):
         super().__init__()
@@ -271,7 +452,10 @@ class Sequential(Module):
 
     def __getitem__(self, i):
         mods = list(self._modules.values())
-        return Sequential(*mods[i]) if isinstance(i, slice) else mods[i]
+        if isinstance(i, slice):
+            keys = list(self._modules)[i]
+            return Sequential(OrderedDict((k, self._modules[k]) for k in keys))
+        return mods[i]
 
     def __len__(self):
         return len(self._modules)
@@ -280,24 +464,39 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, m):
+        if not isinstance(m, Module):
+            raise TypeError(f"Sequential.append takes a Module, got {type(m).__name__}")
         setattr(self, str(len(self)), m)
         return self
 
 
 class ModuleList(Module):
-    """A list of modules, registered so their parameters are found."""
+    """A list of modules, registered so their parameters are found (it has no ``forward``)."""
 
     def __init__(self, modules=()):
         super().__init__()
-        for m in modules:
-            self.append(m)
+        self.extend(modules)
 
     def append(self, m):
+        if not isinstance(m, Module):
+            raise TypeError(f"ModuleList takes Modules, got {type(m).__name__}")
         setattr(self, str(len(self._modules)), m)
         return self
 
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
     def __getitem__(self, i):
-        return list(self._modules.values())[i]
+        mods = list(self._modules.values())
+        return ModuleList(mods[i]) if isinstance(i, slice) else mods[i]
+
+    def __setitem__(self, i, m):
+        if not isinstance(m, Module):
+            raise TypeError(f"ModuleList takes Modules, got {type(m).__name__}")
+        key = list(self._modules)[i]
+        setattr(self, key, m)
 
     def __len__(self):
         return len(self._modules)
