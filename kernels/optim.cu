@@ -1,25 +1,30 @@
 // Optimizer updates as CUDA C grid-stride kernels for the cupy backend.
 //
 // These restate backprop_gpu/optim/rules.py, the single statement of each rule;
-// tests/test_optim_kernels.py checks every variant against it. Variant flags are
-// template parameters, so each variant compiles branch-free. Kernels take every
-// state buffer and hyperparameter of their rule; the launcher passes a dummy
-// pointer for states a variant does not use (never read: the flag is false).
+// tests/test_fused_kernels.py checks every variant against it, and checks that
+// each kernel's parameters are (p, g, the rule's all_states, n, its hyper_names).
+// Variant flags are template parameters, so each variant compiles branch-free;
+// cupy_impl names one instance per variant through name_expressions. Kernels
+// take every state buffer of their rule; the launcher passes a dummy pointer
+// for states a variant does not use (never read: the flag is false).
+// Per-step scalars (bias corrections, decayed lr, ...) come from the host.
+//
+// Standalone check: nvcc --ptx -arch=sm_90 -DBACKPROP_GPU_COMPILE_CHECK optim.cu
 
 #define GRID_STRIDE(i, n) \
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
        i += (long long)blockDim.x * gridDim.x)
 
 template <typename T, bool MOMENTUM, bool NESTEROV, bool DECAY, bool MAXIMIZE>
-__global__ void sgd(T* p, const T* g, T* buf, long long n,
+__global__ void sgd(T* p, const T* g, T* momentum_buffer, long long n,
                     T lr, T wd, T momentum, T one_minus_dampening, T first) {
   GRID_STRIDE(i, n) {
     T pi = p[i];
     T d = MAXIMIZE ? -g[i] : g[i];
     if (DECAY) d = d + wd * pi;
     if (MOMENTUM) {
-      T b = (first != T(0)) ? d : buf[i] * momentum + one_minus_dampening * d;
-      buf[i] = b;
+      T b = (first != T(0)) ? d : momentum_buffer[i] * momentum + one_minus_dampening * d;
+      momentum_buffer[i] = b;
       d = NESTEROV ? d + momentum * b : b;
     }
     p[i] = pi - lr * d;

@@ -5,6 +5,16 @@ for target ``numpy`` (the reference), ``numba`` (CPU ``prange`` loop),
 ``numba-cuda`` (grid-stride CUDA kernel; the simulator on CPU-only machines)
 or ``cupy`` (CUDA C from ``kernels/optim.cu``). Kernels are built once per
 (target, rule, flags, dtype) and cached.
+
+The call, for a rule ``r = rules.get(name)`` and a param group ``group``::
+
+    flags = r.flags(group)
+    kernel = get_kernel(target, name, flags, p.dtype)
+    kernel(p, g, tuple(state[n] for n in r.state_names(flags)), r.hypers(group, step, flags))
+
+``p``, ``g`` and the states are 1-D contiguous arrays of one dtype (float32 or
+float64) on the target's device; ``step`` counts from 1. Hypers may be Python
+floats: every kernel casts them to ``dtype``.
 """
 from __future__ import annotations
 
@@ -14,7 +24,11 @@ _cache: dict = {}
 
 
 def get_kernel(target: str, rule_name: str, flags: tuple, dtype):
-    """The compiled kernel for one optimizer variant on one target (cached)."""
+    """The compiled kernel for one optimizer variant on one target (cached).
+
+    ``target``: "numpy", "numba", "numba-cuda" or "cupy"; ``flags``: ``rules.get(rule_name).flags(group)``;
+    ``dtype``: anything ``np.dtype`` takes.
+    """
     key = (target, rule_name, tuple(flags), np.dtype(dtype).str)
     k = _cache.get(key)
     if k is None:

@@ -19,7 +19,16 @@ synchronisation, and complements such as ``1 - beta2`` are formed in float64
 before the cast to the parameters' dtype, as PyTorch does (in float32,
 ``1 - 0.999`` would be off by 5e-5 relative). The arithmetic
 follows the ``_single_tensor_*`` functions of ``torch.optim`` operation for
-operation.
+operation. Two rounding-level differences remain: PyTorch's ``lerp`` switches
+to ``end - (end - self) * (1 - w)`` when its weight is >= 0.5 (Adam with
+``beta1 <= 0.5``, centered RMSprop with ``alpha <= 0.5``), and its vectorised
+CPU kernels may contract into FMAs; the math is the same.
+
+A rule is described by: ``name``; ``flags(group)``, the variant as a tuple of
+booleans; ``state_names(flags)``, the states that variant keeps, and
+``all_states``, the states its function takes; ``hyper_names``, the per-launch
+scalars in order, produced by ``hypers(group, step, flags)``; and
+``math(flags, sqrt, maximum)``, the scalar function.
 """
 from __future__ import annotations
 
@@ -52,6 +61,8 @@ class Rule:
 
     #: every state the rule's function takes, in argument order
     all_states: tuple = ()
+    #: the per-launch scalars the function takes after its states, in order (see :meth:`hypers`)
+    hyper_names: tuple = ()
 
     def state_init(self, flags, group) -> list[tuple[str, float]]:
         """(state name, initial fill) for each flat state buffer this variant keeps."""
@@ -61,21 +72,39 @@ class Rule:
         return tuple(n for n, _ in self.state_init(flags, {"initial_accumulator_value": 0.0}))
 
     def hypers(self, group, step: int, flags) -> tuple:
+        """The scalars named by ``hyper_names`` for step ``step`` (1-based), as Python numbers.
+
+        Cast them to the parameters' dtype for the launch; being computed here
+        from an integer step, they never need a read back from the device.
+        """
         raise NotImplementedError
 
     def math(self, flags, sqrt, maximum):
+        """``fn(p, g, *all_states, *hypers) -> (p, *all_states)`` for variant ``flags``.
+
+        ``sqrt`` and ``maximum`` are the target's (``math.sqrt``/``max`` for
+        scalars, ``np.sqrt``/``np.maximum`` for arrays); the flags are closure
+        constants, so compilers drop the branches they switch off.
+        """
         raise NotImplementedError
 
 
 class SGD(Rule):
-    """``torch.optim.SGD``: weight decay, momentum with dampening, Nesterov, maximize.
+    """``torch.optim.SGD`` (``_single_tensor_sgd``)::
+
+        g = -g if maximize;  g = g + wd * p
+        buf = g if first step else buf * momentum + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+        p = p - lr * g
 
     Torch's first momentum step copies the gradient into the buffer rather than
     damping it; the host passes ``first`` = 1.0 on that step.
+    Flags: (momentum != 0, nesterov, weight_decay != 0, maximize).
     """
 
     name = "sgd"
     all_states = ("momentum_buffer",)
+    hyper_names = ("lr", "wd", "momentum", "one_minus_dampening", "first")
 
     def validate(self, group):
         _common(group)
@@ -90,7 +119,8 @@ class SGD(Rule):
         return [("momentum_buffer", 0.0)] if flags[0] else []
 
     def hypers(self, group, step, flags):
-        return (group["lr"], group["weight_decay"], group["momentum"], 1 - group["dampening"], 1.0 if step == 1 else 0.0)
+        first = 1.0 if step == 1 else 0.0  # torch: buf is None on the first step, so buf = g
+        return (group["lr"], group["weight_decay"], group["momentum"], 1 - group["dampening"], first)
 
     def math(self, flags, sqrt, maximum):
         use_momentum, nesterov, decay, maximize = flags
@@ -113,10 +143,20 @@ class SGD(Rule):
 
 
 class Adagrad(Rule):
-    """``torch.optim.Adagrad``: clr = lr / (1 + (step - 1) * lr_decay); sum += g²; p -= clr g / (√sum + eps)."""
+    """``torch.optim.Adagrad`` (``_single_tensor_adagrad``)::
+
+        g = -g if maximize;  g = g + wd * p
+        clr = lr / (1 + (step - 1) * lr_decay)          # on the host
+        sum = sum + g * g
+        p = p - clr * (g / (sqrt(sum) + eps))
+
+    ``initial_accumulator_value`` is the fill of ``sum`` (``state_init``).
+    Flags: (weight_decay != 0, maximize).
+    """
 
     name = "adagrad"
     all_states = ("sum",)
+    hyper_names = ("clr", "wd", "eps")
 
     def validate(self, group):
         _common(group)
@@ -146,10 +186,20 @@ class Adagrad(Rule):
 
 
 class Adadelta(Rule):
-    """``torch.optim.Adadelta``: running averages of g² and of the squared update."""
+    """``torch.optim.Adadelta`` (``_single_tensor_adadelta``)::
+
+        g = -g if maximize;  g = g + wd * p
+        square_avg = square_avg * rho + (1 - rho) * g * g
+        delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+        acc_delta = acc_delta * rho + (1 - rho) * delta * delta
+        p = p - lr * delta
+
+    Flags: (weight_decay != 0, maximize).
+    """
 
     name = "adadelta"
     all_states = ("square_avg", "acc_delta")
+    hyper_names = ("lr", "rho", "one_minus_rho", "eps", "wd")
 
     def validate(self, group):
         _common(group)
@@ -180,10 +230,22 @@ class Adadelta(Rule):
 
 
 class RMSprop(Rule):
-    """``torch.optim.RMSprop``: optional centering and momentum."""
+    """``torch.optim.RMSprop`` (``_single_tensor_rmsprop``)::
+
+        g = -g if maximize;  g = g + wd * p
+        square_avg = square_avg * alpha + (1 - alpha) * g * g
+        if centered: grad_avg = grad_avg + (1 - alpha) * (g - grad_avg)     # lerp
+                     avg = sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:        avg = sqrt(square_avg) + eps
+        if momentum > 0: buf = buf * momentum + g / avg;  p = p - lr * buf
+        else:            p = p - lr * (g / avg)
+
+    Flags: (momentum > 0, centered, weight_decay != 0, maximize).
+    """
 
     name = "rmsprop"
     all_states = ("square_avg", "momentum_buffer", "grad_avg")
+    hyper_names = ("lr", "alpha", "one_minus_alpha", "eps", "wd", "momentum")
 
     def validate(self, group):
         _common(group)
@@ -227,11 +289,22 @@ class RMSprop(Rule):
 
 
 class Adam(Rule):
-    """``torch.optim.Adam`` (L2 weight decay added to the gradient) and, with
-    ``decoupled=True``, ``torch.optim.AdamW`` (p *= 1 - lr·wd before the step)."""
+    """``torch.optim.Adam`` (``_single_tensor_adam``), L2 weight decay added to the gradient::
+
+        g = -g if maximize;  g = g + wd * p           # AdamW instead: p = p * (1 - lr * wd)
+        m = m + (1 - beta1) * (g - m)                  # exp_avg.lerp_(g, 1 - beta1)
+        v = v * beta2 + (1 - beta2) * g * g
+        step_size = lr / (1 - beta1**step); bc2_sqrt = (1 - beta2**step) ** 0.5   # on the host
+        vmax = maximum(vmax, v) if amsgrad
+        p = p - step_size * (m / (sqrt(vmax or v) / bc2_sqrt + eps))
+
+    Flags: (amsgrad, weight_decay != 0, maximize).
+    """
 
     name = "adam"
     all_states = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    hyper_names = ("one_minus_beta1", "beta2", "one_minus_beta2", "eps", "wd", "decay_factor", "step_size",
+                   "bc2_sqrt")
     decoupled = False
 
     def validate(self, group):
@@ -261,15 +334,16 @@ class Adam(Rule):
         amsgrad, decay, maximize = flags
         decoupled = self.decoupled
 
-        def adam(p, g, m, v, vmax, one_minus_b1, b2, one_minus_b2, eps, wd, decay_factor, step_size, bc2_sqrt):
+        def adam(p, g, m, v, vmax, one_minus_beta1, beta2, one_minus_beta2, eps, wd, decay_factor, step_size,
+                 bc2_sqrt):
             d = -g if maximize else g
             if decay:
                 if decoupled:
                     p = p * decay_factor
                 else:
                     d = d + wd * p
-            m = m + one_minus_b1 * (d - m)
-            v = v * b2 + one_minus_b2 * d * d
+            m = m + one_minus_beta1 * (d - m)
+            v = v * beta2 + one_minus_beta2 * d * d
             if amsgrad:
                 vmax = maximum(vmax, v)
                 denom = sqrt(vmax) / bc2_sqrt + eps
@@ -280,6 +354,8 @@ class Adam(Rule):
 
 
 class AdamW(Adam):
+    """``torch.optim.AdamW``: Adam with decoupled weight decay, ``p = p * (1 - lr * wd)`` before the step."""
+
     name = "adamw"
     decoupled = True
 
@@ -299,6 +375,12 @@ def scalar_fn(name: str, flags: tuple, sqrt=math.sqrt, maximum=max):
     """The rule's update ``fn(p, g, *all_states, *hypers) -> (p, *all_states)`` for one variant,
     with the target's ``sqrt`` and ``maximum`` (scalar or array functions)."""
     return get(name).math(flags, sqrt, maximum)
+
+
+def prepare_hypers(name: str, group: dict, step: int) -> tuple:
+    """The per-launch scalars (Python floats, ``hyper_names`` order) of rule ``name`` at ``step``."""
+    rule = get(name)
+    return rule.hypers(group, step, rule.flags(group))
 
 
 def state_slots(name: str, flags: tuple) -> list:

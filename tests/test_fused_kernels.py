@@ -1,0 +1,597 @@
+"""The optimizer rules and their fused kernels, at the raw-array level.
+
+* Every rule x every variant (each combination of its flags) x float32/float64 x
+  every kernel target available: 50 steps with fresh random gradients, against
+  the float64 NumPy reference running the same rule function.
+* The reference rules against literal NumPy transcriptions of ``torch.optim``'s
+  ``_single_tensor_*`` loops, and against ``torch.optim`` itself when torch is
+  installed, so the rules are verified, not just the kernels against each other.
+* The CUDA C (``kernels/optim.cu``): compiled as C++ for the host and run
+  against the same reference (so its math is checked without a GPU), and with
+  nvcc, every variant the cupy target can ask for; the Numba CUDA kernels to
+  PTX through NVRTC, with no GPU.
+
+Tolerances (norm-relative, ``|x - ref| / |ref|`` over the whole array, since a
+per-element ``rtol`` is meaningless where a state passes near zero): parameters
+and states within 1e-6 in float32 and 1e-12 in float64. The reference gets the
+same dtype-rounded p0, gradients and per-step scalars, so only the arithmetic
+differs. The displacement ``p - p0`` is checked too (1e-4 in float32, where
+float32 storage of ``p`` itself bounds it; 1e-10 in float64), so an update
+cannot hide under the size of ``p``. Worst seen on CPU: float32 2.6e-7 (p),
+3.1e-7 (states), 1.7e-5 (displacement); float64 bit-identical.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from backprop_gpu.fused import get_kernel
+from backprop_gpu.optim import rules
+
+# torch.optim's defaults (torch 2.x); the variants below override them.
+DEFAULTS = {
+    "sgd": dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
+    "adagrad": dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                    maximize=False),
+    "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+    "rmsprop": dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False),
+    "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False),
+    "adamw": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False),
+}
+# The group settings that switch each flag off/on; the product covers every variant.
+FLAG_KNOBS = {
+    "sgd": dict(momentum=(0.0, 0.9), nesterov=(False, True), weight_decay=(0.0, 0.01), maximize=(False, True)),
+    "adagrad": dict(weight_decay=(0.0, 0.1), maximize=(False, True)),
+    "adadelta": dict(weight_decay=(0.0, 0.1), maximize=(False, True)),
+    "rmsprop": dict(momentum=(0.0, 0.5), centered=(False, True), weight_decay=(0.0, 0.1), maximize=(False, True)),
+    "adam": dict(amsgrad=(False, True), weight_decay=(0.0, 0.1), maximize=(False, True)),
+    "adamw": dict(amsgrad=(False, True), weight_decay=(0.0, 0.1), maximize=(False, True)),
+}
+# Non-default values of the other hyperparameters, on every second variant (where valid).
+EXTRAS = {
+    "sgd": dict(dampening=0.1),
+    "adagrad": dict(lr_decay=0.01, initial_accumulator_value=0.1),
+    "adadelta": dict(rho=0.5),
+    "rmsprop": dict(alpha=0.9),
+    "adam": dict(betas=(0.8, 0.99)),
+    "adamw": dict(betas=(0.5, 0.9)),
+}
+# Learning rates large enough that 50 steps move p well away from p0.
+LR = {"sgd": 0.01, "adagrad": 0.05, "adadelta": 1.0, "rmsprop": 0.01, "adam": 0.01, "adamw": 0.01}
+
+
+def _variants():
+    out = []
+    for name, knobs in FLAG_KNOBS.items():
+        seen = set()
+        for k, values in enumerate(itertools.product(*knobs.values())):
+            group = dict(DEFAULTS[name], lr=LR[name], **dict(zip(knobs, values)))
+            try:
+                rules.get(name).validate(group)
+            except ValueError:
+                continue  # e.g. Nesterov without momentum
+            if k % 2:
+                extra = dict(group, **EXTRAS[name])
+                try:
+                    rules.get(name).validate(extra)
+                    group = extra
+                except ValueError:
+                    pass
+            flags = rules.get(name).flags(group)
+            assert flags not in seen
+            seen.add(flags)
+            out.append((name, group))
+    return out
+
+
+VARIANTS = _variants()
+CASES = [pytest.param(name, group, id=f"{name}-{''.join('1' if f else '0' for f in rules.get(name).flags(group))}")
+         for name, group in VARIANTS]
+
+
+def test_every_flag_combination_is_covered():
+    per_rule = {}
+    for name, group in VARIANTS:
+        per_rule.setdefault(name, set()).add(rules.get(name).flags(group))
+    # sgd: Nesterov needs momentum (12 of 16); the others: all combinations
+    assert {n: len(v) for n, v in per_rule.items()} == {
+        "sgd": 12, "adagrad": 4, "adadelta": 4, "rmsprop": 16, "adam": 8, "adamw": 8}
+
+
+# --- targets ------------------------------------------------------------------------------
+
+def _numba_cuda_reason():
+    try:
+        from numba import config, cuda
+    except ImportError:
+        return "numba-cuda is not installed"
+    if config.ENABLE_CUDASIM:
+        return None
+    if not cuda.is_available():
+        return "no CUDA GPU, and NUMBA_ENABLE_CUDASIM was not set before numba was imported"
+    return None
+
+
+def _cupy_reason():
+    try:
+        import cupy
+    except Exception as e:
+        return f"CuPy is not importable: {e}"
+    try:
+        return None if cupy.is_available() else "CuPy found no CUDA GPU (cupy.is_available() is False)"
+    except Exception as e:
+        return f"CuPy found no usable CUDA driver: {e}"
+
+
+def _targets():
+    out = [pytest.param("numpy"), pytest.param("numba")]
+    why = _numba_cuda_reason()
+    out.append(pytest.param("numba-cuda", marks=[pytest.mark.skip(reason=why)] if why else []))
+    why = _cupy_reason()
+    out.append(pytest.param("cupy", marks=[pytest.mark.gpu] + ([pytest.mark.skip(reason=why)] if why else [])))
+    return out
+
+
+def _transfers(target):
+    """(to_device, to_host) for a target's arrays."""
+    if target == "cupy":
+        import cupy
+
+        return cupy.asarray, cupy.asnumpy
+    if target == "numba-cuda":
+        from numba import config, cuda
+
+        if not config.ENABLE_CUDASIM:
+            return cuda.to_device, lambda a: a.copy_to_host()
+    return (lambda a: a), (lambda a: a)
+
+
+def run_steps(target, name, group, dtype, p0, grads, hyper_dtype=None):
+    """Run rule ``name`` for ``len(grads)`` steps through ``target``'s kernel; returns host p and states.
+
+    ``hyper_dtype``: round the per-step scalars through this dtype first (default: ``dtype``).
+    """
+    rule = rules.get(name)
+    flags = rule.flags(group)
+    dtype = np.dtype(dtype)
+    hround = np.dtype(hyper_dtype or dtype).type
+    to_dev, to_host = _transfers(target)
+    p = to_dev(p0.astype(dtype))
+    states = tuple(to_dev(np.full(p0.shape, fill, dtype)) for _, fill in rule.state_init(flags, group))
+    kernel = get_kernel(target, name, flags, dtype)
+    for step, g in enumerate(grads, start=1):
+        hypers = tuple(dtype.type(hround(h)) for h in rule.hypers(group, step, flags))
+        kernel(p, to_dev(g.astype(dtype)), states, hypers)
+    return to_host(p), [to_host(s) for s in states]
+
+
+def rel_err(x, ref):
+    ref = np.asarray(ref, np.float64)
+    return float(np.linalg.norm(np.asarray(x, np.float64) - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+TOL = {"float32": dict(p=1e-6, state=1e-6, step=1e-4), "float64": dict(p=1e-12, state=1e-12, step=1e-10)}
+
+
+@pytest.mark.parametrize("target", _targets())
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,group", CASES)
+def test_kernel_matches_float64_reference(target, dtype, name, group):
+    # the simulator runs a Python thread per CUDA thread: 100 elements still exercise the grid-stride loop
+    n = 100 if target == "numba-cuda" else 1000
+    rng = np.random.default_rng(zlib.crc32(f"{name}{sorted(group.items())}".encode()))
+    # The reference starts from the same dtype-rounded data and per-step scalars, so only the arithmetic
+    # differs. (Rounded scalars matter: AdamW's float32 1 - lr*wd = 0.999 is off by 1.3e-8, a systematic
+    # 6.4e-7 over 50 steps, in torch as here; test_reference_rule_matches_torch_optim covers that path.)
+    p0 = rng.standard_normal(n).astype(dtype).astype(np.float64)
+    grads = [rng.standard_normal(n).astype(dtype).astype(np.float64) for _ in range(50)]
+    ref_p, ref_s = run_steps("numpy", name, group, "float64", p0, grads, hyper_dtype=dtype)
+    p, s = run_steps(target, name, group, dtype, p0, grads)
+    assert p.dtype == np.dtype(dtype) and all(a.dtype == np.dtype(dtype) for a in s)
+    tol = TOL[dtype]
+    assert rel_err(p, ref_p) <= tol["p"]
+    assert rel_err(p - p0, ref_p - p0) <= tol["step"]
+    assert np.linalg.norm(ref_p - p0) > 1e-3 * np.linalg.norm(p0)  # the steps did move p
+    assert len(s) == len(ref_s) == len(rules.get(name).state_names(rules.get(name).flags(group)))
+    for a, b in zip(s, ref_s):
+        assert rel_err(a, b) <= tol["state"]
+
+
+# --- the rule descriptions ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name,group", CASES)
+def test_rule_description_is_consistent(name, group):
+    rule = rules.get(name)
+    flags = rule.flags(group)
+    fn = rule.math(flags, math.sqrt, max)
+    params = list(inspect.signature(fn).parameters)
+    assert params[:2] == ["p", "g"]
+    assert len(params) == 2 + len(rule.all_states) + len(rule.hyper_names)
+    assert tuple(params[2 + len(rule.all_states):]) == rule.hyper_names
+    hypers = rule.hypers(group, 3, flags)
+    assert len(hypers) == len(rule.hyper_names) and all(isinstance(h, (int, float)) for h in hypers)
+    assert rules.prepare_hypers(name, group, 3) == hypers
+    kept = rule.state_names(flags)
+    assert set(kept) <= set(rule.all_states)
+    assert [s for s in rule.all_states if s in kept] == list(kept)  # kept in all_states order
+
+
+def test_unknown_rule_and_target_are_refused():
+    with pytest.raises(ValueError, match="unknown optimizer rule"):
+        rules.get("lamb")
+    with pytest.raises(ValueError, match="unknown kernel target"):
+        get_kernel("tpu", "adam", (False, False, False), np.float32)
+
+
+def test_kernels_are_cached_per_target_rule_flags_dtype():
+    k = get_kernel("numba", "sgd", (True, False, False, False), np.float32)
+    assert get_kernel("numba", "sgd", (True, False, False, False), "float32") is k
+    assert get_kernel("numba", "sgd", (True, False, False, False), np.float64) is not k
+    assert get_kernel("numba", "sgd", (False, False, False, False), np.float32) is not k
+
+
+def test_numba_kernel_keeps_float32_arithmetic_with_python_float_hypers():
+    rule = rules.get("adam")
+    group = dict(DEFAULTS["adam"])
+    flags = rule.flags(group)
+    k = get_kernel("numba", "adam", flags, np.float32)
+    p, g, m, v = (np.ones(64, np.float32) for _ in range(4))
+    k(p, g, (m, v), rule.hypers(group, 1, flags))  # Python floats, cast by the kernel
+    assert {str(t) for sig in k.dispatcher.signatures for t in sig} <= {"array(float32, 1d, C)", "float32"}
+
+
+_CACHE_SCRIPT = """
+import numpy as np
+from backprop_gpu.fused import get_kernel
+k = get_kernel("numba", "rmsprop", (True, True, False, False), np.float32)
+p, g, a, b, c = (np.ones(10, np.float32) for _ in range(5))
+k(p, g, (a, b, c), (0.01, 0.99, 0.01, 1e-8, 0.0, 0.9))
+print(sum(k.dispatcher.stats.cache_hits.values()))
+"""
+
+
+def test_numba_loops_are_cached_on_disk(tmp_path):
+    """A second process loads the compiled loop from the cache instead of compiling it."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    assert [int(r.stdout.split()[-1]) for r in runs] == [0, 1]
+    assert len(list((tmp_path / "backprop_gpu_fused").glob("rmsprop_1100_*.py"))) == 1
+
+
+def test_numba_loop_compiles_in_memory_when_the_cache_dir_is_unwritable(tmp_path, monkeypatch):
+    from backprop_gpu.fused import numba_cpu
+
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(numba_cpu, "source_dir", lambda: tmp_path / "a_file" / "fused")  # mkdir fails
+    k = numba_cpu.build("sgd", (False, False, False, False), np.dtype(np.float64))
+    p, g = np.ones(8), np.ones(8)
+    k(p, g, (), (0.5, 0.0, 0.0, 1.0, 1.0))
+    assert np.all(p == 0.5)
+
+
+def test_cupy_target_imports_without_touching_cupy():
+    code = ("import sys; import backprop_gpu.fused.cupy_impl as c; "
+            "print('cupy' in sys.modules, c.source().count('__global__'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "5"]
+
+
+# --- the reference rules against literal transcriptions of torch.optim -------------------------
+# Each follows torch/optim/<name>.py _single_tensor_<name> statement by statement (torch 2.x,
+# the non-capturable, non-differentiable, real-valued path), with in-place tensor methods
+# written out: x.mul_(a).addcmul_(u, w, value=c) is x * a + c * u * w, x.addcdiv_(u, w, value=c)
+# is x + c * (u / w), x.lerp_(e, w) is x + w * (e - x) for |w| < 0.5 and e - (e - x) * (1 - w) else.
+
+def _lerp(x, e, w):
+    return x + w * (e - x) if abs(w) < 0.5 else e - (e - x) * (1 - w)
+
+
+def torch_sgd(param, grads, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    buf = None
+    for grad in grads:
+        grad = grad if not maximize else -grad
+        if weight_decay != 0:
+            grad = grad + weight_decay * param                  # grad.add(param, alpha=weight_decay)
+        if momentum != 0:
+            if buf is None:
+                buf = grad.copy()                               # torch.clone(grad).detach()
+            else:
+                buf = buf * momentum + (1 - dampening) * grad   # buf.mul_(momentum).add_(grad, alpha=1-dampening)
+            if nesterov:
+                grad = grad + momentum * buf                    # grad.add(buf, alpha=momentum)
+            else:
+                grad = buf
+        param = param + (-lr) * grad                            # param.add_(grad, alpha=-lr)
+    return param
+
+
+def torch_adagrad(param, grads, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
+    state_sum = np.full_like(param, initial_accumulator_value)
+    for step, grad in enumerate(grads, 1):
+        grad = grad if not maximize else -grad
+        if weight_decay != 0:
+            grad = grad + weight_decay * param
+        clr = lr / (1 + (step - 1) * lr_decay)
+        state_sum = state_sum + 1 * grad * grad                 # state_sum.addcmul_(grad, grad, value=1)
+        std = np.sqrt(state_sum) + eps                          # state_sum.sqrt().add_(eps)
+        param = param + (-clr) * (grad / std)                   # param.addcdiv_(grad, std, value=-clr)
+    return param
+
+
+def torch_adadelta(param, grads, lr, rho, eps, weight_decay, maximize):
+    square_avg, acc_delta = np.zeros_like(param), np.zeros_like(param)
+    for grad in grads:
+        grad = grad if not maximize else -grad
+        if weight_decay != 0:
+            grad = grad + weight_decay * param
+        square_avg = square_avg * rho + (1 - rho) * grad * grad  # mul_(rho).addcmul_(grad, grad, value=1-rho)
+        std = np.sqrt(square_avg + eps)                         # square_avg.add(eps).sqrt_()
+        delta = np.sqrt(acc_delta + eps)                        # acc_delta.add(eps).sqrt_()
+        delta = delta / std * grad                              # delta.div_(std).mul_(grad)
+        acc_delta = acc_delta * rho + (1 - rho) * delta * delta
+        param = param + (-lr) * delta                           # param.add_(delta, alpha=-lr)
+    return param
+
+
+def torch_rmsprop(param, grads, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    square_avg, grad_avg, buf = np.zeros_like(param), np.zeros_like(param), np.zeros_like(param)
+    for grad in grads:
+        grad = grad if not maximize else -grad
+        if weight_decay != 0:
+            grad = grad + weight_decay * param
+        square_avg = square_avg * alpha + (1 - alpha) * grad * grad
+        if centered:
+            grad_avg = _lerp(grad_avg, grad, 1 - alpha)         # grad_avg.lerp_(grad, 1 - alpha)
+            avg = np.sqrt(square_avg + (-1) * grad_avg * grad_avg)  # addcmul(ga, ga, value=-1).sqrt_()
+        else:
+            avg = np.sqrt(square_avg)
+        avg = avg + eps                                         # avg.add_(eps)
+        if momentum > 0:
+            buf = buf * momentum + 1 * (grad / avg)             # buf.mul_(momentum).addcdiv_(grad, avg)
+            param = param + (-lr) * buf                         # param.add_(buf, alpha=-lr)
+        else:
+            param = param + (-lr) * (grad / avg)                # param.addcdiv_(grad, avg, value=-lr)
+    return param
+
+
+def torch_adam(param, grads, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay=False):
+    beta1, beta2 = betas
+    exp_avg, exp_avg_sq, max_exp_avg_sq = np.zeros_like(param), np.zeros_like(param), np.zeros_like(param)
+    for step, grad in enumerate(grads, 1):
+        grad = grad if not maximize else -grad
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                param = param * (1 - lr * weight_decay)         # param.mul_(1 - lr * weight_decay)
+            else:
+                grad = grad + weight_decay * param
+        exp_avg = _lerp(exp_avg, grad, 1 - beta1)               # exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        if amsgrad:
+            max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq)
+            denom = np.sqrt(max_exp_avg_sq) / bias_correction2_sqrt + eps
+        else:
+            denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+        param = param + (-step_size) * (exp_avg / denom)        # param.addcdiv_(exp_avg, denom, value=-step_size)
+    return param
+
+
+TRANSCRIPTIONS = {"sgd": torch_sgd, "adagrad": torch_adagrad, "adadelta": torch_adadelta,
+                  "rmsprop": torch_rmsprop, "adam": torch_adam,
+                  "adamw": lambda *a, **kw: torch_adam(*a, decoupled_weight_decay=True, **kw)}
+
+
+def _torch_kwargs(name, group):
+    return {k: group[k] for k in DEFAULTS[name]}
+
+
+@pytest.mark.parametrize("name,group", CASES)
+def test_reference_rule_matches_torch_transcription(name, group):
+    rng = np.random.default_rng(7)
+    p0 = rng.standard_normal(200)
+    grads = [rng.standard_normal(200) for _ in range(10)]
+    ours, _ = run_steps("numpy", name, group, "float64", p0, grads)
+    theirs = TRANSCRIPTIONS[name](p0.copy(), grads, **_torch_kwargs(name, group))
+    # the same operations in the same order; lerp's second form (betas[0] = 0.5) differs in the last bits
+    np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,group", CASES)
+def test_reference_rule_matches_torch_optim(name, group, dtype):
+    """Against torch.optim itself (single-tensor path), where torch is installed."""
+    torch = pytest.importorskip("torch")
+    cls = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
+           "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    rng = np.random.default_rng(11)
+    p0 = rng.standard_normal(300).astype(dtype)
+    grads = [rng.standard_normal(300).astype(dtype) for _ in range(20)]
+    tp = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+    opt = cls([tp], foreach=False, **_torch_kwargs(name, group))
+    for g in grads:
+        tp.grad = torch.from_numpy(g.copy())
+        opt.step()
+    theirs = tp.detach().numpy()
+    ours, _ = run_steps("numpy", name, group, dtype, p0, grads)
+    # float32: the same float32 roundings up to torch's vectorised CPU kernels (FMAs in lerp)
+    assert rel_err(ours, theirs) <= (1e-13 if dtype == "float64" else 1e-6)
+    assert rel_err(ours - p0, theirs - p0) <= (1e-11 if dtype == "float64" else 1e-4)
+
+
+# --- the CUDA C, run on the host ---------------------------------------------------------
+# With no GPU, optim.cu is still checked numerically: compiled as C++ for the CPU (one thread,
+# one block; -ffp-contract=off so it rounds like the reference) and driven through ctypes.
+
+_HOST_PRELUDE = """
+#include <algorithm>
+#include <cmath>
+#define __global__
+struct host_dim3 { long long x; };
+static const host_dim3 blockIdx = {0}, blockDim = {1}, threadIdx = {0}, gridDim = {1};
+using std::max;
+using std::sqrt;
+"""
+
+
+def _host_wrapper(i, expr, name):
+    rule = rules.get(name)
+    t = "float" if "<float" in expr else "double"
+    states = [f"{t}* s{k}" for k in range(len(rule.all_states))]
+    hypers = [f"{t} h{k}" for k in range(len(rule.hyper_names))]
+    args = ", ".join([f"{t}* p", f"const {t}* g", *states, "long long n", *hypers])
+    call = ", ".join(["p", "g", *[f"s{k}" for k in range(len(states))], "n", *[f"h{k}" for k in range(len(hypers))]])
+    return f'extern "C" void host_{i}({args}) {{ {expr}({call}); }}\n'
+
+
+@pytest.fixture(scope="module")
+def host_cuda_c(tmp_path_factory):
+    """``{(rule, flags, dtype): call(p, g, states, hypers)}`` for optim.cu compiled for the CPU."""
+    import ctypes
+
+    from backprop_gpu.fused.cupy_impl import name_expression, source
+
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the CUDA C for the host")
+    keys = [(name, rules.get(name).flags(group), dt) for name, group in VARIANTS for dt in ("float32", "float64")]
+    exprs = [name_expression(*k) for k in keys]
+    d = tmp_path_factory.mktemp("host_cuda_c")
+    text = _HOST_PRELUDE + source() + "".join(_host_wrapper(i, e, k[0]) for i, (e, k) in enumerate(zip(exprs, keys)))
+    (d / "optim_host.cpp").write_text(text)
+    out = subprocess.run([cxx, "-O1", "-std=c++14", "-ffp-contract=off", "-shared", "-fPIC", "-o",
+                          str(d / "optim_host.so"), str(d / "optim_host.cpp")], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lib = ctypes.CDLL(str(d / "optim_host.so"))
+    calls = {}
+    for i, (name, flags, dt) in enumerate(keys):
+        rule, cfn = rules.get(name), getattr(lib, f"host_{i}")
+        scalar = ctypes.c_float if dt == "float32" else ctypes.c_double
+        ptr = ctypes.POINTER(scalar)
+        cfn.argtypes = [ptr] * (2 + len(rule.all_states)) + [ctypes.c_longlong] + [scalar] * len(rule.hyper_names)
+        cfn.restype = None
+
+        def call(p, g, states, hypers, cfn=cfn, ptr=ptr, rule=rule, kept=rule.state_names(flags)):
+            by_name = dict(zip(kept, states))
+            bufs = [by_name.get(s, p) for s in rule.all_states]  # as cupy_impl: a dummy for unused states
+            cfn(*[a.ctypes.data_as(ptr) for a in (p, g, *bufs)], p.size, *[float(h) for h in hypers])
+        calls[(name, flags, dt)] = call
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,group", CASES)
+def test_cuda_c_kernels_match_reference_on_host(host_cuda_c, name, group, dtype):
+    rule = rules.get(name)
+    flags = rule.flags(group)
+    rng = np.random.default_rng(zlib.crc32(f"host{name}{sorted(group.items())}".encode()))
+    p0 = rng.standard_normal(300).astype(dtype).astype(np.float64)
+    grads = [rng.standard_normal(300).astype(dtype).astype(np.float64) for _ in range(50)]
+    ref_p, ref_s = run_steps("numpy", name, group, "float64", p0, grads, hyper_dtype=dtype)
+    p = p0.astype(dtype)
+    states = tuple(np.full(p.shape, fill, dtype) for _, fill in rule.state_init(flags, group))
+    kernel = host_cuda_c[(name, flags, dtype)]
+    for step, g in enumerate(grads, start=1):
+        kernel(p, g.astype(dtype), states, rule.hypers(group, step, flags))
+    tol = TOL[dtype]
+    assert rel_err(p, ref_p) <= tol["p"]
+    assert rel_err(p - p0, ref_p - p0) <= tol["step"]
+    for a, b in zip(states, ref_s):
+        assert rel_err(a, b) <= tol["state"]
+
+
+# --- compile checks ----------------------------------------------------------------------
+
+_KERNEL_SIG = re.compile(r"__global__ void (\w+)\(([^)]*)\)", re.DOTALL)
+
+
+def test_cuda_kernel_parameters_follow_the_rules():
+    """Each kernel takes (p, g, *rule.all_states, n, *rule.hyper_names): what cupy_impl passes."""
+    from backprop_gpu.fused.cupy_impl import name_expression, source
+
+    sigs = {k: [a.split()[-1].lstrip("*") for a in args.split(",")] for k, args in _KERNEL_SIG.findall(source())}
+    for name, rule in rules.RULES.items():
+        kernel = name_expression(name, (False,) * len(rule.flags(DEFAULTS[name])), np.float32).split("<")[0]
+        assert sigs[kernel] == ["p", "g", *rule.all_states, "n", *rule.hyper_names], name
+
+
+def _all_name_expressions():
+    from backprop_gpu.fused.cupy_impl import name_expression
+
+    return sorted({name_expression(name, rules.get(name).flags(group), dt)
+                   for name, group in VARIANTS for dt in ("float32", "float64")})
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_cuda_sources_compile_with_nvcc(tmp_path):
+    """optim.cu compiles standalone, and so does every instance the cupy target can name."""
+    from backprop_gpu.fused.cupy_impl import source
+
+    def nvcc(text, stem, *flags):
+        src = tmp_path / f"{stem}.cu"
+        src.write_text(text)
+        out = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", "--std=c++14", *flags, str(src),
+                              "-o", str(tmp_path / f"{stem}.ptx")], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return (tmp_path / f"{stem}.ptx").read_text()
+
+    nvcc(source(), "plain")
+    assert nvcc(source(), "check", "-DBACKPROP_GPU_COMPILE_CHECK").count(".entry") == 24
+    exprs = _all_name_expressions()
+    assert len(exprs) == 2 * len(VARIANTS)
+    every = source() + "\nvoid* all_instances[] = {\n" + "".join(f"  (void*)&{e},\n" for e in exprs) + "};\n"
+    assert nvcc(every, "every").count(".entry") == len(exprs)
+
+
+def _nvrtc_reason():
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        load_nvidia_dynamic_lib("nvrtc")
+        return None
+    except Exception as e:
+        return f"NVRTC is not available (pip install 'numba-cuda[cu13]'): {e}"
+
+
+_PTX_SCRIPT = """
+import json, re, sys
+from backprop_gpu.fused.numba_cuda import compile_ptx_check
+done = 0
+for name, flags in json.loads(sys.argv[1]):
+    for dtype in ("float32", "float64"):
+        ptx = compile_ptx_check(name, tuple(flags), dtype)
+        assert ".visible .entry" in ptx, (name, flags, dtype)
+        if dtype == "float32":  # hypers cast to float32: no double arithmetic sneaks in
+            assert not re.search(r"\\.f64\\b", ptx), (name, flags)
+        done += 1
+print(done)
+"""
+
+
+@pytest.mark.skipif(_nvrtc_reason() is not None, reason=str(_nvrtc_reason()))
+def test_numba_cuda_kernels_compile_to_ptx():
+    """Type-check every variant's whole kernel for real CUDA (the simulator never does), in a
+    process without the simulator, since this one may have it switched on."""
+    cases = [(name, list(rules.get(name).flags(group))) for name, group in VARIANTS]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, "-c", _PTX_SCRIPT, json.dumps(cases)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.strip()) == 2 * len(cases)
