@@ -37,7 +37,7 @@ def pack(model=None, optimizer=None, scheduler=None, extra: dict | None = None):
             tensors[f"model.{k}"] = _host(v)
     if optimizer is not None:
         sd = optimizer.state_dict()
-        opt_meta = {"param_groups": sd["param_groups"], "state": {}}
+        opt_meta = {"class": type(optimizer).__name__, "param_groups": sd["param_groups"], "state": {}}
         for idx, st in sd["state"].items():
             entry = {}
             for name, v in st.items():
@@ -48,7 +48,7 @@ def pack(model=None, optimizer=None, scheduler=None, extra: dict | None = None):
             opt_meta["state"][str(idx)] = entry
         meta["optimizer"] = opt_meta
     if scheduler is not None:
-        meta["scheduler"] = scheduler.state_dict()
+        meta["scheduler"] = dict(scheduler.state_dict(), _class=type(scheduler).__name__)
     meta["extra"] = extra or {}
     return tensors, meta
 
@@ -118,11 +118,13 @@ def _optimizer_state(tensors, meta):
     return {"state": state, "param_groups": groups}
 
 
-def restore(path, model=None, optimizer=None, scheduler=None) -> dict:
+def restore(path, model=None, optimizer=None, scheduler=None, check_extra=None) -> dict:
     """Load ``path`` into the given objects, all or nothing; returns the ``extra`` dict.
 
     A checkpoint for another architecture raises :class:`CheckpointError`
     naming the mismatched entries, before anything is modified.
+    ``check_extra(extra)``, if given, vets the ``extra`` dict: it raises ``ValueError``
+    (or ``KeyError``) to refuse the checkpoint, also before anything is modified.
     """
     tensors, meta = load(path)
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -133,16 +135,27 @@ def restore(path, model=None, optimizer=None, scheduler=None) -> dict:
         if optimizer is not None:
             if "optimizer" not in meta:
                 raise ValueError("it holds no optimizer state")
+            saved_cls = meta["optimizer"].get("class", type(optimizer).__name__)
+            if saved_cls != type(optimizer).__name__:
+                raise ValueError(f"its optimizer state is for {saved_cls}, not {type(optimizer).__name__}")
             opt_sd = _optimizer_state(tensors, meta)
             optimizer.check_state_dict(opt_sd)
+        if check_extra is not None:
+            check_extra(meta.get("extra", {}))
         if scheduler is not None and "scheduler" not in meta:
             raise ValueError("it holds no scheduler state")
-    except (RuntimeError, ValueError) as e:
+        if scheduler is not None and meta["scheduler"].get("_class", type(scheduler).__name__) != \
+                type(scheduler).__name__:
+            raise ValueError(f"its scheduler state is for {meta['scheduler']['_class']}, "
+                             f"not {type(scheduler).__name__}")
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit: it lacks the entry {e}") from None
+    except (RuntimeError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path} does not fit: {e}") from None
     if model is not None:
         model.load_state_dict(model_sd)
     if optimizer is not None:
         optimizer.load_state_dict(opt_sd)
     if scheduler is not None:
-        scheduler.load_state_dict(meta["scheduler"])
+        scheduler.load_state_dict({k: v for k, v in meta["scheduler"].items() if k != "_class"})
     return meta.get("extra", {})

@@ -92,31 +92,37 @@ def _valley(x, y):
     return 0.5 * (x * x + 20 * y * y)
 
 
-#: name, function (works on numpy arrays and on tensors), start, view, minimum, per-optimizer lr scale
-SURFACES = [
-    ("Rosenbrock", _rosenbrock, (-1.5, 2.0), ((-2, 2), (-1, 3)), (1, 1), 1e-3),
-    ("Beale", _beale, (1.0, 1.5), ((-0.5, 4), (-1, 2)), (3, 0.5), 1e-2),
-    ("saddle x² - y²", _saddle, (-1.5, 1e-3), ((-2, 2), (-2, 2)), None, 2e-2),
-    ("elongated valley", _valley, (-4.0, 1.0), ((-5, 5), (-1.5, 1.5)), (0, 0), 4e-2),
-]
+#: (label, optimizer name, constructor kwargs but lr)
 PATH_OPTIMIZERS = [
-    ("SGD", "sgd", {}, 1.0), ("momentum", "sgd", dict(momentum=0.9), 1.0),
-    ("Nesterov", "sgd", dict(momentum=0.9, nesterov=True), 1.0), ("Adagrad", "adagrad", {}, 30.0),
-    ("AdaDelta", "adadelta", {}, 300.0), ("RMSprop", "rmsprop", {}, 3.0), ("Adam", "adam", {}, 10.0),
-    ("AdamW", "adamw", dict(weight_decay=0.01), 10.0),
+    ("SGD", "sgd", {}), ("momentum", "sgd", dict(momentum=0.9)), ("Nesterov", "sgd", dict(momentum=0.9, nesterov=True)),
+    ("Adagrad", "adagrad", {}), ("AdaDelta", "adadelta", {}), ("RMSprop", "rmsprop", {}), ("Adam", "adam", {}),
+    ("AdamW", "adamw", dict(weight_decay=0.01)),
+]
+#: name, function (works on numpy arrays and on tensors), start, view, minimum, lr per optimizer. The lrs
+#: come from a grid search (300 and 500 steps; the lowest final value whose path stays in view), moved down to a
+#: smaller lr where the best one jumps about too much to follow on the plot.
+SURFACES = [
+    ("Rosenbrock", _rosenbrock, (-1.5, 2.0), ((-2, 2), (-1, 3)), (1, 1),
+     dict(SGD=1e-3, momentum=5e-4, Nesterov=5e-4, Adagrad=0.3, AdaDelta=5.0, RMSprop=0.01, Adam=0.05, AdamW=0.05)),
+    ("Beale", _beale, (1.0, 1.5), ((-0.5, 4), (-1, 2)), (3, 0.5),
+     dict(SGD=0.01, momentum=1e-3, Nesterov=1e-3, Adagrad=0.5, AdaDelta=3.0, RMSprop=0.03, Adam=0.05, AdamW=0.05)),
+    ("saddle x\u00b2 - y\u00b2", _saddle, (-1.5, 1e-3), ((-2, 2), (-2, 2)), None,
+     dict(SGD=0.02, momentum=0.02, Nesterov=0.02, Adagrad=0.6, AdaDelta=6.0, RMSprop=0.06, Adam=0.2, AdamW=0.2)),
+    ("elongated valley", _valley, (-4.0, 1.0), ((-5, 5), (-1.5, 1.5)), (0, 0),
+     dict(SGD=0.05, momentum=5e-3, Nesterov=0.01, Adagrad=0.5, AdaDelta=5.0, RMSprop=0.02, Adam=0.1, AdamW=0.1)),
 ]
 
 
-def optimizer_paths(out="runs/paths", steps: int = 300, log=print) -> Path:
+def optimizer_paths(out="runs/paths", steps: int = 500, log=print) -> Path:
     """Each optimizer's trajectory over four 2-D loss surfaces, from the same start, on contour plots."""
     from .plots import contour_paths
 
     panels = []
-    for name, f, start, (xlim, ylim), minimum, base_lr in SURFACES:
+    for name, f, start, (xlim, ylim), minimum, lrs in SURFACES:
         paths = {}
-        for label, opt_name, kwargs, scale in PATH_OPTIMIZERS:
+        for label, opt_name, kwargs in PATH_OPTIMIZERS:
             p = Tensor(np.array(start, dtype=np.float64), device="numpy", requires_grad=True)
-            opt = optim.OPTIMIZERS[opt_name]([p], lr=base_lr * scale, **kwargs)
+            opt = optim.OPTIMIZERS[opt_name]([p], lr=lrs[label], **kwargs)
             trace = [p.numpy().copy()]
             for _ in range(steps):
                 opt.zero_grad()
@@ -129,12 +135,13 @@ def optimizer_paths(out="runs/paths", steps: int = 300, log=print) -> Path:
             tr = np.array(trace)
             paths[label] = (tr[:, 0], tr[:, 1])
             final = f(*tr[-1])
-            log(f"  {name:17s} {label:9s} after {len(tr) - 1:4d} steps: f = {final:.4g} at ({tr[-1][0]:.3f}, "
-                f"{tr[-1][1]:.3f})")
+            log(f"  {name:17s} {label:9s} lr {lrs[label]:<7g} after {len(tr) - 1:4d} steps: f = {final:.4g} at "
+                f"({tr[-1][0]:.3f}, {tr[-1][1]:.3f})")
         panels.append({"name": name, "f": f, "xlim": xlim, "ylim": ylim, "paths": paths, "minimum": minimum})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "optimizer_paths.png"
-    contour_paths(panels, path, f"optimizer trajectories, {steps} steps from the same start (black dot)")
+    contour_paths(panels, path, f"optimizer trajectories, {steps} steps from the same start (black dot), "
+                  "lr tuned per optimizer and surface; red star: minimum")
     log(f"plot: {path}")
     return path

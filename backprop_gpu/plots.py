@@ -60,8 +60,10 @@ def contour_paths(panels: list[dict], path, title: str) -> None:
         Z = panel["f"](X, Y)
         levels = np.quantile(Z, np.linspace(0.0, 0.95, 25) ** 2)
         ax.contour(X, Y, Z, levels=np.unique(levels), cmap="Greys", linewidths=0.6)
-        for name, (px, py) in panel["paths"].items():
-            ax.plot(px, py, marker=".", markersize=2, linewidth=1.2, label=name)
+        for i, (name, (px, py)) in enumerate(panel["paths"].items()):
+            # every other path dashed, so paths that run together stay distinguishable
+            ax.plot(px, py, marker=".", markersize=2, linewidth=1.2, linestyle="-" if i % 2 == 0 else "--",
+                    label=name)
         ax.plot(*panel["paths"][next(iter(panel["paths"]))][0][0:1],
                 *panel["paths"][next(iter(panel["paths"]))][1][0:1], "ko", markersize=6)
         if panel.get("minimum") is not None:

@@ -91,3 +91,44 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         checkpoint.save(path, *checkpoint.pack(m, opt, sched, extra={"x": 1}))
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left behind
+
+
+def test_other_optimizer_scheduler_or_extra_is_refused_and_changes_nothing(tmp_path):
+    m, opt, sched = trained()
+    path = tmp_path / "ck.safetensors"
+    checkpoint.save(path, *checkpoint.pack(m, opt, sched, extra={"epoch": 3}))
+    bg.manual_seed(7)
+    m2 = models.mlp(4, 3, (8,))
+    before = [p.numpy() for p in m2.parameters()]
+    sgd = optim.SGD(m2.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(CheckpointError, match="optimizer state is for Adam, not SGD"):
+        checkpoint.restore(path, m2, sgd)
+    adam = optim.Adam(m2.parameters(), lr=0.5)
+    with pytest.raises(CheckpointError, match="scheduler state is for StepLR, not ExponentialLR"):
+        checkpoint.restore(path, m2, adam, lr_scheduler.ExponentialLR(adam, 0.9))
+
+    def refuse(extra):
+        if extra["epoch"] != 4:
+            raise ValueError(f"epoch {extra['epoch']} is not 4")
+    with pytest.raises(CheckpointError, match="epoch 3 is not 4"):
+        checkpoint.restore(path, m2, adam, check_extra=refuse)
+    with pytest.raises(CheckpointError, match="lacks the entry 'rows'"):
+        checkpoint.restore(path, m2, adam, check_extra=lambda extra: extra["rows"])
+    for a, b in zip(before, m2.parameters()):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert adam.param_groups[0]["lr"] == 0.5 and not adam.state_dict()["state"]
+
+
+def test_metadata_that_is_not_ours_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": np.zeros(3, np.float32)}, str(path), metadata={"backprop_gpu": "{not json"})
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        checkpoint.load(path)
+    save_file({"w": np.zeros(3, np.float32)}, str(path))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        checkpoint.load(path)
+    save_file({"w": np.zeros(3, np.float32)}, str(path), metadata={"backprop_gpu": '{"format": "other"}'})
+    with pytest.raises(CheckpointError, match="has format 'other'"):
+        checkpoint.load(path)

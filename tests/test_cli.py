@@ -21,6 +21,11 @@ def params_of(run_dir):
     return {k: v for k, v in tensors.items()}
 
 
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def assert_png(path, min_side=200):
     img = mpimg.imread(path)
     assert img.ndim == 3 and min(img.shape[:2]) >= min_side
@@ -34,27 +39,54 @@ def test_train_writes_metrics_curves_and_checkpoint(tmp_path, capsys):
     assert code == 0
     assert "epoch   2/2" in stdout and "samples/s" in stdout
     assert "done: test accuracy" in stdout and "device cpu" in stdout
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    rows = read_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["test_metric"]) > 0.5
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    assert (out / "best.safetensors").stat().st_size > 1000
     assert_png(out / "curves.png")
 
 
 def test_resume_is_bit_identical_on_cpu(tmp_path, capsys):
-    common = ["--hidden", "12", "--optimizer", "adamw", "--batch-size", "16", "--device", "numba", "--seed", "3",
-              "--no-progress"]
+    # a run stopped after epoch 1 (as if killed) and resumed equals an uninterrupted one, bit for bit,
+    # with a learning-rate schedule, weight decay and per-epoch reshuffling in play
+    common = ["--epochs", "3", "--hidden", "12", "--optimizer", "adamw", "--batch-size", "16", "--device", "numba",
+              "--seed", "3", "--scheduler", "cosine", "--no-progress"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run(["train", "--epochs", "3", "--out", str(straight)] + common, capsys)[0] == 0
-    assert run(["train", "--epochs", "1", "--out", str(split)] + common, capsys)[0] == 0
-    code, stdout, _ = run(["train", "--epochs", "3", "--out", str(split), "--resume", str(split)] + common, capsys)
+    assert run(["train", "--out", str(straight)] + common, capsys)[0] == 0
+    code, stdout, _ = run(["train", "--stop-after", "1", "--out", str(split)] + common, capsys)
+    assert code == 0 and "stopped after epoch 1 of 3" in stdout
+    code, stdout, _ = run(["train", "--out", str(split), "--resume", str(split)] + common, capsys)
     assert code == 0 and "resumed from" in stdout and "after epoch 1" in stdout
     a, b = params_of(straight), params_of(split)
     assert a.keys() == b.keys() and len(a) > 4
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
     def rows(d):  # every column but the throughput, which is a timing
-        return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in csv.DictReader(open(d / "metrics.csv"))]
+        return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_csv(d / "metrics.csv")]
     assert rows(straight) == rows(split) and len(rows(split)) == 3
+    assert [float(r["lr"]) for r in rows(split)] == pytest.approx([3e-3, 2.25e-3, 0.75e-3])  # cosine over 3 epochs
+    best = max(range(3), key=lambda i: float(rows(split)[i]["test_metric"]))
+    _, meta = checkpoint.load(split / "best.safetensors")
+    assert meta["extra"]["epoch"] == best + 1
+
+
+def test_resume_refuses_another_configuration_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--epochs", "1", "--hidden", "8", "--dataset", "spirals", "--out", str(out), "--device",
+                "cpu", "--no-progress"], capsys)[0] == 0
+    ck = out / "checkpoint.safetensors"
+    before = ck.read_bytes()
+    code, _, err = run(["train", "--epochs", "2", "--hidden", "9", "--dataset", "spirals", "--out", str(out),
+                        "--resume", str(out), "--device", "cpu"], capsys)
+    assert code == 2 and "0.weight: checkpoint (8, 2) vs model (9, 2)" in err
+    code, _, err = run(["train", "--epochs", "2", "--hidden", "8", "--dataset", "spirals", "--optimizer", "sgd",
+                        "--out", str(out), "--resume", str(out), "--device", "cpu"], capsys)
+    assert code == 2 and "for Adam, not SGD" in err
+    code, _, err = run(["train", "--epochs", "2", "--hidden", "8", "--dataset", "spirals", "--scheduler", "step",
+                        "--out", str(out), "--resume", str(out), "--device", "cpu"], capsys)
+    assert code == 2 and "scheduler 'none' (checkpoint) vs 'step' (now)" in err
+    assert ck.read_bytes() == before
 
 
 def test_resume_refuses_a_corrupt_checkpoint(tmp_path, capsys):
@@ -76,6 +108,19 @@ def test_every_optimizer_is_selectable_and_other_datasets(tmp_path, capsys):
         code, stdout, _ = run(["train", "--epochs", "1", "--optimizer", name, "--dataset", "spirals", "--hidden",
                                "8", "--out", str(tmp_path / name), "--device", "cpu", "--no-progress"], capsys)
         assert code == 0 and f"with {name}" in stdout
+    for sched, first_lrs in (("warmup", [3e-4, 3e-3]), ("step", [3e-3, 1.5e-3]), ("exponential", [3e-3, 2.7e-3]),
+                             ("plateau", [3e-3, 3e-3])):
+        d = tmp_path / sched
+        code, stdout, _ = run(["train", "--epochs", "2", "--scheduler", sched, "--dataset", "spirals", "--hidden", "8",
+                               "--out", str(d), "--device", "cpu", "--no-progress"], capsys)
+        assert code == 0 and f"({sched} schedule)" in stdout
+        assert [float(r["lr"]) for r in read_csv(d / "metrics.csv")] == pytest.approx(first_lrs)
+    code, stdout, _ = run(["train", "--epochs", "1", "--optimizer", "sgd", "--momentum", "0.9", "--nesterov",
+                           "--weight-decay", "1e-4", "--dataset", "spirals", "--out", str(tmp_path / "nag"),
+                           "--device", "cpu", "--no-progress"], capsys)
+    assert code == 0
+    code, _, err = run(["train", "--optimizer", "adam", "--momentum", "0.9", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "optimizer adam takes no momentum" in err
     code, stdout, _ = run(["train", "--epochs", "2", "--dataset", "linear", "--out", str(tmp_path / "lin"),
                            "--device", "cpu", "--no-progress", "--batch-size", "full", "--optimizer", "sgd"], capsys)
     assert code == 0 and "test r2" in stdout

@@ -74,6 +74,11 @@ def test_loader_regimes(backend):
     assert [len(y) for _, y in DataLoader(ds, 4, drop_last=True)] == [4, 4]
     x, y = next(iter(mini))
     assert x.dtype == np.float32 and y.dtype == np.int64 and x.device == bg.get_backend(backend).device
+    # other dtypes are converted: features to float32, class labels to int64, regression targets to float32
+    x, y = next(iter(DataLoader(ArrayDataset(np.ones((3, 2)), np.arange(3, dtype=np.uint8)), 2, device=backend)))
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    _, y = next(iter(DataLoader(ArrayDataset(np.ones((3, 2)), np.ones((3, 1))), 2, device=backend)))
+    assert y.dtype == np.float32
 
 
 def test_loader_shuffles_per_epoch_reproducibly():

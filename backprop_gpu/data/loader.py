@@ -7,6 +7,11 @@ from ..backends import get_backend
 from ..tensor import Tensor
 
 
+def _as(arr, dtype):
+    arr = np.asarray(arr)
+    return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
 class DataLoader:
     """Iterate over ``(x, y)`` tensor batches of an :class:`ArrayDataset`.
 
@@ -29,6 +34,10 @@ class DataLoader:
         if batch_size is not None and batch_size % world_size:
             raise ValueError(f"global batch_size {batch_size} is not divisible by world_size {world_size}")
         self.dataset = dataset
+        # features as float32; class labels as int64, regression targets as float32 (converted once, here)
+        self._x = _as(dataset.x, np.float32)
+        y = np.asarray(dataset.y)
+        self._y = _as(y, np.int64 if y.dtype.kind in "iub" else np.float32)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -55,7 +64,7 @@ class DataLoader:
                 break
             if self.world_size > 1:
                 idx = np.array_split(idx, self.world_size)[self.rank]
-            yield self._to_tensor(self.dataset.x[idx]), self._to_tensor(self.dataset.y[idx])
+            yield self._to_tensor(self._x[idx]), self._to_tensor(self._y[idx])
 
     def state_dict(self) -> dict:
         """The shuffling generator's state (plain JSON-able data)."""
