@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import host_allocator
 from .base import Backend, Device
 
 
 class NumpyBackend(Backend):
-    """Plain NumPy: every op and every optimizer update is vectorised NumPy."""
+    """Plain NumPy: every op and every optimizer update is vectorised NumPy.
+
+    Creating the first CPU backend makes glibc's malloc keep freed blocks for
+    reuse (:mod:`~backprop_gpu.backends.host_allocator`; opt out with
+    ``BACKPROP_GPU_HOST_ALLOCATOR=system``).
+    """
 
     name = "numpy"
     kernel_target = "numpy"
@@ -16,6 +22,7 @@ class NumpyBackend(Backend):
     def __init__(self):
         super().__init__()
         self.device = Device("cpu")
+        host_allocator.keep_freed_memory()
 
     @classmethod
     def availability(cls):
