@@ -9,6 +9,8 @@ by memory, not by Python's recursion limit.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import threading
 
 class _State(threading.local):
@@ -91,10 +93,21 @@ def set_detect_anomaly(enabled: bool) -> None:
     _state.anomaly = bool(enabled)
 
 
-class Node:
-    """One recorded op application (see the module docstring)."""
+_sequence = itertools.count()
 
-    __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "saved_versions", "backend", "__weakref__")
+
+class Node:
+    """One recorded op application (see the module docstring).
+
+    ``seq`` numbers nodes in creation order. An op's inputs exist before it
+    runs, so every node's inputs' nodes have smaller numbers: processing nodes
+    by decreasing ``seq`` is a reverse topological order, which backward gets
+    from a heap without a separate sort of the graph (as PyTorch's engine does
+    with its sequence numbers).
+    """
+
+    __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "saved_versions", "backend", "seq",
+                 "__weakref__")
 
     def __init__(self, op, inputs, out, out_version, kwargs, backend):
         self.op = op
@@ -103,6 +116,7 @@ class Node:
         self.out_version = out_version
         self.kwargs = kwargs
         self.backend = backend
+        self.seq = next(_sequence)
         # Versions are checked at backward time: a saved tensor modified in place
         # in between would silently give wrong gradients.
         sv = [(t._version, t._version[0]) for t in inputs] if op.saves_inputs else []
@@ -151,6 +165,74 @@ def _toposort(roots):
     return order
 
 
+def backward_plain(root, g, retain_graph=False) -> None:
+    """``run_backward([out], [g])`` for the common case: one output whose node is ``root``,
+    gradients accumulated into leaves, no higher-order graph, anomaly mode off.
+
+    The same steps as :func:`run_backward`, minus its bookkeeping for captured
+    inputs, ``create_graph`` and anomaly checks: the tape's per-node overhead
+    is most of a small graph's cost.
+    """
+    heap = [(-root.seq, root)]
+    pending = {root.seq: g}
+    pop, push = heapq.heappop, heapq.heappush
+    state = _state
+    prev_mode = state.grad
+    state.grad = False
+    try:
+        while heap:
+            node = pop(heap)[1]
+            g = pending.pop(node.seq)
+            node_inputs = node.inputs
+            if node_inputs is None:
+                _raise_freed(node)
+            for box, v in node.saved_versions:
+                if box[0] != v:
+                    _check_versions(node)  # raises, naming the op and shapes
+            op = node.op
+            F = node.backend.F
+            if op.wants_needs:
+                kw = node.kwargs
+                if op.writes_into:
+                    kw = dict(kw, into=tuple(_home_slot(t) for t in node_inputs))
+                in_grads = op.vjp(F, g, node.out, *[t.array for t in node_inputs],
+                                  needs=tuple(t.requires_grad for t in node_inputs), **kw)
+            else:
+                in_grads = op.vjp(F, g, node.out, *[t.array for t in node_inputs], **node.kwargs)
+            for t, gi in zip(node_inputs, in_grads):
+                if gi is None or not t.requires_grad:
+                    continue
+                arr = t.array
+                if gi.shape != arr.shape:
+                    gi = unbroadcast(F, gi, arr.shape)
+                child = t._node
+                if child is not None:
+                    k = child.seq
+                    prev = pending.get(k)
+                    if prev is None:
+                        pending[k] = gi
+                        push(heap, (-k, child))
+                    else:
+                        pending[k] = prev + gi
+                elif t.grad is not None:
+                    ga = t.grad.array
+                    ga += gi  # in place: flat gradient buffers are views and must stay so
+                    t.grad._version[0] += 1
+                elif not (op.writes_into and _claim_home(t, gi)):
+                    _deliver_first(t, gi)
+            if not retain_graph:
+                node.inputs = None
+                node.out = None
+    finally:
+        state.grad = prev_mode
+
+
+def _raise_freed(node):
+    raise GraphFreedError(
+        f"trying to backward through the graph a second time (at {node.op.name}); its saved "
+        "values were freed after the first backward. Pass retain_graph=True to the first call.")
+
+
 def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inputs=None, accumulate=True):
     """Backpropagate ``grads`` from ``outputs``.
 
@@ -163,16 +245,19 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             capture[id(t._node) if t._node is not None else id(t)] = i
     results = [None] * (len(inputs) if inputs is not None else 0)
 
-    pending: dict[int, object] = {}
-    roots = []
+    pending: dict[int, object] = {}  # node.seq -> gradient of its output
+    heap = []
     for out, g in zip(outputs, grads):
         if out._node is None:
             if out.requires_grad:  # backward on a leaf itself
                 _deliver(out, g, capture, results, accumulate, create_graph)
             continue
-        key = id(out._node)
-        pending[key] = g if key not in pending else pending[key] + g
-        roots.append(out._node)
+        key = out._node.seq
+        if key in pending:
+            pending[key] = pending[key] + g
+        else:
+            pending[key] = g
+            heapq.heappush(heap, (-key, out._node))
 
     anomaly = is_anomaly_enabled()
     prev_mode = _set_grad(create_graph)
@@ -181,15 +266,12 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     # the common case (plain .backward()) delivers leaf gradients inline below
     plain = accumulate and not capture and not create_graph
     try:
-        for node in _toposort(roots):
-            g = pending.pop(id(node), None)
-            if g is None:
-                continue
+        while heap:
+            node = heapq.heappop(heap)[1]
+            g = pending.pop(node.seq)
             node_inputs = node.inputs
             if node_inputs is None:
-                raise GraphFreedError(
-                    f"trying to backward through the graph a second time (at {node.op.name}); its saved "
-                    "values were freed after the first backward. Pass retain_graph=True to the first call.")
+                _raise_freed(node)
             if capture and id(node) in capture:
                 results[capture[id(node)]] = g
             if node.saved_versions:
@@ -216,9 +298,13 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                                   f"gradient of {op.name}")
                 child = t._node
                 if child is not None:
-                    k = id(child)
+                    k = child.seq
                     prev = pending.get(k)
-                    pending[k] = gi if prev is None else prev + gi
+                    if prev is None:
+                        pending[k] = gi
+                        heapq.heappush(heap, (-k, child))
+                    else:
+                        pending[k] = prev + gi
                 elif plain and t.grad is None and op.writes_into and _claim_home(t, gi):
                     pass  # the VJP wrote the gradient straight into the leaf's flat slot
                 elif plain and t.grad is not None:
@@ -274,6 +360,22 @@ def _claim_home(t, g) -> bool:
     return True
 
 
+def _deliver_first(leaf, g):
+    """A leaf's first gradient in plain backward: into its flat-buffer slot if it has one,
+    else a copy (the VJP's result may alias other arrays, and ``.grad`` is later
+    accumulated into in place)."""
+    home = GRAD_HOMES.get(id(leaf)) if GRAD_HOMES else None
+    gt = home[1]() if home is not None and home[0]() is leaf else None
+    if gt is not None:
+        gt.array[...] = g
+        leaf.grad = gt
+        return
+    g = g.copy() if g.dtype == leaf.array.dtype else g.astype(leaf.array.dtype)
+    if not g.ndim:  # NumPy gives scalars for 0-d results; .grad must be an array
+        g = leaf.backend.xp.asarray(g)
+    leaf.grad = _TENSOR._make(g, leaf.backend)
+
+
 def _deliver(leaf, g, capture, results, accumulate, create_graph):
     if capture:
         idx = capture.get(id(leaf))
@@ -297,19 +399,7 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
             leaf.grad = leaf.grad + gt
         return
     if leaf.grad is None:
-        home = GRAD_HOMES.get(id(leaf))
-        gt = home[1]() if home is not None and home[0]() is leaf else None
-        if gt is not None:
-            # the leaf's slot in a flat gradient buffer: one copy, no allocation
-            gt.array[...] = g
-            leaf.grad = gt
-        else:
-            # Copy: the VJP's result may alias other arrays, and later
-            # accumulation into .grad is in place.
-            g = g.copy() if g.dtype == leaf.array.dtype else g.astype(leaf.array.dtype)
-            if not g.ndim:  # NumPy gives scalars for 0-d results; .grad must be an array
-                g = leaf.backend.xp.asarray(g)
-            leaf.grad = Tensor._make(g, leaf.backend)
+        _deliver_first(leaf, g)
     else:
         ga = leaf.grad.array
         ga += g  # in place: flat gradient buffers are views and must stay so

@@ -237,6 +237,10 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn")
         g = _initial_grad(self, gradient, create_graph)
+        node = self._node
+        if node is not None and not create_graph and not autograd._state.anomaly:
+            autograd.backward_plain(node, g, retain_graph)
+            return
         autograd.run_backward([self], [g], retain_graph=retain_graph or create_graph,
                               create_graph=create_graph)
 
@@ -337,6 +341,9 @@ class Tensor:
 
     def __itruediv__(self, other):
         return self._augmented(other, self.backend.xp.divide, Tensor.__truediv__)
+
+
+autograd._TENSOR = Tensor  # the tape makes gradient tensors without importing this module
 
 
 def _initial_grad(t: Tensor, gradient, create_graph: bool, fresh: bool = False):

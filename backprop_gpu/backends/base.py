@@ -63,6 +63,21 @@ class Backend(ABC):
         self._rng = None
         self._seed = None
 
+    def __getattr__(self, name):
+        # ``F``, the array namespace VJPs run on when no higher-order graph is recorded, is
+        # made on first use (after a subclass has set ``xp``) and then kept as a plain
+        # instance attribute: backward reads it once per node.
+        if name != "F":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        ns = self.F = self.namespace_class()(self)
+        return ns
+
+    def namespace_class(self):
+        """The class of :attr:`F` (an :class:`~backprop_gpu.ops.array_namespace.ArrayNamespace`)."""
+        from ..ops.array_namespace import ArrayNamespace
+
+        return ArrayNamespace
+
     # -- arrays ---------------------------------------------------------------
     def asarray(self, data, dtype=None):
         """Turn host data (or this backend's arrays) into this backend's array."""
@@ -85,16 +100,6 @@ class Backend(ABC):
     def scatter_add(self, target, key, values) -> None:
         """``target[key] += values`` with repeated indices accumulating (unbuffered)."""
         self.xp.add.at(target, key, values)
-
-    @property
-    def F(self):
-        """The array namespace VJPs run on when no higher-order graph is recorded."""
-        ns = self.__dict__.get("_F")
-        if ns is None:
-            from ..ops.array_namespace import ArrayNamespace
-
-            ns = self._F = ArrayNamespace(self)
-        return ns
 
     # -- randomness -----------------------------------------------------------
     def manual_seed(self, seed: int) -> None:

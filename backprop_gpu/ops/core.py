@@ -48,28 +48,44 @@ class Op:
         raise NotImplementedError
 
 
+_new = object.__new__
+
+
 def apply(op, *inputs: Tensor, **kw) -> Tensor:
     """Run ``op`` forward and, when grad mode is on and an input requires grad, record it."""
-    b = inputs[0].backend
-    if len(inputs) > 1:
+    x0 = inputs[0]
+    b = x0.backend
+    if len(inputs) == 1:
+        record = x0.requires_grad
+        out = op.forward(b.xp, x0.array, **kw)
+    else:
+        record = False
         for t in inputs:
             if t.backend is not b and t.backend.device != b.device:
                 raise DeviceMismatchError(
                     f"{op.name}: tensors on different devices: " + ", ".join(
                         f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
-    out = op.forward(b.xp, *[t.array for t in inputs], **kw)
+            if t.requires_grad:
+                record = True
+        out = op.forward(b.xp, *[t.array for t in inputs], **kw)
     if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
         out = b.xp.asarray(out)
     state = autograd._state
     if state.anomaly:
         autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
-    if op.differentiable and state.grad:
-        for t in inputs:
-            if t.requires_grad:
-                res = Tensor._make(out, b, True)
-                res._node = autograd.Node(op, inputs, out, res._version, kw, b)
-                return res
-    return Tensor._make(out, b)
+    # Tensor._make, inlined: this runs once per op
+    res = _new(Tensor)
+    res.array = out
+    res.backend = b
+    res.grad = None
+    res._version = version = [0]
+    if record and state.grad and op.differentiable:
+        res.requires_grad = True
+        res._node = autograd.Node(op, inputs, out, version, kw, b)
+    else:
+        res.requires_grad = False
+        res._node = None
+    return res
 
 
 def share_version_if_view(res: Tensor, x: Tensor) -> Tensor:
