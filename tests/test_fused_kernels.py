@@ -595,3 +595,21 @@ def test_numba_cuda_kernels_compile_to_ptx():
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.strip()) == 2 * len(cases)
+
+
+@pytest.mark.parametrize("name,group", [v for v in VARIANTS if v[0] in ("sgd", "adam", "rmsprop")][::3])
+def test_numba_parallel_loop_matches_serial_loop(name, group, monkeypatch):
+    """Large buffers take the parallel compilation of the same loop: identical results."""
+    from backprop_gpu.fused import numba_cpu
+
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal(500)
+    grads = [rng.standard_normal(500) for _ in range(5)]
+    serial = run_steps("numba", name, group, "float32", p0, grads)
+    monkeypatch.setattr(numba_cpu, "PARALLEL_MIN", 0)
+    parallel = run_steps("numba", name, group, "float32", p0, grads)
+    k = get_kernel("numba", name, rules.get(name).flags(group), np.float32)
+    assert k.parallel_dispatcher.signatures  # the parallel loop did run
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    for a, b in zip(serial[1], parallel[1]):
+        np.testing.assert_array_equal(a, b)

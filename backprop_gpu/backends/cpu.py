@@ -30,10 +30,16 @@ class NumpyBackend(Backend):
 
 
 class NumbaBackend(NumpyBackend):
-    """NumPy arrays for the ops; fused Numba ``prange`` loops for optimizer steps."""
+    """NumPy arrays for the ops; fused Numba ``prange`` loops for optimizer steps and the hot ops
+    (:mod:`~backprop_gpu.backends.numba_kernels`)."""
 
     name = "numba"
     kernel_target = "numba"
+
+    def namespace_class(self):
+        from .numba_kernels import NumbaNamespace
+
+        return NumbaNamespace
 
     @classmethod
     def availability(cls):

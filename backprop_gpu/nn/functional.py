@@ -81,17 +81,49 @@ class LinearOp(Op):
         return gx, gw, gb
 
 
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with weight of shape (out_features, in_features): one op."""
+def _check_linear(x, weight, bias):
     if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
                          f"(expected a 2-d weight and an input whose last dimension is its second)")
-    if bias is None:
-        return apply(LinearNoBias, x, weight)
-    if bias.shape != weight.shape[:1]:
+    if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
                          f"(expected ({weight.shape[0]},))")
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with weight of shape (out_features, in_features): one op."""
+    _check_linear(x, weight, bias)
+    if bias is None:
+        return apply(LinearNoBias, x, weight)
     return apply(LinearOp, x, weight, bias)
+
+
+class LinearReLU(Op):
+    """relu(x @ W.T + b) in one op: bias and activation applied in place on the product, in
+    one pass (a compiled kernel where the backend has one), and no separate ReLU output."""
+    name = "linear_relu"
+    wants_needs = True
+    writes_into = True
+    saves_output = True
+    forward_gets_namespace = True
+
+    @staticmethod
+    def forward(F, x, w, *b):
+        return F.bias_relu_(x @ w.T, b[0] if b else None)
+
+    @staticmethod
+    def vjp(F, g, out, x, w, *b, needs=(True, True, True), into=(None, None, None)):
+        g = F.relu_backward(g, out)
+        if b:
+            return LinearOp.vjp(F, g, out, x, w, b[0], needs=needs, into=into)
+        return LinearNoBias.vjp(F, g, out, x, w, needs=needs, into=into)
+
+
+def linear_relu(x, weight, bias=None):
+    """``relu(linear(x, weight, bias))`` as one op; :class:`~backprop_gpu.nn.Sequential` uses it
+    for a :class:`~backprop_gpu.nn.Linear` followed by a :class:`~backprop_gpu.nn.ReLU`."""
+    _check_linear(x, weight, bias)
+    return apply(LinearReLU, x, weight, *(() if bias is None else (bias,)))
 
 
 # --- dropout and normalisation ----------------------------------------------------------

@@ -432,7 +432,11 @@ def _looks_like_dtype(x) -> bool:
 
 
 class Sequential(Module):
-    """Modules applied in order; ``Sequential(OrderedDict(name=module, ...))`` names them."""
+    """Modules applied in order; ``Sequential(OrderedDict(name=module, ...))`` names them.
+
+    A :class:`~backprop_gpu.nn.Linear` directly followed by a :class:`~backprop_gpu.nn.ReLU`
+    (exactly those classes, not subclasses) runs as one fused op, ``F.linear_relu``.
+    """
 
     def __init__(self, *modules):
         super().__init__()
@@ -446,8 +450,20 @@ class Sequential(Module):
             setattr(self, name, m)
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        from . import functional as F  # (the layers import this module)
+        from .layers import Linear, ReLU
+
+        mods = [m for m in self._modules.values() if m is not None]
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            if i + 1 < n and type(m) is Linear and type(mods[i + 1]) is ReLU:
+                # the pair as one op (same values and gradients): no separate ReLU pass or output
+                x = F.linear_relu(x, m.weight, m.bias)
+                i += 2
+            else:
+                x = m(x)
+                i += 1
         return x
 
     def __getitem__(self, i):

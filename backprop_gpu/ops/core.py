@@ -3,7 +3,8 @@
 An op is a class with two static methods side by side:
 
 * ``forward(xp, *arrays, **kw)`` computes the output array with the backend's
-  array module;
+  array module (ops that set ``forward_gets_namespace`` get the backend's array
+  namespace ``F`` instead, for its fused kernels);
 * ``vjp(F, g, out, *inputs, **kw)`` returns one gradient per input (or ``None``);
   ops that set ``wants_needs`` also get ``needs``, which inputs require grad.
   ``F`` is an array namespace in plain backward and :mod:`backprop_gpu.ops` in
@@ -38,6 +39,9 @@ class Op:
     #: gradient may be written into (a leaf's empty flat-buffer slot) or None; plain
     #: backward only, and the VJP returns that very array when it used it
     writes_into = False
+    #: whether forward gets the backend's array namespace ``F`` (``xp`` plus fused kernels
+    #: such as ``F.bias_relu_``, which a backend may compile) instead of ``xp``
+    forward_gets_namespace = False
 
     @staticmethod
     def forward(xp, *arrays, **kw):  # pragma: no cover - interface
@@ -55,9 +59,10 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
     """Run ``op`` forward and, when grad mode is on and an input requires grad, record it."""
     x0 = inputs[0]
     b = x0.backend
+    xp = b.F if op.forward_gets_namespace else b.xp
     if len(inputs) == 1:
         record = x0.requires_grad
-        out = op.forward(b.xp, x0.array, **kw)
+        out = op.forward(xp, x0.array, **kw)
     else:
         record = False
         for t in inputs:
@@ -67,7 +72,7 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
                         f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
             if t.requires_grad:
                 record = True
-        out = op.forward(b.xp, *[t.array for t in inputs], **kw)
+        out = op.forward(xp, *[t.array for t in inputs], **kw)
     if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
         out = b.xp.asarray(out)
     state = autograd._state
