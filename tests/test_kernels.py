@@ -114,3 +114,146 @@ def test_sequential_fuses_linear_then_relu(backend):
     y2.sum().backward()
     for a, p in zip(g1, model.parameters()):
         np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# --- windows: im2col / col2im and max pooling ------------------------------------------------------
+
+WINDOWS = [((3, 3), (1, 1), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 2), (2, 1), (1, 0)), ((1, 1), (1, 1), (0, 0)),
+           ((3, 3), (2, 2), (2, 1))]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel,stride,padding", WINDOWS)
+def test_im2col_and_col2im_match_reference(backend, size_path, dtype, kernel, stride, padding):
+    b = bg.get_backend(backend)
+    (x,) = _arrays(backend, dtype, (2, 3, 7, 6))
+    cols = b.F.im2col(x, kernel, stride, padding, -2.5)
+    ref = reference(backend).im2col(x, kernel, stride, padding, -2.5)
+    np.testing.assert_array_equal(b.to_host(cols), b.to_host(ref))
+    (c,) = _arrays(backend, dtype, tuple(ref.shape), seed=1)
+    np.testing.assert_allclose(b.to_host(b.F.col2im(c, x.shape, kernel, stride, padding)),
+                               b.to_host(reference(backend).col2im(c, x.shape, kernel, stride, padding)),
+                               rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+POOLS = [((2, 2), (2, 2), (0, 0)), ((3, 3), (3, 3), (0, 0)), ((2, 3), (2, 3), (0, 0)),  # dense windows
+         ((3, 3), (1, 1), (1, 1)), ((2, 2), (1, 1), (0, 0))]  # overlapping: the reference path
+
+
+def _pool_input(backend, dtype):
+    """Values with ties (rounded) and a NaN, on an odd-sized plane (uncovered rows and columns)."""
+    b = bg.get_backend(backend)
+    x = np.round(np.random.default_rng(5).standard_normal((2, 3, 7, 8)), 1).astype(dtype)
+    x[1, 2, 3, 4] = np.nan
+    return b.asarray(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel,stride,padding", POOLS)
+def test_max_pool_kernels_match_reference(backend, size_path, dtype, kernel, stride, padding):
+    b, ref = bg.get_backend(backend), reference(backend)
+    x = _pool_input(backend, dtype)
+    out = b.F.max_pool2d(x, kernel, stride, padding)
+    out_ref = ref.max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(b.to_host(out), b.to_host(out_ref))  # NaN where the NaN's window is
+    assert np.isnan(b.to_host(out)).sum() >= 1
+    (g,) = _arrays(backend, dtype, tuple(out.shape), seed=2)
+    gx = b.F.max_pool2d_backward(g, x, out, kernel, stride, padding)
+    np.testing.assert_allclose(b.to_host(gx), b.to_host(ref.max_pool2d_backward(g, x, out, kernel, stride, padding)),
+                               rtol=1e-6)
+    (gg,) = _arrays(backend, dtype, tuple(x.shape), seed=3)
+    np.testing.assert_allclose(b.to_host(b.F.max_pool2d_gather(gg, x, out, kernel, stride, padding)),
+                               b.to_host(ref.max_pool2d_gather(gg, x, out, kernel, stride, padding)), rtol=1e-6)
+
+
+def test_max_pool_reference_sends_each_window_to_its_first_maximum():
+    ref = reference("numpy")
+    x = np.array([[[[1.0, 3.0, 2.0, 2.0], [3.0, 0.0, 2.0, np.nan]]]])
+    out = ref.max_pool2d(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(out, [[[[3.0, np.nan]]]])
+    gx = ref.max_pool2d_backward(np.array([[[[10.0, 20.0]]]]), x, out, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(gx, [[[[0, 10, 0, 0], [0, 0, 0, 20]]]])
+
+
+def test_max_pool_second_order(backend):
+    """create_graph through max pooling (the recorded scatter and gather are each other's VJP)."""
+    rng = np.random.default_rng(6)
+    x = bg.tensor(rng.standard_normal((2, 2, 4, 6)), device=backend, requires_grad=True)
+
+    def grad_norm(x):
+        (gx,) = bg.grad((bg.max_pool2d(x * x, 2) ** 3).sum(), x, create_graph=True)
+        return (gx * gx).sum()
+    assert bg.gradcheck(grad_norm, [x])
+
+
+# --- batch normalisation -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(16, 3), (8, 3, 5), (4, 3, 5, 6)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_kernels_match_reference(backend, size_path, dtype, shape, relu):
+    b, ref = bg.get_backend(backend), reference(backend)
+    x, g, w, bias = _arrays(backend, dtype, shape, shape, (3,), (3,))
+    x = x * 3 + 10  # a mean far from zero: the centred sums must not cancel
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == "float32" else dict(rtol=1e-11, atol=1e-12)
+    mean, var = b.F.batch_norm_stats(x)
+    mean_r, var_r = ref.batch_norm_stats(x)
+    np.testing.assert_allclose(b.to_host(mean), b.to_host(mean_r), **tol)
+    np.testing.assert_allclose(b.to_host(var), b.to_host(var_r), **tol)
+    invstd = 1 / b.xp.sqrt(var_r + 1e-5)
+    for wb in ((w, bias), (None, None)):
+        y = b.F.batch_norm_forward(x, mean_r, invstd, *wb, relu=relu)
+        y_ref = ref.batch_norm_forward(x, mean_r, invstd, *wb, relu=relu)
+        np.testing.assert_allclose(b.to_host(y), b.to_host(y_ref), **tol)
+        got = b.F.batch_norm_backward(g, x, mean_r, invstd, wb[0], out=y_ref if relu else None)
+        want = ref.batch_norm_backward(g, x, mean_r, invstd, wb[0], out=y_ref if relu else None)
+        for a, r in zip(got, want):
+            np.testing.assert_allclose(b.to_host(a), b.to_host(r), **tol)
+    gx, gw, gb = b.F.batch_norm_backward(g, x, mean_r, invstd, w, needs=(False, True, False))
+    assert gx is None and gb is None and gw is not None
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_op_gradcheck(backend, relu):
+    rng = np.random.default_rng(7)
+    x = bg.tensor(rng.standard_normal((5, 3, 4)) * 2 + 1, device=backend, requires_grad=True)
+    w = bg.tensor(rng.standard_normal(3), device=backend, requires_grad=True)
+    bias = bg.tensor(rng.standard_normal(3), device=backend, requires_grad=True)
+    fn = F.batch_norm_relu if relu else F.batch_norm
+    assert bg.gradcheck(lambda x, w, b: fn(x, None, None, w, b, training=True), [x, w, bias])
+    assert bg.gradcheck(lambda x, b: fn(x, None, None, None, b, training=True), [x, bias])
+    assert bg.gradcheck(lambda x: fn(x, None, None, training=True), [x])
+
+
+def test_batch_norm_second_order_matches_composed_formula(backend):
+    rng = np.random.default_rng(8)
+    x0, w0 = rng.standard_normal((6, 2, 3)), rng.standard_normal(2)
+
+    def composed(x, w):
+        d = x - x.mean(axis=(0, 2), keepdims=True)
+        return d / bg.sqrt((d * d).mean(axis=(0, 2), keepdims=True) + 1e-5) * w.reshape(1, 2, 1)
+
+    def hvp(fn):
+        x = bg.tensor(x0, device=backend, requires_grad=True)
+        w = bg.tensor(w0, device=backend, requires_grad=True)
+        gx, gw = bg.grad((bg.tanh(fn(x, w)) ** 2).sum(), [x, w], create_graph=True)
+        return [t.numpy() for t in bg.grad((gx * gx).sum() + (gw * gw).sum(), [x, w])]
+    for a, r in zip(hvp(lambda x, w: F.batch_norm(x, None, None, w, None, training=True)), hvp(composed)):
+        np.testing.assert_allclose(a, r, rtol=1e-8, atol=1e-10)
+
+
+def test_sequential_fuses_batch_norm_then_relu(backend):
+    bg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU()).to(backend)
+    x = bg.tensor(np.random.default_rng(9).standard_normal((4, 2, 5, 5)), device=backend).float()
+    y = model(x)
+    assert y._node.op.name == "batch_norm_relu"
+    rm = model[1].running_mean.numpy().copy()
+    model[1].running_mean.array[...] = 0  # run again unfused from the same statistics
+    model[1].running_var.array[...] = 1
+    y2 = bg.relu(model[1](model[0](x)))
+    assert y2._node.op.name == "relu"
+    np.testing.assert_allclose(y.numpy(), y2.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model[1].running_mean.numpy(), rm, rtol=1e-6)
+    model.eval()  # evaluation: running statistics, composed ops
+    np.testing.assert_allclose(model(x).numpy(), bg.relu(model[1](model[0](x))).numpy(), rtol=1e-6)

@@ -18,6 +18,7 @@ import numpy as np
 from .. import ops
 from ..ops import gelu, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401 - re-exported
 from ..ops.core import Op, apply, constant_like
+from ..ops.normalization import batch_norm_train
 from ..tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -171,12 +172,22 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     return y
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                    eps=1e-5):
+    """``relu(batch_norm(...))``; in training one op whose forward and backward each take the
+    passes of batch normalisation alone. :class:`~backprop_gpu.nn.Sequential` uses it for a
+    BatchNorm layer followed by a :class:`~backprop_gpu.nn.ReLU`."""
+    return batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, _relu=True)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               _relu=False):
     """Batch normalisation of (N, C, ...) input, channels on axis 1 (PyTorch's argument order).
 
     ``training``: normalise with the batch mean and biased variance over every axis but 1,
     and, if running statistics are given, update them in place with ``momentum`` (the
     variance unbiased, as PyTorch). Otherwise normalise with the running statistics.
+    In training it is one op (:class:`~backprop_gpu.ops.normalization.BatchNormTrain`).
     """
     if x.ndim < 2:
         raise ValueError(f"batch_norm needs (N, C, ...) input, got shape {x.shape}")
@@ -187,33 +198,31 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError(f"batch_norm: {name} has shape {t.shape}, expected ({c},) for input {x.shape}")
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
-    axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, c) + (1,) * (x.ndim - 2)
     if training:
         n = x.size // c
         if n < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {x.shape}")
-        mu = x.mean(axis=axes, keepdims=True)
-        d = x - mu
-        v = (d * d).mean(axis=axes, keepdims=True)
+        b = x.backend
+        mu, var = b.F.batch_norm_stats(x.array)
         if running_mean is not None:
             rm, rv = running_mean.array, running_var.array
             rm *= 1 - momentum
-            rm += (momentum * mu.array.reshape(c)).astype(rm.dtype, copy=False)
+            rm += (momentum * mu).astype(rm.dtype, copy=False)
             rv *= 1 - momentum
-            rv += (momentum * n / (n - 1) * v.array.reshape(c)).astype(rv.dtype, copy=False)
+            rv += (momentum * n / (n - 1) * var).astype(rv.dtype, copy=False)
             running_mean._version[0] += 1
             running_var._version[0] += 1
-        y = d / ops.sqrt(v + eps)
-    else:
-        if running_mean is None:
-            raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
-        y = (x - running_mean.reshape(shape)) / ops.sqrt(running_var.reshape(shape) + eps)
+        invstd = 1 / b.xp.sqrt(var + eps)
+        return batch_norm_train(x, weight, bias, mu, invstd, eps, relu=_relu)
+    if running_mean is None:
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+    y = (x - running_mean.reshape(shape)) / ops.sqrt(running_var.reshape(shape) + eps)
     if weight is not None:
         y = y * weight.reshape(shape)
     if bias is not None:
         y = y + bias.reshape(shape)
-    return y
+    return relu(y) if _relu else y
 
 
 # --- losses: checks ------------------------------------------------------------------

@@ -217,13 +217,15 @@ class BatchNorm1d(Module):
             init.ones_(self.running_var)
 
     def forward(self, x):
+        return self._normalize(x, F.batch_norm)
+
+    def _normalize(self, x, fn):
         if x.ndim not in self._expected_ndim or x.shape[1] != self.num_features:
             dims = " or ".join(f"{n}-d" for n in self._expected_ndim)
             raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {x.shape}; "
                              f"expected {dims} input with {self.num_features} channels on axis 1")
         use_batch = self.training or self.running_mean is None
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
-                            self.momentum, self.eps)
+        return fn(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, self.momentum, self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

@@ -434,8 +434,9 @@ def _looks_like_dtype(x) -> bool:
 class Sequential(Module):
     """Modules applied in order; ``Sequential(OrderedDict(name=module, ...))`` names them.
 
-    A :class:`~backprop_gpu.nn.Linear` directly followed by a :class:`~backprop_gpu.nn.ReLU`
-    (exactly those classes, not subclasses) runs as one fused op, ``F.linear_relu``.
+    A :class:`~backprop_gpu.nn.Linear` or a BatchNorm layer directly followed by a
+    :class:`~backprop_gpu.nn.ReLU` (exactly those classes, not subclasses) runs as one fused
+    op, ``F.linear_relu`` or ``F.batch_norm_relu``.
     """
 
     def __init__(self, *modules):
@@ -451,19 +452,24 @@ class Sequential(Module):
 
     def forward(self, x):
         from . import functional as F  # (the layers import this module)
-        from .layers import Linear, ReLU
+        from .layers import BatchNorm1d, BatchNorm2d, Linear, ReLU
 
         mods = [m for m in self._modules.values() if m is not None]
         i, n = 0, len(mods)
         while i < n:
             m = mods[i]
-            if i + 1 < n and type(m) is Linear and type(mods[i + 1]) is ReLU:
-                # the pair as one op (same values and gradients): no separate ReLU pass or output
+            # a layer and the ReLU after it as one op (same values and gradients): no separate
+            # ReLU pass or output
+            pair = i + 1 < n and type(mods[i + 1]) is ReLU
+            if pair and type(m) is Linear:
                 x = F.linear_relu(x, m.weight, m.bias)
-                i += 2
+            elif pair and type(m) in (BatchNorm1d, BatchNorm2d):
+                x = m._normalize(x, F.batch_norm_relu)
             else:
                 x = m(x)
                 i += 1
+                continue
+            i += 2
         return x
 
     def __getitem__(self, i):

@@ -11,9 +11,10 @@ from .core import DeviceMismatchError, Op, apply
 from .elementwise import (abs, add, astype, clip, clone, divide, equal, exp, greater, greater_equal, isfinite,
                           less, less_equal, log, logical_and, logical_or, maximum, minimum, multiply,
                           negative, not_equal, ones_like, power, sign, sqrt, subtract, where, zeros_like)
-from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d
+from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
 from .joining import cat, concatenate, pad, split, stack
 from .linalg import matmul
+from .normalization import batch_norm_backward
 from .reductions import argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, permute, reshape,
                     squeeze, swapaxes, transpose, unsqueeze)

@@ -5,16 +5,16 @@ In ``create_graph`` mode VJPs get :mod:`backprop_gpu.ops` instead, whose
 functions have the same names and signatures but record on the tape, so each
 VJP is written once and serves both.
 
-It also holds the *fused kernels* of the hot ops (their names end in ``_`` when
-they write in place). The versions here are the reference, written once over
-``xp``; a backend may subclass the namespace and compile them (the ``numba``
-backend does, in :mod:`backprop_gpu.backends.numba_kernels`), and the tests
-check every backend's kernels against these.
+It also holds the fused kernels of the hot ops (:mod:`backprop_gpu.ops.kernels`,
+the reference versions over ``xp``), which a backend may compile by subclassing
+the namespace (the ``numba`` backend does).
 """
 from __future__ import annotations
 
+from .kernels import Kernels
 
-class ArrayNamespace:
+
+class ArrayNamespace(Kernels):
     """``xp`` plus fused kernels; see the module docstring."""
 
     def __init__(self, backend):
@@ -34,16 +34,6 @@ class ArrayNamespace:
         out = self._xp.empty(shape, dtype=x.dtype)
         out[...] = x
         return out
-
-    def im2col(self, x, kernel, stride, padding, fill=0.0):
-        from .conv import _im2col
-
-        return _im2col(self._xp, x, kernel, stride, padding, fill)
-
-    def col2im(self, cols, shape, kernel, stride, padding):
-        from .conv import _col2im
-
-        return _col2im(self._xp, cols, shape, kernel, stride, padding)
 
     def erf(self, x):
         return self._backend.erf(x)
@@ -66,19 +56,6 @@ class ArrayNamespace:
         else:
             self._backend.scatter_add(out, key, g)
         return out
-
-
-    # -- fused kernels (reference versions) ----------------------------------------------
-    def bias_relu_(self, y, b):
-        """``y = max(y + b, 0)`` in place (``b`` broadcast over the last axis, or None); returns ``y``."""
-        if b is not None:
-            y += b
-        return self._xp.maximum(y, 0, out=y)
-
-    def relu_backward(self, g, out):
-        """The gradient through a ReLU whose output is ``out``: ``g`` where ``out > 0``, else 0."""
-        # a mask multiply, not where(mask, g, 0): NumPy's where is ~12x slower on float32
-        return g * (out > 0)
 
 
 def is_basic_index(key) -> bool:

@@ -10,7 +10,6 @@ their own.
 from __future__ import annotations
 
 from .core import Op, apply
-from .linalg import matmul
 
 
 def _pair(v, name):
@@ -60,7 +59,8 @@ class Im2Col(Op):
     """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): every window of the padded input."""
     name = "im2col"
     saves_inputs = False
-    forward = staticmethod(lambda xp, x, kernel, stride, padding, fill: _im2col(xp, x, kernel, stride, padding, fill))
+    forward_gets_namespace = True
+    forward = staticmethod(lambda F, x, kernel, stride, padding, fill: F.im2col(x, kernel, stride, padding, fill))
 
     @staticmethod
     def vjp(F, g, out, x, kernel, stride, padding, fill):
@@ -71,7 +71,8 @@ class Col2Im(Op):
     """The adjoint of :class:`Im2Col`: window values summed back into (N, C, H, W)."""
     name = "col2im"
     saves_inputs = False
-    forward = staticmethod(lambda xp, cols, shape, kernel, stride, padding: _col2im(xp, cols, shape, kernel, stride,
+    forward_gets_namespace = True
+    forward = staticmethod(lambda F, cols, shape, kernel, stride, padding: F.col2im(cols, shape, kernel, stride,
                                                                                      padding))
 
     @staticmethod
@@ -97,43 +98,110 @@ def _windows(x, kernel, stride, padding, what, fill=0.0):
     return im2col(x, kernel, stride, padding, fill), ho, wo
 
 
+class ConvCols(Op):
+    """The convolution proper, on im2col's windows: (N, C, kh*kw, Ho, Wo) columns times the
+    (O, C, kh, kw) weight flattened in the same (C, kh, kw) order, plus the bias in place:
+    one batched matrix product per op, no reshape or add nodes."""
+    name = "conv2d"
+    wants_needs = True
+
+    @staticmethod
+    def forward(xp, cols, w, *b):
+        n, c, k, ho, wo = cols.shape
+        o = w.shape[0]
+        out = xp.matmul(w.reshape(o, c * k), cols.reshape(n, c * k, ho * wo))
+        if b:
+            out += b[0].reshape(o, 1)
+        return out.reshape(n, o, ho, wo)
+
+    @staticmethod
+    def vjp(F, g, out, cols, w, *b, needs=(True, True, True)):
+        n, c, k, ho, wo = cols.shape
+        o = w.shape[0]
+        g3 = F.reshape(g, (n, o, ho * wo))
+        gcols = gw = gb = None
+        if needs[0]:
+            gcols = F.reshape(F.matmul(F.swapaxes(F.reshape(w, (o, c * k)), 0, 1), g3), cols.shape)
+        if needs[1]:
+            cols3 = F.reshape(cols, (n, c * k, ho * wo))
+            gw = F.reshape(F.sum(F.matmul(g3, F.swapaxes(cols3, 1, 2)), axis=0), w.shape)
+        if b and needs[2]:
+            gb = F.sum(g3, axis=(0, 2))
+        return (gcols, gw) + ((gb,) if b else ())
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """Cross-correlation of (N, C, H, W) input with (O, C, kh, kw) weights, as ``torch.nn.functional.conv2d``."""
     if weight.ndim != 4 or x.ndim != 4 or weight.shape[1] != x.shape[1]:
         raise ValueError(f"conv2d: input {x.shape} and weight {weight.shape} do not fit "
                          "(expected (N, C, H, W) and (O, C, kh, kw))")
-    n, c = x.shape[:2]
-    o, _, kh, kw = weight.shape
-    cols, ho, wo = _windows(x, (kh, kw), _pair(stride, "stride"), _pair(padding, "padding"), "conv2d")
-    # (N, C, kh*kw, Ho, Wo) -> (N, C*kh*kw, Ho*Wo); the weight flattens in the same (C, kh, kw) order
-    out = matmul(weight.reshape(o, c * kh * kw), cols.reshape(n, c * kh * kw, ho * wo)).reshape(n, o, ho, wo)
-    if bias is not None:
-        out = out + bias.reshape(1, o, 1, 1)
-    return out
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"conv2d: bias of shape {bias.shape} does not fit weight {weight.shape} "
+                         f"(expected ({weight.shape[0]},))")
+    kh, kw = weight.shape[2:]
+    cols, _, _ = _windows(x, (kh, kw), _pair(stride, "stride"), _pair(padding, "padding"), "conv2d")
+    return apply(ConvCols, cols, weight, *(() if bias is None else (bias,)))
 
 
-class MaxOverWindow(Op):
-    """Max over axis 2 of (N, C, K, Ho, Wo) windows; the gradient goes to the first maximum, as in PyTorch."""
-    name = "max_pool"
-    differentiable = True
-
-    @staticmethod
-    def forward(xp, cols):
-        return cols.max(axis=2)
+class MaxPool2d(Op):
+    """Max over each window, read straight from strided views of the input (no window copy);
+    the gradient goes to each window's first maximum, as in PyTorch."""
+    name = "max_pool2d"
+    saves_output = True
+    forward_gets_namespace = True
+    forward = staticmethod(lambda F, x, kernel, stride, padding: F.max_pool2d(x, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, g, out, cols):
-        k = cols.shape[2]
-        first = F.one_hot(F.argmax(cols, axis=2), k, g.dtype)  # (N, C, Ho, Wo, K)
-        return (F.transpose(first, (0, 1, 4, 2, 3)) * F.expand_dims(g, 2),)
+    def vjp(F, g, out, x, kernel, stride, padding):
+        return (F.max_pool2d_backward(g, x, out, kernel, stride, padding),)
+
+
+class MaxPoolScatter(Op):
+    """Recorded ``F.max_pool2d_backward`` (for ``create_graph``): linear in ``g``, piecewise
+    constant in ``x`` and ``out``, which pick the maxima."""
+    name = "max_pool2d_backward"
+    forward_gets_namespace = True
+    forward = staticmethod(lambda F, g, x, out, kernel, stride, padding:
+                           F.max_pool2d_backward(g, x, out, kernel, stride, padding))
+
+    @staticmethod
+    def vjp(F, gg, res, g, x, out, kernel, stride, padding):
+        return F.max_pool2d_gather(gg, x, out, kernel, stride, padding), None, None
+
+
+class MaxPoolGather(Op):
+    """Recorded ``F.max_pool2d_gather``, the adjoint of :class:`MaxPoolScatter`."""
+    name = "max_pool2d_gather"
+    forward_gets_namespace = True
+    forward = staticmethod(lambda F, gx, x, out, kernel, stride, padding:
+                           F.max_pool2d_gather(gx, x, out, kernel, stride, padding))
+
+    @staticmethod
+    def vjp(F, gg, res, gx, x, out, kernel, stride, padding):
+        return F.max_pool2d_backward(gg, x, out, kernel, stride, padding), None, None
+
+
+def max_pool2d_backward(g, x, out, kernel, stride, padding):
+    """``g`` sent to each window's first maximum of ``x`` (recorded; see :class:`MaxPoolScatter`)."""
+    return apply(MaxPoolScatter, g, x, out, kernel=kernel, stride=stride, padding=padding)
+
+
+def max_pool2d_gather(gx, x, out, kernel, stride, padding):
+    """Each window's ``gx`` at its first maximum of ``x`` (recorded; see :class:`MaxPoolGather`)."""
+    return apply(MaxPoolGather, gx, x, out, kernel=kernel, stride=stride, padding=padding)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over each window (padding with -inf, as PyTorch); the first maximum takes the gradient."""
     kernel = _pair(kernel_size, "kernel_size")
     st = _pair(stride if stride is not None else kernel_size, "stride")
-    cols, _, _ = _windows(x, kernel, st, _pair(padding, "padding"), "max_pool2d", fill=float("-inf"))
-    return apply(MaxOverWindow, cols)
+    pad = _pair(padding, "padding")
+    if x.ndim != 4:
+        raise ValueError(f"max_pool2d expects input of shape (N, C, H, W), got {x.shape}")
+    _out_size(x.shape[2], x.shape[3], *kernel, st, pad, "max_pool2d")
+    if 2 * pad[0] > kernel[0] or 2 * pad[1] > kernel[1]:
+        raise ValueError(f"max_pool2d: padding {pad} must be at most half the kernel size {kernel}")
+    return apply(MaxPool2d, x, kernel=kernel, stride=st, padding=pad)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):

@@ -1,0 +1,83 @@
+"""Batch normalisation with batch statistics as one op, forward beside VJP.
+
+The statistics are computed by a kernel before the op is applied and kept in
+the node (per-channel arrays), so backward needs one pass for its sums and
+one for the input gradient, instead of the dozen elementwise nodes of the
+composed formula. Under ``create_graph`` the VJP runs
+:func:`batch_norm_backward` below, which recomputes the statistics from ``x``
+with recorded ops, so higher-order gradients see them as the functions of
+``x`` that they are.
+"""
+from __future__ import annotations
+
+from .activations import relu_backward
+from .core import Op, apply
+from .elementwise import sqrt
+from .kernels import channel_axes
+from .reductions import mean, sum
+from .shape import reshape
+
+
+class BatchNormTrain(Op):
+    """``(x - mean) * invstd * w + b`` per channel (axis 1), with ``mean`` and ``invstd`` the
+    batch statistics of ``x``. Inputs: ``x``, then ``w`` and ``b`` if given."""
+    name = "batch_norm"
+    wants_needs = True
+    forward_gets_namespace = True
+    relu = False
+
+    @classmethod
+    def forward(cls, F, x, *wb, mean, invstd, eps, has_w, has_b):
+        w, b = _split(wb, has_w, has_b)
+        return F.batch_norm_forward(x, mean, invstd, w, b, cls.relu)
+
+    @classmethod
+    def vjp(cls, F, g, out, x, *wb, mean, invstd, eps, has_w, has_b, needs):
+        w, _ = _split(wb, has_w, has_b)
+        gx, gw, gb = F.batch_norm_backward(g, x, mean, invstd, w, (needs[0], has_w and needs[1], has_b and needs[-1]),
+                                           eps, out if cls.relu else None)
+        return (gx,) + ((gw,) if has_w else ()) + ((gb,) if has_b else ())
+
+
+class BatchNormReLUTrain(BatchNormTrain):
+    """:class:`BatchNormTrain` followed by a ReLU, in the same passes forward and backward."""
+    name = "batch_norm_relu"
+    saves_output = True
+    relu = True
+
+
+def _split(wb, has_w, has_b):
+    w = wb[0] if has_w else None
+    b = wb[-1] if has_b else None
+    return w, b
+
+
+def batch_norm_train(x, weight, bias, mean_arr, invstd_arr, eps, relu=False):
+    """Apply :class:`BatchNormTrain` (or, with ``relu``, :class:`BatchNormReLUTrain`) given the
+    batch statistics (backend arrays of shape (C,))."""
+    inputs = [x] + [t for t in (weight, bias) if t is not None]
+    return apply(BatchNormReLUTrain if relu else BatchNormTrain, *inputs, mean=mean_arr, invstd=invstd_arr,
+                 eps=eps, has_w=weight is not None, has_b=bias is not None)
+
+
+def batch_norm_backward(g, x, mean_arr, invstd_arr, w, needs=(True, True, True), eps=1e-5, out=None):
+    """Recorded form of the kernel ``F.batch_norm_backward`` (for ``create_graph``).
+
+    ``mean_arr`` and ``invstd_arr`` are ignored: they are recomputed from ``x`` (with the
+    ``eps`` the forward used) so that their dependence on ``x`` is on the tape.
+    """
+    if out is not None:
+        g = relu_backward(g, out)
+    axes = channel_axes(x.ndim)
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    d = x - mean(x, axis=axes, keepdims=True)
+    inv = 1 / sqrt(mean(d * d, axis=axes, keepdims=True) + eps)
+    xhat = d * inv
+    gb = sum(g, axis=axes)
+    gw = sum(g * xhat, axis=axes)
+    gx = None
+    if needs[0]:
+        gxhat = g if w is None else g * reshape(w, shape)
+        gx = inv * (gxhat - mean(gxhat, axis=axes, keepdims=True)
+                    - xhat * mean(gxhat * xhat, axis=axes, keepdims=True))
+    return gx, (gw if needs[1] else None), (gb if needs[2] else None)
