@@ -227,6 +227,15 @@ def _bn_input_grad(x, g, mean, a, k1, k2, gx, out, masked):
 _WINDOWS: dict = {}
 
 
+@numba.njit(inline="always")
+def _columns_in_bounds(b, sw, pw, W, Wo):
+    """For window column ``b``: the output columns [j0, j1) whose input column j*sw - pw + b lies
+    in [0, W), and that input column for j0 (unsigned)."""
+    j0 = min(Wo, max(0, (pw - b + sw - 1) // sw))
+    j1 = max(j0, min(Wo, (W - 1 + pw - b) // sw + 1))
+    return j0, j1, _U(j0 * sw - pw + b)
+
+
 def _window_kernels(kh, kw, sh, sw):
     """(im2col, col2im) for one kernel size and stride, compiled once (and cached)."""
     k = _WINDOWS.get((kh, kw, sh, sw))
@@ -242,10 +251,7 @@ def _window_kernels(kh, kw, sh, sw):
                 for a in range(kh):
                     for b in range(kw):
                         t = a * kw + b
-                        # the columns j with 0 <= j*sw - pw + b < W
-                        j0 = min(Wo, max(0, (pw - b + sw - 1) // sw))
-                        j1 = max(j0, min(Wo, (W - 1 + pw - b) // sw + 1))
-                        q0 = _U(j0 * sw - pw + b)
+                        j0, j1, q0 = _columns_in_bounds(b, sw, pw, W, Wo)
                         for i in range(Ho):
                             r = i * sh - ph + a
                             if r < 0 or r >= H:
@@ -268,9 +274,7 @@ def _window_kernels(kh, kw, sh, sw):
                 for a in range(kh):
                     for b in range(kw):
                         t = a * kw + b
-                        j0 = min(Wo, max(0, (pw - b + sw - 1) // sw))
-                        j1 = max(j0, min(Wo, (W - 1 + pw - b) // sw + 1))
-                        q0 = _U(j0 * sw - pw + b)
+                        j0, j1, q0 = _columns_in_bounds(b, sw, pw, W, Wo)
                         for i in range(Ho):
                             r = i * sh - ph + a
                             if 0 <= r < H:
