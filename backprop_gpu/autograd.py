@@ -17,6 +17,15 @@ class _State(threading.local):
     # class attributes are each thread's defaults: plain attribute reads, no getattr fallback
     grad = True
     anomaly = False
+    #: grad on and anomaly off, the common case (one attribute read per op instead of two)
+    plain = True
+
+    def set(self, grad=None, anomaly=None):
+        if grad is not None:
+            self.grad = grad
+        if anomaly is not None:
+            self.anomaly = anomaly
+        self.plain = self.grad and not self.anomaly
 
 
 _state = _State()
@@ -29,7 +38,7 @@ def is_grad_enabled() -> bool:
 
 def _set_grad(mode: bool) -> bool:
     prev = is_grad_enabled()
-    _state.grad = mode
+    _state.set(grad=mode)
     return prev
 
 
@@ -80,17 +89,17 @@ class detect_anomaly(contextlib.ContextDecorator):
 
     def __enter__(self):
         self._prev = is_anomaly_enabled()
-        _state.anomaly = self.enabled
+        _state.set(anomaly=self.enabled)
         return self
 
     def __exit__(self, *exc):
-        _state.anomaly = self._prev
+        _state.set(anomaly=self._prev)
         return False
 
 
 def set_detect_anomaly(enabled: bool) -> None:
     """Turn anomaly detection on or off globally (for this thread)."""
-    _state.anomaly = bool(enabled)
+    _state.set(anomaly=bool(enabled))
 
 
 _sequence = itertools.count()
@@ -178,7 +187,7 @@ def backward_plain(root, g, retain_graph=False) -> None:
     pop, push = heapq.heappop, heapq.heappush
     state = _state
     prev_mode = state.grad
-    state.grad = False
+    state.set(grad=False)
     try:
         while heap:
             node = pop(heap)[1]
@@ -197,6 +206,10 @@ def backward_plain(root, g, retain_graph=False) -> None:
                     kw = dict(kw, into=tuple(_home_slot(t) for t in node_inputs))
                 in_grads = op.vjp(F, g, node.out, *[t.array for t in node_inputs],
                                   needs=tuple(t.requires_grad for t in node_inputs), **kw)
+            elif len(node_inputs) == 1:
+                in_grads = op.vjp(F, g, node.out, node_inputs[0].array, **node.kwargs)
+            elif len(node_inputs) == 2:
+                in_grads = op.vjp(F, g, node.out, node_inputs[0].array, node_inputs[1].array, **node.kwargs)
             else:
                 in_grads = op.vjp(F, g, node.out, *[t.array for t in node_inputs], **node.kwargs)
             for t, gi in zip(node_inputs, in_grads):
@@ -218,13 +231,17 @@ def backward_plain(root, g, retain_graph=False) -> None:
                     ga = t.grad.array
                     ga += gi  # in place: flat gradient buffers are views and must stay so
                     t.grad._version[0] += 1
-                elif not (op.writes_into and _claim_home(t, gi)):
+                elif op.writes_into and _claim_home(t, gi):
+                    pass  # the VJP wrote the gradient straight into the leaf's flat slot
+                elif GRAD_HOMES or gi.dtype != arr.dtype or not gi.ndim:
                     _deliver_first(t, gi)
+                else:  # _deliver_first's common case, inlined: a copy (gi may alias other arrays)
+                    t.grad = _TENSOR._make(gi.copy(), t.backend)
             if not retain_graph:
                 node.inputs = None
                 node.out = None
     finally:
-        state.grad = prev_mode
+        state.set(grad=prev_mode)
 
 
 def _raise_freed(node):

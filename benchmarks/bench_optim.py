@@ -33,6 +33,25 @@ def params_for(backend, sizes):
     return ps
 
 
+def torch_optimizer(name, sizes, impl):
+    """torch.optim's ``name`` ("default", "foreach" or "fused" implementation) over parameters of
+    ``sizes`` with gradients, after one step."""
+    g = TORCH.Generator().manual_seed(0)
+    params = [TORCH.randn(n, generator=g, requires_grad=True) for n in sizes]
+    for p in params:
+        p.grad = TORCH.randn(p.numel(), generator=g) * 0.01
+    kwargs = dict(OPTIMIZERS[name])
+    if impl == "foreach":
+        kwargs["foreach"] = True
+    elif impl == "fused":
+        kwargs["fused"] = True
+    else:
+        kwargs["foreach"] = False
+    opt = getattr(TORCH.optim, TORCH_NAMES[name])(params, **kwargs)
+    opt.step()
+    return opt
+
+
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize("backend", ["numpy", "numba"] + GPU_BACKENDS)
@@ -82,19 +101,7 @@ def test_memory_triad_floor(benchmark, layout):
 def test_optimizer_step_torch(benchmark, name, impl, layout):
     if impl == "fused" and name not in TORCH_FUSED:
         pytest.skip(f"torch {name} has no fused CPU path")
-    g = TORCH.Generator().manual_seed(0)
-    params = [TORCH.randn(n, generator=g, requires_grad=True) for n in LAYOUTS[layout]]
-    for p in params:
-        p.grad = TORCH.randn(p.numel(), generator=g) * 0.01
-    kwargs = dict(OPTIMIZERS[name])
-    if impl == "foreach":
-        kwargs["foreach"] = True
-    elif impl == "fused":
-        kwargs["fused"] = True
-    else:
-        kwargs["foreach"] = False
-    opt = getattr(TORCH.optim, TORCH_NAMES[name])(params, **kwargs)
-    opt.step()
+    opt = torch_optimizer(name, LAYOUTS[layout], impl)
     tag(benchmark, workload(name, layout), f"torch {TORCH.__version__} {impl}", role="torch", device="cpu",
         torch_impl=impl)
     benchmark.pedantic(opt.step, rounds=15, warmup_rounds=2)

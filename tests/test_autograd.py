@@ -9,6 +9,7 @@ import pytest
 import scipy.special
 
 import backprop_gpu as bg
+from backprop_gpu import autograd
 from backprop_gpu.autograd import GraphFreedError
 
 
@@ -467,3 +468,22 @@ def test_inplace_changes_that_cannot_matter_are_allowed(backend):
     w.zero_()
     y.backward()
     np.testing.assert_allclose(x.grad.numpy(), [4.0, 6.0])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_grad_and_anomaly_modes_nest_and_restore(backend):
+    """The tape's fast path reads one combined flag; every nesting of the two modes must keep it true."""
+    x = bg.tensor([1.0, -1.0], device=backend, requires_grad=True)
+    with bg.detect_anomaly():
+        with bg.no_grad():
+            assert not (x * 2).requires_grad
+            with bg.enable_grad():
+                assert (x * 2).requires_grad
+                with pytest.raises(FloatingPointError, match="NaN"):
+                    bg.log(x - 2 * x.detach())  # log of a negative value
+            assert not (x * 2).requires_grad
+        with pytest.raises(FloatingPointError):
+            bg.sqrt(-x)
+    y = bg.sqrt(-x)  # anomaly off again: NaN passes, and the op is recorded
+    assert y.requires_grad and bool(bg.isfinite(y).numpy()[0]) is False
+    assert autograd._state.plain and autograd.is_grad_enabled() and not autograd.is_anomaly_enabled()

@@ -60,37 +60,51 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
     x0 = inputs[0]
     b = x0.backend
     xp = b.F if op.forward_gets_namespace else b.xp
-    if len(inputs) == 1:
+    n = len(inputs)
+    # one and two inputs spelled out: this runs once per op, and most of a small graph's cost
+    # is such Python overhead
+    if n == 1:
         record = x0.requires_grad
         out = op.forward(xp, x0.array, **kw)
+    elif n == 2:
+        x1 = inputs[1]
+        if x1.backend is not b and x1.backend.device != b.device:
+            _devices_differ(op, inputs)
+        record = x0.requires_grad or x1.requires_grad
+        out = op.forward(xp, x0.array, x1.array, **kw)
     else:
         record = False
         for t in inputs:
             if t.backend is not b and t.backend.device != b.device:
-                raise DeviceMismatchError(
-                    f"{op.name}: tensors on different devices: " + ", ".join(
-                        f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
+                _devices_differ(op, inputs)
             if t.requires_grad:
                 record = True
         out = op.forward(xp, *[t.array for t in inputs], **kw)
     if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
         out = b.xp.asarray(out)
     state = autograd._state
-    if state.anomaly:
-        autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
-    # Tensor._make, inlined: this runs once per op
+    if not state.plain:
+        if state.anomaly:
+            autograd.check_forward_anomaly(b.xp, out, op.name, inputs)
+        record = record and state.grad
+    # Tensor._make, inlined
     res = _new(Tensor)
     res.array = out
     res.backend = b
     res.grad = None
     res._version = version = [0]
-    if record and state.grad and op.differentiable:
+    if record and op.differentiable:
         res.requires_grad = True
         res._node = autograd.Node(op, inputs, out, version, kw, b)
     else:
         res.requires_grad = False
         res._node = None
     return res
+
+
+def _devices_differ(op, inputs):
+    raise DeviceMismatchError(f"{op.name}: tensors on different devices: " + ", ".join(
+        f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
 
 
 def share_version_if_view(res: Tensor, x: Tensor) -> Tensor:

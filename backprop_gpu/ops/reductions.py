@@ -25,6 +25,14 @@ class Sum(Op):
         return (_expand_to(F, g, x.shape, axis, keepdims),)
 
 
+class SumAll(Op):
+    """``x.sum()`` to a 0-d result: :class:`Sum` without its axis bookkeeping (the usual loss)."""
+    name = "sum"
+    saves_inputs = False
+    forward = staticmethod(lambda xp, x: x.sum())
+    vjp = staticmethod(lambda F, g, out, x: (F.broadcast_to(g, x.shape),))
+
+
 class Mean(Op):
     name = "mean"
     saves_inputs = False
@@ -83,6 +91,8 @@ def _reduce(op, x, axis, keepdims):
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """Sum over ``axis`` (None: all axes; int or tuple)."""
+    if axis is None and not keepdims:
+        return apply(SumAll, x)
     return _reduce(Sum, x, axis, keepdims)
 
 
