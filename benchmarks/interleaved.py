@@ -75,22 +75,41 @@ def _optim_cases():
     return cases
 
 
+def _cpu_name() -> str:
+    try:
+        import cpuinfo  # py-cpuinfo, which pytest-benchmark brings
+
+        return cpuinfo.get_cpu_info().get("brand_raw") or platform.machine()
+    except Exception:  # noqa: BLE001 - a name for the report only
+        return platform.processor() or platform.machine()
+
+
 CASES = {"tape": _tape_cases, "mlp": _mlp_case, "cnn": _cnn_case, "optim": _optim_cases}
 
 
-def measure(impls: dict, pairs: int) -> dict:
-    """Median time of each implementation and the median and IQR of ours / each other one."""
-    for f in impls.values():  # compile, allocate, fill caches
+def measure(impls: dict, pairs: int, sample_s: float = 2e-3) -> dict:
+    """Median time of each implementation and the median and IQR of ours / each other one.
+
+    Each sample times enough back-to-back calls to last about ``sample_s`` (one call for a
+    training step, hundreds for a tiny graph, whose single calls jitter by more than the
+    difference being measured)."""
+    reps = {}
+    for k, f in impls.items():  # compile, allocate, fill caches; then size the samples
         for _ in range(3):
             f()
+        t = time.perf_counter()
+        f()
+        reps[k] = max(1, int(sample_s / max(time.perf_counter() - t, 1e-9)))
     times = {k: [] for k in impls}
     names = list(impls)
     for i in range(pairs):
         for k in names[i % len(names):] + names[:i % len(names)]:
-            impls[k]()  # untimed: the steady state of this implementation
+            f, n = impls[k], reps[k]
+            f()  # untimed: the steady state of this implementation
             t = time.perf_counter()
-            impls[k]()
-            times[k].append(time.perf_counter() - t)
+            for _ in range(n):
+                f()
+            times[k].append((time.perf_counter() - t) / n)
     t = {k: np.array(v) for k, v in times.items()}
     out = {"median_s": {k: float(np.median(v)) for k, v in t.items()}, "pairs": pairs, "ratios": {}}
     for k in names:
@@ -123,7 +142,7 @@ def main(argv=None) -> int:
     if args.json:
         meta = {"kind": "interleaved", "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": int(THREADS),
                 "torch": TORCH.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                "cpu": platform.processor() or platform.machine(), "results": results}
+                "cpu": _cpu_name(), "results": results}
         Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0

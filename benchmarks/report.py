@@ -2,7 +2,8 @@
 
 usage: python benchmarks/report.py results/cpu.json [more.json ...] [--write]
 
-Each row's ratio to torch is against the fastest torch row of the same
+Files written by ``benchmarks/interleaved.py`` get their own table of
+same-process, pair-by-pair ratios. In pytest-benchmark files each row's ratio to torch is against the fastest torch row of the same
 workload on the same kind of device in the same file (same run), and its ratio
 to the floor against that workload's floor row, when there is one.
 """
@@ -69,10 +70,34 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def interleaved_table(path: Path, data: dict) -> str:
+    """The table of ``benchmarks/interleaved.py``'s JSON: medians and pair-by-pair ratios."""
+    lines = [f"**{Path(path).name}** — interleaved in one process, {data['datetime'][:16]}, {data['cpu']}, "
+             f"CPython {data['python']}, NumPy {data['numpy']}, torch {data['torch']}; threads {data['threads']}. "
+             "Ratios are medians of per-pair ratios (ours timed right next to the other), IQR in brackets.",
+             "", "| workload | ours | torch | floor | ours / torch | ours / floor | pairs |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for workload, r in data["results"].items():
+        med = r["median_s"]
+
+        def ratio(k):
+            v = r["ratios"].get(k)
+            return f"**{v['median']:.2f}** ({v['q25']:.2f}–{v['q75']:.2f})" if v else ""
+        lines.append(f"| {workload} | {_fmt_time(med['ours'])} | {_fmt_time(med['torch'])} | "
+                     f"{_fmt_time(med['floor']) if 'floor' in med else ''} | {ratio('torch')} | {ratio('floor')} | "
+                     f"{r['pairs']} |")
+    return "\n".join(lines)
+
+
+def render(path: Path) -> str:
+    data = json.loads(Path(path).read_text())
+    return interleaved_table(path, data) if data.get("kind") == "interleaved" else table(path)
+
+
 def main(argv):
     write = "--write" in argv
     files = [a for a in argv if not a.startswith("--")] or sorted(str(p) for p in (HERE / "results").glob("*.json"))
-    body = "\n\n".join(table(Path(f)) for f in files)
+    body = "\n\n".join(render(Path(f)) for f in files)
     if write:
         readme = HERE / "README.md"
         text = readme.read_text()

@@ -59,6 +59,22 @@ def test_relu_backward_matches_reference(backend, size_path, dtype):
     assert res is not g and res.dtype == g.dtype
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(9, 11), (2, 4, 5)])
+def test_relu_backward_colsum_matches_reference(backend, dtype, shape):
+    b = bg.get_backend(backend)
+    g, out = _arrays(backend, dtype, shape, shape, seed=4)
+    out = b.F.bias_relu_(out, None)
+    gm_ref, cs_ref = reference(backend).relu_backward_colsum(g, out)
+    gm, cs = b.F.relu_backward_colsum(g, out)
+    np.testing.assert_array_equal(b.to_host(gm), b.to_host(gm_ref))
+    np.testing.assert_allclose(b.to_host(cs), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
+    slot = b.xp.zeros(shape[-1], dtype=dtype)  # a bias's flat gradient slot
+    gm2, cs2 = b.F.relu_backward_colsum(g, out, slot)
+    assert cs2 is slot and cs.shape == (shape[-1],)
+    np.testing.assert_allclose(b.to_host(slot), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
 def test_kernels_fall_back_for_arrays_they_do_not_take(backend):
     b = bg.get_backend(backend)
     g, out = _arrays(backend, "float32", (6, 8), (8, 6))

@@ -114,10 +114,12 @@ class LinearReLU(Op):
 
     @staticmethod
     def vjp(F, g, out, x, w, *b, needs=(True, True, True), into=(None, None, None)):
+        if b and needs[2]:  # the bias gradient (column sums) in the same pass as the ReLU mask
+            g, gb = F.relu_backward_colsum(g, out, into[2])
+            return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into[:2]) + (gb,)
         g = F.relu_backward(g, out)
-        if b:
-            return LinearOp.vjp(F, g, out, x, w, b[0], needs=needs, into=into)
-        return LinearNoBias.vjp(F, g, out, x, w, needs=needs, into=into)
+        grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into[:2])
+        return grads + (None,) if b else grads
 
 
 def linear_relu(x, weight, bias=None):

@@ -6,7 +6,8 @@ This module doubles as the namespace VJPs run on in ``create_graph`` mode (see
 from __future__ import annotations
 
 from ..tensor import Tensor
-from .activations import erf, gelu, leaky_relu, relu, relu_backward, sigmoid, softplus, tanh
+from .activations import (erf, gelu, leaky_relu, relu, relu_backward, relu_backward_colsum, sigmoid, softplus,
+                          tanh)
 from .core import DeviceMismatchError, Op, apply
 from .elementwise import (abs, add, astype, clip, clone, divide, equal, exp, greater, greater_equal, isfinite,
                           less, less_equal, log, logical_and, logical_or, maximum, minimum, multiply,

@@ -20,6 +20,15 @@ def relu_backward(g, out):
     return g * (out > 0)
 
 
+def relu_backward_colsum(g, out, colsum=None):
+    """Recorded form of the kernel of that name (``colsum``, an output buffer, is not used)."""
+    from .reductions import sum
+    from .shape import reshape
+
+    gm = relu_backward(g, out)
+    return gm, sum(reshape(gm, (-1, gm.shape[-1])), axis=0)
+
+
 class LeakyRelu(Op):
     name = "leaky_relu"
     forward = staticmethod(lambda xp, x, slope: xp.where(x > 0, x, x * slope))

@@ -47,6 +47,13 @@ class Kernels:
         # a mask multiply, not where(mask, g, 0): NumPy's where is ~12x slower on float32
         return g * (out > 0)
 
+    def relu_backward_colsum(self, g, out, colsum=None):
+        """``(gm, gm summed over all axes but the last)`` with ``gm = relu_backward(g, out)``: the
+        gradients of a ReLU'd linear layer's product and of its bias. The sums go into
+        ``colsum`` when given (a bias's flat gradient slot)."""
+        gm = self.relu_backward(g, out)
+        return gm, gm.reshape(-1, gm.shape[-1]).sum(axis=0, out=colsum)
+
     # -- windows ------------------------------------------------------------------------
     def im2col(self, x, kernel, stride, padding, fill=0.0):
         """Every (kh, kw) window of (N, C, H, W) ``x`` padded with ``fill``: (N, C, kh*kw, Ho, Wo)."""
