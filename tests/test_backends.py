@@ -168,3 +168,16 @@ def test_set_default_device(monkeypatch):
     with pytest.raises(ValueError):
         bg.set_default_device("tpu")
     assert bg.default_backend().name == "numpy"
+
+
+@needs_numba_cuda
+def test_batch_norm_with_parameters_on_another_device_changes_nothing():
+    from backprop_gpu import nn
+
+    bn = nn.BatchNorm2d(2)  # on the CPU
+    bn.weight = nn.Parameter(bg.ones(2, device="numba-cuda"))
+    x = bg.tensor(np.random.default_rng(0).standard_normal((3, 2, 2, 2)), device="cpu").float()
+    with pytest.raises(bg.DeviceMismatchError, match=r"batch_norm: input \(3, 2, 2, 2\) is on cpu but weight is "
+                                                     r"on cuda:0"):
+        bn(x)
+    assert bn.running_mean.tolist() == [0.0, 0.0] and bn.running_var.tolist() == [1.0, 1.0]

@@ -1,10 +1,10 @@
 """The ``numba`` backend's array namespace: the fused kernels of the hot ops, compiled.
 
-Each method overrides the reference version of the same name in
-:class:`~backprop_gpu.ops.array_namespace.ArrayNamespace` for the arrays it
-handles (C-contiguous float32/float64 of the expected shapes) and falls back
-to the reference for anything else, so results never depend on which path
-ran; ``tests/test_kernels.py`` checks each against the reference.
+Each method overrides the reference version of the same name (in
+:mod:`backprop_gpu.ops.kernels`) for the arrays it handles (C-contiguous
+float32/float64 of the expected shapes) and hands anything else to the
+reference, so every input is served; ``tests/test_kernels.py`` checks each
+against the reference (equal, or to rounding where sums accumulate in float64).
 
 The loops use ``error_model='numpy'`` (no division checks that stop
 vectorisation) and are cached on disk. Each is compiled serial and parallel:

@@ -200,6 +200,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError(f"batch_norm: {name} has shape {t.shape}, expected ({c},) for input {x.shape}")
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and t.device != x.device:  # before the running statistics change
+            raise ops.DeviceMismatchError(f"batch_norm: input {x.shape} is on {x.device} but {name} is on "
+                                          f"{t.device}")
     shape = (1, c) + (1,) * (x.ndim - 2)
     if training:
         n = x.size // c
