@@ -62,4 +62,3 @@ def is_basic_index(key) -> bool:
     """Whether ``key`` uses only slices, integers, None and Ellipsis (no index arrays)."""
     parts = key if isinstance(key, tuple) else (key,)
     return all(isinstance(k, (slice, int, type(None), type(Ellipsis))) for k in parts)
-
