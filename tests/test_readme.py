@@ -12,12 +12,25 @@ def test_readme_doctests():
     assert result.failed == 0
 
 
+def _readme_test_command(readme: str) -> str:
+    return readme[readme.index("<!-- ci: test-command -->"):].splitlines()[2]
+
+
 def test_ci_runs_the_readme_test_command():
-    text = (ROOT / "README.md").read_text()
-    marker = text.index("<!-- ci: test-command -->")
-    cmd = text[marker:].splitlines()[2]
-    assert "pytest" in cmd
-    out = subprocess.run(["awk", "/<!-- ci: test-command -->/{getline; getline; print; exit}",
-                          str(ROOT / "README.md")], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == cmd
-    assert "eval \"$cmd\"" in (ROOT / ".ci" / "run").read_text()
+    """.ci/run spells out README's test line (install, then pytest) and checks the two agree."""
+    cmd = _readme_test_command((ROOT / "README.md").read_text())
+    assert cmd == 'pip install -e ".[test]" && python -m pytest'
+    run = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert f"CMD='{cmd}'" in run
+    assert run[-2:] == ['pip install -e ".[test]"', "python -m pytest"]
+
+
+def test_ci_refuses_a_readme_whose_test_command_differs(tmp_path):
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
+    readme = (ROOT / "README.md").read_text()
+    cmd = _readme_test_command(readme)
+    (tmp_path / "README.md").write_text(readme.replace(cmd, cmd + " -x", 1))
+    r = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "differs from .ci/run's" in r.stderr
