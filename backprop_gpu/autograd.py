@@ -174,76 +174,6 @@ def _toposort(roots):
     return order
 
 
-def backward_plain(root, g, retain_graph=False) -> None:
-    """``run_backward([out], [g])`` for the common case: one output whose node is ``root``,
-    gradients accumulated into leaves, no higher-order graph, anomaly mode off.
-
-    The same steps as :func:`run_backward`, minus its bookkeeping for captured
-    inputs, ``create_graph`` and anomaly checks: the tape's per-node overhead
-    is most of a small graph's cost.
-    """
-    heap = [(-root.seq, root)]
-    pending = {root.seq: g}
-    pop, push = heapq.heappop, heapq.heappush
-    state = _state
-    prev_mode = state.grad
-    state.set(grad=False)
-    try:
-        while heap:
-            node = pop(heap)[1]
-            g = pending.pop(node.seq)
-            node_inputs = node.inputs
-            if node_inputs is None:
-                _raise_freed(node)
-            for box, v in node.saved_versions:
-                if box[0] != v:
-                    _check_versions(node)  # raises, naming the op and shapes
-            op = node.op
-            F = node.backend.F
-            if op.wants_needs:
-                kw = node.kwargs
-                if op.writes_into:
-                    kw = dict(kw, into=tuple(_home_slot(t) for t in node_inputs))
-                in_grads = op.vjp(F, g, node.out, *[t.array for t in node_inputs],
-                                  needs=tuple(t.requires_grad for t in node_inputs), **kw)
-            elif len(node_inputs) == 1:
-                in_grads = op.vjp(F, g, node.out, node_inputs[0].array, **node.kwargs)
-            elif len(node_inputs) == 2:
-                in_grads = op.vjp(F, g, node.out, node_inputs[0].array, node_inputs[1].array, **node.kwargs)
-            else:
-                in_grads = op.vjp(F, g, node.out, *[t.array for t in node_inputs], **node.kwargs)
-            for t, gi in zip(node_inputs, in_grads):
-                if gi is None or not t.requires_grad:
-                    continue
-                arr = t.array
-                if gi.shape != arr.shape:
-                    gi = unbroadcast(F, gi, arr.shape)
-                child = t._node
-                if child is not None:
-                    k = child.seq
-                    prev = pending.get(k)
-                    if prev is None:
-                        pending[k] = gi
-                        push(heap, (-k, child))
-                    else:
-                        pending[k] = prev + gi
-                elif t.grad is not None:
-                    ga = t.grad.array
-                    ga += gi  # in place: flat gradient buffers are views and must stay so
-                    t.grad._version[0] += 1
-                elif op.writes_into and _claim_home(t, gi):
-                    pass  # the VJP wrote the gradient straight into the leaf's flat slot
-                elif GRAD_HOMES or gi.dtype != arr.dtype or not gi.ndim:
-                    _deliver_first(t, gi)
-                else:  # _deliver_first's common case, inlined: a copy (gi may alias other arrays)
-                    t.grad = _TENSOR._make(gi.copy(), t.backend)
-            if not retain_graph:
-                node.inputs = None
-                node.out = None
-    finally:
-        state.set(grad=prev_mode)
-
-
 def _raise_freed(node):
     raise GraphFreedError(
         f"trying to backward through the graph a second time (at {node.op.name}); its saved "
@@ -255,6 +185,12 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
 
     With ``accumulate`` gradients add into leaves' ``.grad``; otherwise (``bg.grad``)
     the gradients of ``inputs`` are returned and nothing else is touched.
+
+    Nodes come off a heap by decreasing ``seq`` (a reverse topological order, see
+    :class:`Node`). This loop is the tape's per-node cost, most of a small graph's time,
+    so the plain case (``.backward()``: accumulate, nothing captured, no higher-order
+    graph) delivers leaf gradients inline and calls one- and two-input VJPs without
+    packing their arguments.
     """
     capture = {}
     if inputs is not None:
@@ -276,60 +212,66 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             pending[key] = g
             heapq.heappush(heap, (-key, out._node))
 
-    anomaly = is_anomaly_enabled()
+    anomaly = _state.anomaly
     prev_mode = _set_grad(create_graph)
     if create_graph:
         from . import ops as tensor_namespace
-    # the common case (plain .backward()) delivers leaf gradients inline below
     plain = accumulate and not capture and not create_graph
+    pop, push = heapq.heappop, heapq.heappush
     try:
         while heap:
-            node = heapq.heappop(heap)[1]
+            node = pop(heap)[1]
             g = pending.pop(node.seq)
             node_inputs = node.inputs
             if node_inputs is None:
                 _raise_freed(node)
             if capture and id(node) in capture:
                 results[capture[id(node)]] = g
-            if node.saved_versions:
-                _check_versions(node)
+            for box, v in node.saved_versions:
+                if box[0] != v:
+                    _check_versions(node)  # raises, naming the op and shapes
             op = node.op
+            kw = node.kwargs
             if create_graph:
-                F, xs, out = tensor_namespace, node_inputs, _tensor_cls()._from_node(node)
+                F, out = tensor_namespace, _TENSOR._from_node(node)
+                in_grads = _call_vjp(op, F, g, out, node_inputs, kw, node_inputs, False)
             else:
-                F, xs, out = node.backend.F, [t.array for t in node_inputs], node.out
-            if op.wants_needs:  # lets costly VJPs (matmul) skip gradients nobody uses
-                kw = node.kwargs
-                if plain and op.writes_into:
-                    kw = dict(kw, into=tuple(_home_slot(t) for t in node_inputs))
-                in_grads = op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs), **kw)
-            else:
-                in_grads = op.vjp(F, g, out, *xs, **node.kwargs)
+                F, out = node.backend.F, node.out
+                if op.wants_needs or len(node_inputs) > 2:
+                    in_grads = _call_vjp(op, F, g, out, [t.array for t in node_inputs], kw, node_inputs, plain)
+                elif len(node_inputs) == 1:
+                    in_grads = op.vjp(F, g, out, node_inputs[0].array, **kw)
+                else:
+                    in_grads = op.vjp(F, g, out, node_inputs[0].array, node_inputs[1].array, **kw)
             for t, gi in zip(node_inputs, in_grads):
                 if gi is None or not t.requires_grad:
                     continue
-                if gi.shape != t.array.shape:
-                    gi = unbroadcast(F, gi, t.array.shape)
+                arr = t.array
+                if gi.shape != arr.shape:
+                    gi = unbroadcast(F, gi, arr.shape)
                 if anomaly:
-                    _check_finite(node.backend.xp, gi.array if create_graph else gi,
-                                  f"gradient of {op.name}")
+                    _check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {op.name}")
                 child = t._node
                 if child is not None:
                     k = child.seq
                     prev = pending.get(k)
                     if prev is None:
                         pending[k] = gi
-                        heapq.heappush(heap, (-k, child))
+                        push(heap, (-k, child))
                     else:
                         pending[k] = prev + gi
-                elif plain and t.grad is None and op.writes_into and _claim_home(t, gi):
-                    pass  # the VJP wrote the gradient straight into the leaf's flat slot
-                elif plain and t.grad is not None:
+                elif not plain:
+                    _deliver(t, gi, capture, results, accumulate, create_graph)
+                elif t.grad is not None:
                     ga = t.grad.array
                     ga += gi  # in place: flat gradient buffers are views and must stay so
                     t.grad._version[0] += 1
-                else:
-                    _deliver(t, gi, capture, results, accumulate, create_graph)
+                elif op.writes_into and _claim_home(t, gi):
+                    pass  # the VJP wrote the gradient straight into the leaf's flat slot
+                elif GRAD_HOMES or gi.dtype != arr.dtype or not gi.ndim:
+                    _deliver_first(t, gi)
+                else:  # _deliver_first's common case, inlined: a copy (gi may alias other arrays)
+                    t.grad = _TENSOR._make(gi.copy(), t.backend)
             if not retain_graph:
                 node.inputs = None
                 node.out = None
@@ -338,21 +280,21 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     return results
 
 
+def _call_vjp(op, F, g, out, xs, kw, node_inputs, plain):
+    """``op.vjp`` with ``needs`` (and, in plain backward, ``into``) for the ops that take them."""
+    if not op.wants_needs:
+        return op.vjp(F, g, out, *xs, **kw)
+    if plain and op.writes_into:
+        kw = dict(kw, into=tuple(_home_slot(t) for t in node_inputs))
+    return op.vjp(F, g, out, *xs, needs=tuple(t.requires_grad for t in node_inputs), **kw)
+
+
+#: the Tensor class; tensor.py (which imports this module) sets it when it is loaded
 _TENSOR = None
 
 #: id(leaf) -> (weakref to the leaf, weakref to its gradient tensor): where a leaf's
 #: first gradient after ``zero_grad`` is written, so flat gradient buffers stay flat.
 GRAD_HOMES: dict = {}
-
-
-def _tensor_cls():
-    # tensor.py imports this module; resolve the class once, lazily.
-    global _TENSOR
-    if _TENSOR is None:
-        from .tensor import Tensor
-
-        _TENSOR = Tensor
-    return _TENSOR
 
 
 def _home_slot(t):
@@ -400,7 +342,7 @@ def _deliver(leaf, g, capture, results, accumulate, create_graph):
             results[idx] = g if results[idx] is None else results[idx] + g
     if not accumulate:
         return
-    Tensor = _tensor_cls()
+    Tensor = _TENSOR
     if create_graph:
         gt = g if isinstance(g, Tensor) else Tensor._make(g, leaf.backend)
         if gt.dtype != leaf.dtype:

@@ -236,15 +236,10 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn")
-        node = self._node
-        if node is not None and not create_graph and not autograd._state.anomaly:
-            if gradient is None and self.array.size == 1 and self.backend.is_host:
-                g = _ones_like_scalar(self)  # a scalar loss: the common case, without _initial_grad's checks
-            else:
-                g = _initial_grad(self, gradient, create_graph)
-            autograd.backward_plain(node, g, retain_graph)
-            return
-        g = _initial_grad(self, gradient, create_graph)
+        if gradient is None and not create_graph and self.array.size == 1 and self.backend.is_host:
+            g = _ones_like_scalar(self)  # a scalar loss: the common case, without _initial_grad's checks
+        else:
+            g = _initial_grad(self, gradient, create_graph)
         autograd.run_backward([self], [g], retain_graph=retain_graph or create_graph,
                               create_graph=create_graph)
 

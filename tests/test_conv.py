@@ -37,6 +37,7 @@ def test_conv2d(backend, stride, pad):
     np.testing.assert_allclose(bg.conv2d(x, w, b, stride, pad).numpy(), naive_conv(xn, wn, bn, stride, pad),
                                rtol=1e-10, atol=1e-12)
     assert bg.gradcheck(lambda x, w, b: bg.conv2d(x, w, b, stride=stride, padding=pad), [x, w, b])
+    assert bg.gradcheck(lambda x, w: bg.conv2d(x, w, stride=stride, padding=pad), [x, w])
 
 
 @pytest.mark.parametrize("k,stride", [(2, 2), (3, 1), (2, 1)])
@@ -54,6 +55,18 @@ def test_conv_errors():
         bg.conv2d(bg.zeros(2, 3, 5, 5), bg.zeros(4, 2, 3, 3))
     with pytest.raises(ValueError, match="does not fit padded input"):
         bg.conv2d(bg.zeros(1, 1, 2, 2), bg.zeros(1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"bias of shape \(3,\) does not fit weight \(4, 2, 3, 3\)"):
+        bg.conv2d(bg.zeros(1, 2, 5, 5), bg.zeros(4, 2, 3, 3), bg.zeros(3))
+    with pytest.raises(ValueError, match=r"padding \(2, 2\) must be at most half the kernel size \(3, 3\)"):
+        bg.max_pool2d(bg.zeros(1, 1, 6, 6), 3, padding=2)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, C, H, W\), got \(6, 6\)"):
+        bg.max_pool2d(bg.zeros(6, 6), 2)
+
+
+def test_max_pool_of_integers(backend):
+    x = bg.tensor(np.arange(-8, 8, dtype=np.int64).reshape(1, 1, 4, 4), device=backend)
+    np.testing.assert_array_equal(bg.max_pool2d(x, 2).numpy(), [[[[-3, -1], [5, 7]]]])
+    np.testing.assert_array_equal(bg.max_pool2d(x, 3, 1, padding=1).numpy()[0, 0, 0], [-3, -2, -1, -1])
 
 
 def test_batchnorm2d_and_cnn_train(backend):

@@ -238,6 +238,7 @@ def test_batch_norm_op_gradcheck(backend, relu):
     fn = F.batch_norm_relu if relu else F.batch_norm
     assert bg.gradcheck(lambda x, w, b: fn(x, None, None, w, b, training=True), [x, w, bias])
     assert bg.gradcheck(lambda x, b: fn(x, None, None, None, b, training=True), [x, bias])
+    assert bg.gradcheck(lambda x, w: fn(x, None, None, w, None, training=True), [x, w])
     assert bg.gradcheck(lambda x: fn(x, None, None, training=True), [x])
 
 

@@ -112,6 +112,15 @@ def _pool_kernels(kh, kw):
                                 best = v if (v > best) | (v != v) else best
                         out[n, c, i, j] = best
 
+    @numba.njit(inline="always")
+    def first_max(x, n, c, i, j, best):
+        """Window (i, j)'s offset a * kw + b holding its first maximum (or NaN); kh * kw if none."""
+        t = kh * kw
+        for s in range(kh * kw - 1, -1, -1):  # scanned backwards, the last hit is the first
+            v = x[n, c, _U(i * kh + s // kw), _U(j * kw + s % kw)]
+            t = s if (v == best) | (v != v) else t
+        return t
+
     @_kernel
     def bwd(x, out, g, gx):
         N, C, H, W = x.shape
@@ -126,6 +135,8 @@ def _pool_kernels(kh, kw):
                         gx[n, c, r, q] = 0
                 for i in range(Ho):
                     for j in range(Wo):
+                        # first_max's test, fused with the writes: one pass over the window
+                        # (through first_max this kernel took 1.4x as long)
                         best = out[n, c, i, j]
                         gv = g[n, c, i, j]
                         found = False
@@ -144,16 +155,9 @@ def _pool_kernels(kh, kw):
             for c in range(C):
                 for i in range(Ho):
                     for j in range(Wo):
-                        best = out[n, c, i, j]
-                        acc = gx[n, c, _U(i * kh), _U(j * kw)] * 0
-                        found = False
-                        for a in range(kh):
-                            for b in range(kw):
-                                v = x[n, c, _U(i * kh + a), _U(j * kw + b)]
-                                hit = ((v == best) | (v != v)) & (not found)
-                                acc += gx[n, c, _U(i * kh + a), _U(j * kw + b)] if hit else 0
-                                found = found | hit
-                        res[n, c, i, j] = acc
+                        t = first_max(x, n, c, i, j, out[n, c, i, j])
+                        res[n, c, i, j] = gx[n, c, _U(i * kh + t // kw), _U(j * kw + t % kw)] \
+                            if t < kh * kw else 0
 
     k = _POOL[(kh, kw)] = (fwd, bwd, gather)
     return k
