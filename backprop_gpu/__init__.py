@@ -1,23 +1,40 @@
 """backprop_gpu: a define-by-run autodiff engine on NumPy, Numba, CuPy and Numba CUDA.
 
 The API follows PyTorch: ``bg.tensor``, ``.backward()``, ``.grad``, ``bg.no_grad()``,
-``nn.Module``, ``optim.Adam``. See README.md.
-"""
-from __future__ import annotations
+``bg.nn.Module``, ``bg.optim.Adam``. See README.md.
 
-from . import ops
-from .autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly
-from .backends import (Backend, BackendUnavailableError, Device, available_backends, default_backend,
-                       get_backend, manual_seed, set_default_device)
-from .creation import arange, empty, from_numpy, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
-from .gradcheck import GradcheckError, gradcheck
+The package is layered, and imports only ever point down (a test checks it):
+
+1. ``array``: devices, backends, the array namespace and fused kernels, optimizer rules;
+2. ``tape``: Tensor, the op base and ``apply``, the backward engine;
+3. ``ops``: every differentiable op;
+4. ``nn``, ``optim``, ``autograd``, ``utils``;
+5. ``distributed``;
+6. ``app``: training loop, CLI, checkpoints, datasets, demos, plots.
+"""
+
+from . import autograd, nn, ops, optim, utils
+from .array import (Backend, BackendUnavailableError, Device, available_backends, default_backend, get_backend,
+                    manual_seed, set_default_device)
+from .array.devices import DeviceMismatchError
+from .autograd import GradcheckError, gradcheck
 from .ops import *  # noqa: F401,F403 - the op functions: bg.exp, bg.matmul, ...
-from .ops import DeviceMismatchError
-from .tensor import Tensor, bool_, float16, float32, float64, grad, int32, int64, is_tensor
+from .ops import __all__ as _ops_all
+from .tape.mode import (detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly,
+                        set_grad_enabled)
+from .tape.tensor import Tensor, bool_, float16, float32, float64, grad, int32, int64, is_tensor
 
 __version__ = "0.1.0"
 
 
-def device(spec=None):
+def device(spec=None) -> Device:
     """The :class:`Device` a device string resolves to (``auto`` included)."""
     return get_backend(spec).device
+
+
+__all__ = sorted(set(_ops_all) | {
+    "autograd", "nn", "optim", "utils", "Tensor", "Device", "Backend", "BackendUnavailableError",
+    "DeviceMismatchError", "GradcheckError", "available_backends", "default_backend", "get_backend", "manual_seed",
+    "set_default_device", "device", "gradcheck", "grad", "is_tensor", "no_grad", "enable_grad", "set_grad_enabled",
+    "is_grad_enabled", "detect_anomaly", "set_detect_anomaly", "float16", "float32", "float64", "int32", "int64",
+    "bool_"})

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import backprop_gpu as bg
-from backprop_gpu import models, optim
+from backprop_gpu import optim
+from backprop_gpu.app import models
 from backprop_gpu.nn import functional as F
 from common import GPU_BACKENDS, TORCH, needs_torch, tag
 

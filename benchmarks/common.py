@@ -15,7 +15,7 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)  # benchmarks time real devices onl
 
 import pytest  # noqa: E402
 
-from backprop_gpu.backends import BACKENDS  # noqa: E402
+from backprop_gpu.array import BACKENDS  # noqa: E402
 
 try:
     import torch

@@ -1,7 +1,11 @@
-"""Test set-up: the CUDA simulator when no GPU is present, and the backend fixture.
+"""Test set-up: the CUDA simulator when no GPU is present, the backend fixture, and
+checked saves.
 
 NUMBA_ENABLE_CUDASIM must be set before numba is first imported, so it is set
-here, at the top of the first module pytest loads.
+here, at the top of the first module pytest loads. The backends come from the
+one registry, ``backprop_gpu.array.BACKENDS``; the fixture hands each test the
+backend object itself. Every test runs with ``check_saves`` on, so any VJP that
+reads an input its op did not declare in ``Op.saves`` fails.
 """
 import os
 
@@ -22,7 +26,10 @@ if not GPU:
 import pytest  # noqa: E402
 
 import backprop_gpu as bg  # noqa: E402
-from backprop_gpu.backends import BACKENDS  # noqa: E402
+from backprop_gpu.array import BACKENDS  # noqa: E402
+from backprop_gpu.tape.engine import check_saves  # noqa: E402
+
+check_saves(True)
 
 ALL_BACKENDS = list(BACKENDS)
 
@@ -40,9 +47,10 @@ BACKEND_PARAMS = [_param(n) for n in ALL_BACKENDS]
 
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend(request):
-    """Each backend usable here, by name (numba-cuda under the simulator on a CPU-only machine)."""
+    """Each backend usable here, as a :class:`backprop_gpu.array.Backend` (numba-cuda under the
+    simulator on a CPU-only machine). Pass it anywhere a device is taken: ``device=backend``."""
     bg.manual_seed(0)
-    return request.param
+    return bg.get_backend(request.param)
 
 
 @pytest.fixture(autouse=True)

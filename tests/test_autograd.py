@@ -11,6 +11,7 @@ import scipy.special
 import backprop_gpu as bg
 from backprop_gpu import autograd
 from backprop_gpu.autograd import GraphFreedError
+from backprop_gpu.tape import mode
 
 
 def x64(backend, v, grad=True):
@@ -486,4 +487,4 @@ def test_grad_and_anomaly_modes_nest_and_restore(backend):
             bg.sqrt(-x)
     y = bg.sqrt(-x)  # anomaly off again: NaN passes, and the op is recorded
     assert y.requires_grad and bool(bg.isfinite(y).numpy()[0]) is False
-    assert autograd._state.plain and autograd.is_grad_enabled() and not autograd.is_anomaly_enabled()
+    assert mode.state.plain and autograd.is_grad_enabled() and not autograd.is_anomaly_enabled()

@@ -6,8 +6,8 @@ import pytest
 import scipy.special
 
 import backprop_gpu as bg
-from backprop_gpu import backends
-from backprop_gpu.backends import BACKENDS, Device
+from backprop_gpu.array import registry as backends
+from backprop_gpu.array import BACKENDS, Device
 
 HAVE_CUDA_BACKEND = "numba-cuda" in bg.available_backends()  # the simulator on a machine without a GPU
 HAVE_GPU = "cupy" in bg.available_backends()

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import backprop_gpu as bg
-from backprop_gpu import checkpoint, models, optim
-from backprop_gpu.checkpoint import CheckpointError
+from backprop_gpu import optim
+from backprop_gpu.app import checkpoint, models
+from backprop_gpu.app.checkpoint import CheckpointError
 from backprop_gpu.optim import lr_scheduler
 
 

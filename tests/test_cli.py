@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from backprop_gpu import checkpoint
-from backprop_gpu.cli import main
+from backprop_gpu.app import checkpoint
+from backprop_gpu.app.cli import main
 
 
 def run(args, capsys):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import backprop_gpu as bg
-from backprop_gpu import models, nn
+from backprop_gpu import nn
+from backprop_gpu.app import models
 
 
 def naive_conv(x, w, b, stride, pad):
@@ -107,14 +108,14 @@ def test_im2col_and_col2im_are_adjoint_and_differentiable(backend):
     rng = np.random.default_rng(3)
     x = bg.tensor(rng.standard_normal((2, 2, 5, 4)), device=backend, requires_grad=True)
     args = ((3, 2), (2, 1), (1, 0))
-    cols = bg.im2col(x, *args)
+    cols = bg.ops.im2col(x, *args)
     c = bg.tensor(rng.standard_normal(cols.shape), device=backend, requires_grad=True)
     # <im2col(x), c> == <x, col2im(c)>
     lhs = float((cols.numpy() * c.numpy()).sum())
-    rhs = float((x.numpy() * bg.col2im(c, x.shape, *args).numpy()).sum())
+    rhs = float((x.numpy() * bg.ops.col2im(c, x.shape, *args).numpy()).sum())
     assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs))
-    assert bg.gradcheck(lambda x: bg.im2col(x, *args), [x])
-    assert bg.gradcheck(lambda c: bg.col2im(c, x.shape, *args), [c])
+    assert bg.gradcheck(lambda x: bg.ops.im2col(x, *args), [x])
+    assert bg.gradcheck(lambda c: bg.ops.col2im(c, x.shape, *args), [c])
 
 
 def test_conv_second_order(backend):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import backprop_gpu as bg
-from backprop_gpu.data import ArrayDataset, DataLoader, IDXError, digits, load, mnist, read_idx, spirals
+from backprop_gpu.app.data import ArrayDataset, IDXError, digits, load, mnist, read_idx, spirals
+from backprop_gpu.utils.data import DataLoader
 
 
 def write_idx(path, arr, gz=False):

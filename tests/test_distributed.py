@@ -15,7 +15,8 @@ import pytest
 
 import backprop_gpu as bg
 from backprop_gpu import distributed as dist
-from backprop_gpu.data import ArrayDataset, DataLoader
+from backprop_gpu.app.data import ArrayDataset
+from backprop_gpu.utils.data import DataLoader
 
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 STEPS = SCRIPTS / "train_steps.py"
@@ -259,7 +260,7 @@ def test_checkpoints_resume_with_any_number_of_ranks(tmp_path):
 
 @needs_mpi
 def test_the_cli_runs_under_mpiexec(tmp_path):
-    rc, out, _ = launch(2, "-m", "backprop_gpu.cli", "train", "--epochs", 1, "--no-progress", "--hidden", 16,
+    rc, out, _ = launch(2, "-m", "backprop_gpu.app.cli", "train", "--epochs", 1, "--no-progress", "--hidden", 16,
                         "--out", tmp_path / "run")
     assert rc == 0, out
     assert out.count("epoch   1/1") == 1 and "2 ranks" in out  # rank 0 alone prints

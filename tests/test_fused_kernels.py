@@ -36,8 +36,8 @@ import zlib
 import numpy as np
 import pytest
 
-from backprop_gpu.fused import get_kernel
-from backprop_gpu.optim import rules
+from backprop_gpu.array.optim import get_kernel
+from backprop_gpu.array.optim import rules
 
 # torch.optim's defaults (torch 2.x); the variants below override them.
 DEFAULTS = {
@@ -253,7 +253,7 @@ def test_numba_kernel_keeps_float32_arithmetic_with_python_float_hypers():
 
 _CACHE_SCRIPT = """
 import numpy as np
-from backprop_gpu.fused import get_kernel
+from backprop_gpu.array.optim import get_kernel
 k = get_kernel("numba", "rmsprop", (True, True, False, False), np.float32)
 p, g, a, b, c = (np.ones(10, np.float32) for _ in range(5))
 k(p, g, (a, b, c), (0.01, 0.99, 0.01, 1e-8, 0.0, 0.9))
@@ -272,7 +272,7 @@ def test_numba_loops_are_cached_on_disk(tmp_path):
 
 
 def test_numba_loop_compiles_in_memory_when_the_cache_dir_is_unwritable(tmp_path, monkeypatch):
-    from backprop_gpu.fused import numba_cpu
+    from backprop_gpu.array.optim import numba_cpu
 
     (tmp_path / "a_file").write_text("")
     monkeypatch.setattr(numba_cpu, "source_dir", lambda: tmp_path / "a_file" / "fused")  # mkdir fails
@@ -283,7 +283,7 @@ def test_numba_loop_compiles_in_memory_when_the_cache_dir_is_unwritable(tmp_path
 
 
 def test_cupy_target_imports_without_touching_cupy():
-    code = ("import sys; import backprop_gpu.fused.cupy_impl as c; "
+    code = ("import sys; import backprop_gpu.array.optim.cupy_impl as c; "
             "print('cupy' in sys.modules, c.source().count('__global__'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -465,7 +465,7 @@ def host_cuda_c(tmp_path_factory):
     """``{(rule, flags, dtype): call(p, g, states, hypers)}`` for optim.cu compiled for the CPU."""
     import ctypes
 
-    from backprop_gpu.fused.cupy_impl import name_expression, source
+    from backprop_gpu.array.optim.cupy_impl import name_expression, source
 
     cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if cxx is None:
@@ -524,7 +524,7 @@ _KERNEL_SIG = re.compile(r"__global__ void (\w+)\(([^)]*)\)", re.DOTALL)
 
 def test_cuda_kernel_parameters_follow_the_rules():
     """Each kernel takes (p, g, *rule.all_states, n, *rule.hyper_names): what cupy_impl passes."""
-    from backprop_gpu.fused.cupy_impl import name_expression, source
+    from backprop_gpu.array.optim.cupy_impl import name_expression, source
 
     sigs = {k: [a.split()[-1].lstrip("*") for a in args.split(",")] for k, args in _KERNEL_SIG.findall(source())}
     for name, rule in rules.RULES.items():
@@ -533,7 +533,7 @@ def test_cuda_kernel_parameters_follow_the_rules():
 
 
 def _all_name_expressions():
-    from backprop_gpu.fused.cupy_impl import name_expression
+    from backprop_gpu.array.optim.cupy_impl import name_expression
 
     return sorted({name_expression(name, rules.get(name).flags(group), dt)
                    for name, group in VARIANTS for dt in ("float32", "float64")})
@@ -542,7 +542,7 @@ def _all_name_expressions():
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 def test_cuda_sources_compile_with_nvcc(tmp_path):
     """optim.cu compiles standalone, and so does every instance the cupy target can name."""
-    from backprop_gpu.fused.cupy_impl import source
+    from backprop_gpu.array.optim.cupy_impl import source
 
     def nvcc(text, stem, *flags):
         src = tmp_path / f"{stem}.cu"
@@ -572,7 +572,7 @@ def _nvrtc_reason():
 
 _PTX_SCRIPT = """
 import json, re, sys
-from backprop_gpu.fused.numba_cuda import compile_ptx_check
+from backprop_gpu.array.optim.numba_cuda import compile_ptx_check
 done = 0
 for name, flags in json.loads(sys.argv[1]):
     for dtype in ("float32", "float64"):
@@ -600,7 +600,7 @@ def test_numba_cuda_kernels_compile_to_ptx():
 @pytest.mark.parametrize("name,group", [v for v in VARIANTS if v[0] in ("sgd", "adam", "rmsprop")][::3])
 def test_numba_parallel_loop_matches_serial_loop(name, group, monkeypatch):
     """Large buffers take the parallel compilation of the same loop: identical results."""
-    from backprop_gpu.fused import numba_cpu
+    from backprop_gpu.array.optim import numba_cpu
 
     rng = np.random.default_rng(3)
     p0 = rng.standard_normal(500)

@@ -6,12 +6,12 @@ import textwrap
 
 import pytest
 
-from backprop_gpu.backends import host_allocator
+from backprop_gpu.array import host_allocator
 
 PROBE = textwrap.dedent("""
     import resource, numpy as np
     import backprop_gpu as bg
-    from backprop_gpu.backends import host_allocator
+    from backprop_gpu.array import host_allocator
     bg.zeros(1, device="numpy")  # the first CPU backend applies (or skips) the tuning
     x = np.ones(2 << 20, np.float32)  # 8 MB
     for _ in range(3):

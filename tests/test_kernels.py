@@ -10,8 +10,9 @@ import pytest
 import backprop_gpu as bg
 import backprop_gpu.nn.functional as F
 from backprop_gpu import nn
-from backprop_gpu.backends import numba_kernels
-from backprop_gpu.ops.array_namespace import ArrayNamespace
+from backprop_gpu.array.kernels import numba_cpu as numba_kernels
+from backprop_gpu.array.kernels.reference import Kernels
+from backprop_gpu.array.namespace import ArrayNamespace
 
 
 def reference(backend):
@@ -19,10 +20,20 @@ def reference(backend):
     return ArrayNamespace(bg.get_backend(backend))
 
 
+def compiled(backend, *names):
+    """Skip unless ``backend`` compiles one of the kernels ``names``: comparing the reference
+    with itself could not fail."""
+    cls = type(bg.get_backend(backend).F)
+    if all(getattr(cls, n) is getattr(Kernels, n) for n in names):
+        pytest.skip(f"the {backend.name} backend runs the reference {', '.join(names)}")
+
+
 @pytest.fixture(params=["serial", "parallel"])
 def size_path(request, monkeypatch):
     """Run each numba kernel through its serial and its parallel compilation."""
     if request.param == "parallel":
+        if "backend" in request.fixturenames and request.getfixturevalue("backend").name != "numba":
+            pytest.skip("only the numba backend has a parallel compilation")
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN", 0)
     return request.param
 
@@ -37,6 +48,7 @@ def _arrays(backend, dtype, *shapes, seed=0):
 @pytest.mark.parametrize("shape", [(7, 5), (2, 3, 4), (6,)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_bias_relu_matches_reference(backend, size_path, dtype, shape, with_bias):
+    compiled(backend, "bias_relu_")
     b = bg.get_backend(backend)
     y, bias = _arrays(backend, dtype, shape, shape[-1:])
     y_ref = y.copy()
@@ -51,6 +63,7 @@ def test_bias_relu_matches_reference(backend, size_path, dtype, shape, with_bias
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_relu_backward_matches_reference(backend, size_path, dtype):
+    compiled(backend, "relu_backward")
     b = bg.get_backend(backend)
     g, out = _arrays(backend, dtype, (9, 11), (9, 11))
     out = b.F.bias_relu_(out, None)
@@ -62,6 +75,7 @@ def test_relu_backward_matches_reference(backend, size_path, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(9, 11), (2, 4, 5)])
 def test_relu_backward_colsum_matches_reference(backend, dtype, shape):
+    compiled(backend, "relu_backward_colsum")
     b = bg.get_backend(backend)
     g, out = _arrays(backend, dtype, shape, shape, seed=4)
     out = b.F.bias_relu_(out, None)
@@ -69,10 +83,7 @@ def test_relu_backward_colsum_matches_reference(backend, dtype, shape):
     gm, cs = b.F.relu_backward_colsum(g, out)
     np.testing.assert_array_equal(b.to_host(gm), b.to_host(gm_ref))
     np.testing.assert_allclose(b.to_host(cs), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
-    slot = b.xp.zeros(shape[-1], dtype=dtype)  # a bias's flat gradient slot
-    gm2, cs2 = b.F.relu_backward_colsum(g, out, slot)
-    assert cs2 is slot and cs.shape == (shape[-1],)
-    np.testing.assert_allclose(b.to_host(slot), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
+    assert cs.shape == (shape[-1],)
 
 
 def test_kernels_fall_back_for_arrays_they_do_not_take(backend):
@@ -141,6 +152,7 @@ WINDOWS = [((3, 3), (1, 1), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 2), (2, 1), 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kernel,stride,padding", WINDOWS)
 def test_im2col_and_col2im_match_reference(backend, size_path, dtype, kernel, stride, padding):
+    compiled(backend, "im2col", "col2im")
     b = bg.get_backend(backend)
     (x,) = _arrays(backend, dtype, (2, 3, 7, 6))
     cols = b.F.im2col(x, kernel, stride, padding, -2.5)
@@ -167,6 +179,7 @@ def _pool_input(backend, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kernel,stride,padding", POOLS)
 def test_max_pool_kernels_match_reference(backend, size_path, dtype, kernel, stride, padding):
+    compiled(backend, "max_pool2d", "max_pool2d_backward", "max_pool2d_gather")
     b, ref = bg.get_backend(backend), reference(backend)
     x = _pool_input(backend, dtype)
     out = b.F.max_pool2d(x, kernel, stride, padding)
@@ -208,6 +221,7 @@ def test_max_pool_second_order(backend):
 @pytest.mark.parametrize("shape", [(16, 3), (8, 3, 5), (4, 3, 5, 6)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_batch_norm_kernels_match_reference(backend, size_path, dtype, shape, relu):
+    compiled(backend, "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
     b, ref = bg.get_backend(backend), reference(backend)
     x, g, w, bias = _arrays(backend, dtype, shape, shape, (3,), (3,))
     x = x * 3 + 10  # a mean far from zero: the centred sums must not cancel

@@ -4,7 +4,8 @@ import resource
 import numpy as np
 
 import backprop_gpu as bg
-from backprop_gpu import models, optim
+from backprop_gpu import optim
+from backprop_gpu.app import models
 from backprop_gpu.nn import functional as F
 
 

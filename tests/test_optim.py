@@ -290,7 +290,7 @@ def test_clip_grad_norm_inf_norm_and_unflattened_params():
 
 def test_gradients_written_into_flat_slots_equal_plain_gradients(backend):
     """Linear's VJP writes weight gradients straight into the flat buffer; they must equal bg.grad's."""
-    from backprop_gpu import models
+    from backprop_gpu.app import models
     from backprop_gpu.nn import functional as F
 
     bg.manual_seed(0)

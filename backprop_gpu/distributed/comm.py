@@ -247,7 +247,7 @@ def _grad_buffers(optimizer_or_params):
         params = [p for g in optimizer_or_params.param_groups for p in g["params"]]
     else:
         params = list(_tensors(optimizer_or_params))
-    from ..tensor import Tensor
+    from ..tape.tensor import Tensor
 
     out = []
     for p in params:

@@ -21,7 +21,7 @@ def device_for_rank(device: str = "auto") -> str:
     d = device.strip().lower()
     if d not in ("auto", "cuda", "gpu", "cupy", "numba-cuda"):
         return device
-    from ..backends import cupy_unavailable_reason
+    from ..array.modules import cupy_unavailable_reason
 
     if cupy_unavailable_reason() is not None:
         return device  # auto falls back to the CPU; an explicit GPU request reports what is missing later

@@ -6,8 +6,8 @@ for the elementwise losses and over the non-ignored rows of the batch for
 ``cross_entropy`` and ``nll_loss``.
 
 ``linear``, ``cross_entropy``, ``nll_loss`` and ``binary_cross_entropy_with_logits``
-are single ops, each with its own forward and VJP (written with the namespace ``F``
-so that ``create_graph`` works); the other functions compose ops.
+are single ops (:mod:`backprop_gpu.ops.linear`, :mod:`backprop_gpu.ops.losses`);
+this module checks their arguments. The other functions compose ops.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import numpy as np
 
 from .. import ops
 from ..ops import gelu, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401 - re-exported
-from ..ops.core import Op, apply, constant_like
+from ..ops.linear import linear, linear_relu  # noqa: F401 - re-exported
+from ..ops.losses import BCEWithLogits, CrossEntropy, NLLLoss
 from ..ops.normalization import batch_norm_train
-from ..tensor import Tensor
+from ..tape.op import apply, constant_like
+from ..tape.tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -35,99 +37,6 @@ def log_softmax(input, dim: int = -1, *, axis=None):
 
 
 # --- linear -------------------------------------------------------------------------
-
-class LinearNoBias(Op):
-    name = "linear"
-    wants_needs = True
-
-    @staticmethod
-    def forward(xp, x, w):
-        return x @ w.T
-
-    writes_into = True
-
-    @staticmethod
-    def vjp(F, g, out, x, w, needs=(True, True), into=(None, None)):
-        n_out, n_in = w.shape
-        g2 = F.reshape(g, (-1, n_out))
-        gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
-        gw = None
-        if needs[1]:
-            g2t, x2 = F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in))
-            # the weight gradient straight into its flat slot saves a copy of the weights' size
-            gw = F.matmul(g2t, x2, out=into[1]) if into[1] is not None else F.matmul(g2t, x2)
-        return gx, gw
-
-
-class LinearOp(Op):
-    """y = x @ W.T + b in one op: no transposed copy, bias added in place."""
-    name = "linear"
-    wants_needs = True
-
-    @staticmethod
-    def forward(xp, x, w, b):
-        out = x @ w.T
-        out += b
-        return out
-
-    writes_into = True
-
-    @staticmethod
-    def vjp(F, g, out, x, w, b, needs=(True, True, True), into=(None, None, None)):
-        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into[:2])
-        if not needs[2]:
-            return gx, gw, None
-        g2 = F.reshape(g, (-1, w.shape[0]))
-        gb = F.sum(g2, axis=0, out=into[2]) if into[2] is not None else F.sum(g2, axis=0)
-        return gx, gw, gb
-
-
-def _check_linear(x, weight, bias):
-    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
-                         f"(expected a 2-d weight and an input whose last dimension is its second)")
-    if bias is not None and bias.shape != weight.shape[:1]:
-        raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
-                         f"(expected ({weight.shape[0]},))")
-
-
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with weight of shape (out_features, in_features): one op."""
-    _check_linear(x, weight, bias)
-    if bias is None:
-        return apply(LinearNoBias, x, weight)
-    return apply(LinearOp, x, weight, bias)
-
-
-class LinearReLU(Op):
-    """relu(x @ W.T + b) in one op: bias and activation applied in place on the product, in
-    one pass (a compiled kernel where the backend has one), and no separate ReLU output."""
-    name = "linear_relu"
-    wants_needs = True
-    writes_into = True
-    saves_output = True
-    forward_gets_namespace = True
-
-    @staticmethod
-    def forward(F, x, w, *b):
-        return F.bias_relu_(x @ w.T, b[0] if b else None)
-
-    @staticmethod
-    def vjp(F, g, out, x, w, *b, needs=(True, True, True), into=(None, None, None)):
-        if b and needs[2]:  # the bias gradient (column sums) in the same pass as the ReLU mask
-            g, gb = F.relu_backward_colsum(g, out, into[2])
-            return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into[:2]) + (gb,)
-        g = F.relu_backward(g, out)
-        grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into[:2])
-        return grads + (None,) if b else grads
-
-
-def linear_relu(x, weight, bias=None):
-    """``relu(linear(x, weight, bias))`` as one op; :class:`~backprop_gpu.nn.Sequential` uses it
-    for a :class:`~backprop_gpu.nn.Linear` followed by a :class:`~backprop_gpu.nn.ReLU`."""
-    _check_linear(x, weight, bias)
-    return apply(LinearReLU, x, weight, *(() if bias is None else (bias,)))
-
 
 # --- dropout and normalisation ----------------------------------------------------------
 
@@ -300,48 +209,6 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     return _reduce(ops.where(d < beta, (0.5 / beta) * d * d, d - 0.5 * beta), reduction)
 
 
-class BCEWithLogits(Op):
-    """Stable binary cross-entropy on logits, elementwise then reduced, in one op.
-
-    loss = max(x, 0) - x t + log1p(exp(-|x|)); with ``pos_weight`` p (a third input,
-    constant): (1 - t) x + (1 + (p - 1) t) (log1p(exp(-|x|)) + max(-x, 0)).
-    VJP in x: (sigmoid(x) - t) g, or ((1 - t) - (1 + (p - 1) t) sigmoid(-x)) g;
-    in t: -x g, or (-x + (p - 1) softplus(-x)) g.
-    """
-    name = "binary_cross_entropy_with_logits"
-    wants_needs = True
-
-    @staticmethod
-    def forward(xp, x, t, *pw, reduction):
-        tail = xp.log1p(xp.exp(-xp.abs(x)))
-        if pw:
-            loss = (1 - t) * x + (1 + (pw[0] - 1) * t) * (tail + xp.maximum(-x, 0))
-        else:
-            loss = xp.maximum(x, 0) - x * t + tail
-        loss = loss.astype(x.dtype, copy=False)
-        if reduction == "none":
-            return loss
-        return loss.mean() if reduction == "mean" else loss.sum()
-
-    @staticmethod
-    def vjp(F, g, out, x, t, *pw, reduction, needs=(True, True, True)):
-        scale = g / x.size if reduction == "mean" else g
-        gx = gt = None
-        if pw:
-            p = pw[0]
-            if needs[0]:
-                gx = ((1 - t) - (1 + (p - 1) * t) * F.sigmoid(-x)) * scale
-            if needs[1]:
-                softplus_neg = F.maximum(-x, 0) + F.log(1 + F.exp(-F.abs(x)))
-                gt = ((p - 1) * softplus_neg - x) * scale
-            return gx, gt, None
-        if needs[0]:
-            gx = (F.sigmoid(x) - t) * scale
-        if needs[1]:
-            gt = -x * scale
-        return gx, gt
-
-
 def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos_weight=None):
     """Binary cross-entropy of ``sigmoid(input)`` against probabilities ``target`` (same shape),
     computed stably from the logits: max(x, 0) - x t + log1p(exp(-|x|)). ``pos_weight``
@@ -400,49 +267,6 @@ def _mean_divisor(reduction, count):
     return (count if count else float("nan")) if reduction == "mean" else 1
 
 
-def _row_scale(F, g, reduction, n, count):
-    if reduction == "none":
-        return F.reshape(g, (n, 1))
-    return g / count if reduction == "mean" else g
-
-
-class CrossEntropy(Op):
-    """Stable log-softmax + NLL on (N, C) logits with integer targets, fused in one op.
-
-    Per row, with lse = logsumexp(x) and ls the label smoothing:
-    loss = (1 - ls) (lse - x[t]) + ls (lse - mean(x)); rows whose target is ``ignore``
-    count for nothing. The VJP is (softmax(x) - ((1 - ls) one_hot(t) + ls / C)) g / count.
-    """
-    name = "cross_entropy"
-
-    @staticmethod
-    def forward(xp, x, t, reduction, ignore, ls, count):
-        n = x.shape[0]
-        s = x - x.max(axis=1, keepdims=True)
-        lse = xp.log(xp.exp(s).sum(axis=1))
-        ignored = t == ignore
-        loss = lse - s[xp.arange(n), xp.where(ignored, 0, t)]
-        if ls:
-            loss = (1 - ls) * loss + ls * (lse - s.mean(axis=1))
-        loss = xp.where(ignored, 0, loss).astype(x.dtype, copy=False)
-        if reduction == "none":
-            return loss
-        total = loss.sum()
-        return (total / count).astype(x.dtype) if reduction == "mean" else total
-
-    @staticmethod
-    def vjp(F, g, out, x, t, reduction, ignore, ls, count):
-        n, c = x.shape
-        e = F.exp(x - F.max(x, axis=1, keepdims=True))
-        p = e / F.sum(e, axis=1, keepdims=True)
-        valid = F.reshape(t != ignore, (n, 1))
-        target = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)
-        if ls:
-            target = target * (1 - ls) + ls / c
-        grad = (p - target) * _row_scale(F, g, reduction, n, count)
-        return F.where(valid, grad, 0), None
-
-
 def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0):
     """Cross-entropy of (N, C) logits against integer class indices (N,), as PyTorch's.
 
@@ -456,27 +280,6 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     target, count = _class_target("cross_entropy", input, target, ignore_index)
     return apply(CrossEntropy, input, target, reduction=reduction, ignore=ignore_index, ls=float(label_smoothing),
                  count=_mean_divisor(reduction, count))
-
-
-class NLLLoss(Op):
-    """-x[i, t_i] per row (0 where t_i is ``ignore``), reduced; the VJP is -one_hot(t) g / count."""
-    name = "nll_loss"
-
-    @staticmethod
-    def forward(xp, x, t, reduction, ignore, count):
-        ignored = t == ignore
-        loss = xp.where(ignored, 0, -x[xp.arange(x.shape[0]), xp.where(ignored, 0, t)]).astype(x.dtype, copy=False)
-        if reduction == "none":
-            return loss
-        total = loss.sum()
-        return (total / count).astype(x.dtype) if reduction == "mean" else total
-
-    @staticmethod
-    def vjp(F, g, out, x, t, reduction, ignore, count):
-        n, c = x.shape
-        valid = F.reshape(t != ignore, (n, 1))
-        pick = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)
-        return F.where(valid, -pick * _row_scale(F, g, reduction, n, count), 0), None
 
 
 def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..autograd import no_grad
+from ..tape.mode import no_grad
 
 
 def calculate_gain(nonlinearity: str, param=None) -> float:

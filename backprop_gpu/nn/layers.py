@@ -7,8 +7,8 @@ import numbers
 import numpy as np
 
 from .. import ops
-from ..creation import empty, ones, zeros
-from ..tensor import Tensor
+from ..ops.creation import empty, ones, zeros
+from ..tape.tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module, Parameter
@@ -40,6 +40,11 @@ class Linear(Module):
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
+
+    def fused_with(self, following):
+        if self._is_exactly(Linear) and following._is_exactly(ReLU):
+            return lambda x: F.linear_relu(x, self.weight, self.bias)
+        return None
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -218,6 +223,11 @@ class BatchNorm1d(Module):
 
     def forward(self, x):
         return self._normalize(x, F.batch_norm)
+
+    def fused_with(self, following):
+        if type(self) in (BatchNorm1d, BatchNorm2d) and following._is_exactly(ReLU):
+            return lambda x: self._normalize(x, F.batch_norm_relu)
+        return None
 
     def _normalize(self, x, fn):
         if x.ndim not in self._expected_ndim or x.shape[1] != self.num_features:

@@ -6,9 +6,9 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..autograd import no_grad
-from ..backends import get_backend
-from ..tensor import Tensor
+from ..tape.mode import no_grad
+from ..array import get_backend
+from ..tape.tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -30,6 +30,7 @@ class Parameter(Tensor):
         p.array = data.array
         p.backend = data.backend
         p.grad = None
+        p._grad_slot = None
         p._node = None
         p._version = data._version  # same storage, same counter (as ``detach``)
         p.requires_grad = False
@@ -256,6 +257,19 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def fused_with(self, following: "Module"):
+        """A function computing ``following(self(x))`` in fewer passes, or ``None``.
+
+        :class:`Sequential` asks each module about the one after it; a layer that has a
+        fused op for that pair (Linear + ReLU, BatchNorm + ReLU) answers with it. The
+        answer must give the same values and gradients as the two modules in turn.
+        """
+        return None
+
+    def _is_exactly(self, cls) -> bool:
+        """Whether this module is a ``cls`` itself: a subclass may do anything, so it never fuses."""
+        return type(self) is cls
+
     # -- state ---------------------------------------------------------------------
     def _state_tensors(self) -> "OrderedDict[str, Tensor]":
         """Parameters then buffers of each module in turn (PyTorch's order), by dotted name.
@@ -272,7 +286,7 @@ class Module:
     def state_dict(self) -> "OrderedDict[str, Tensor]":
         """Parameters and buffers by dotted name, as detached tensors sharing storage.
 
-        Copy them (or save them with :mod:`backprop_gpu.checkpoint`) to keep a snapshot:
+        Copy them (or save them with :mod:`backprop_gpu.app.checkpoint`) to keep a snapshot:
         training modifies the shared storage in place.
         """
         return OrderedDict((k, t.detach()) for k, t in self._state_tensors().items())
@@ -434,9 +448,9 @@ def _looks_like_dtype(x) -> bool:
 class Sequential(Module):
     """Modules applied in order; ``Sequential(OrderedDict(name=module, ...))`` names them.
 
-    A :class:`~backprop_gpu.nn.Linear` or a BatchNorm layer directly followed by a
-    :class:`~backprop_gpu.nn.ReLU` (exactly those classes, not subclasses) runs as one fused
-    op, ``F.linear_relu`` or ``F.batch_norm_relu``.
+    Where a module has a fused op for itself and the module after it
+    (:meth:`Module.fused_with`: a Linear or a BatchNorm layer followed by a ReLU), the pair
+    runs as that one op, with the same values and gradients.
     """
 
     def __init__(self, *modules):
@@ -451,25 +465,16 @@ class Sequential(Module):
             setattr(self, name, m)
 
     def forward(self, x):
-        from . import functional as F  # (the layers import this module)
-        from .layers import BatchNorm1d, BatchNorm2d, Linear, ReLU
-
         mods = [m for m in self._modules.values() if m is not None]
         i, n = 0, len(mods)
         while i < n:
-            m = mods[i]
-            # a layer and the ReLU after it as one op (same values and gradients): no separate
-            # ReLU pass or output
-            pair = i + 1 < n and type(mods[i + 1]) is ReLU
-            if pair and type(m) is Linear:
-                x = F.linear_relu(x, m.weight, m.bias)
-            elif pair and type(m) in (BatchNorm1d, BatchNorm2d):
-                x = m._normalize(x, F.batch_norm_relu)
-            else:
-                x = m(x)
+            fused = mods[i].fused_with(mods[i + 1]) if i + 1 < n else None
+            if fused is None:
+                x = mods[i](x)
                 i += 1
-                continue
-            i += 2
+            else:
+                x = fused(x)
+                i += 2
         return x
 
     def __getitem__(self, i):

@@ -9,7 +9,7 @@ their own.
 """
 from __future__ import annotations
 
-from .core import Op, apply
+from ..tape.op import Op, apply
 
 
 def _pair(v, name):
@@ -31,52 +31,26 @@ def _out_size(h, w, kh, kw, stride, padding, what):
     return ho, wo
 
 
-def _im2col(xp, x, kernel, stride, padding, fill):
-    n, c = x.shape[:2]
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    if ph or pw:
-        x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
-    ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
-    s = x.strides
-    windows = xp.lib.stride_tricks.as_strided(
-        x, shape=(n, c, kh, kw, ho, wo), strides=(s[0], s[1], s[2], s[3], s[2] * sh, s[3] * sw))
-    return windows.reshape(n, c, kh * kw, ho, wo)  # the one copy
-
-
-def _col2im(xp, cols, shape, kernel, stride, padding):
-    n, c, h, w = shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    ho, wo = cols.shape[3], cols.shape[4]
-    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    cols = cols.reshape(n, c, kh, kw, ho, wo)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
-    return out[:, :, ph:ph + h, pw:pw + w]
-
-
 class Im2Col(Op):
     """(N, C, H, W) -> (N, C, kh*kw, Ho, Wo): every window of the padded input."""
     name = "im2col"
-    saves_inputs = False
-    forward_gets_namespace = True
+    saves = ()
     forward = staticmethod(lambda F, x, kernel, stride, padding, fill: F.im2col(x, kernel, stride, padding, fill))
 
     @staticmethod
-    def vjp(F, g, out, x, kernel, stride, padding, fill):
+    def vjp(F, g, out, x, kernel, stride, padding, fill, needs):
         return (F.col2im(g, x.shape, kernel, stride, padding),)
 
 
 class Col2Im(Op):
     """The adjoint of :class:`Im2Col`: window values summed back into (N, C, H, W)."""
     name = "col2im"
-    saves_inputs = False
-    forward_gets_namespace = True
+    saves = ()
     forward = staticmethod(lambda F, cols, shape, kernel, stride, padding: F.col2im(cols, shape, kernel, stride,
                                                                                      padding))
 
     @staticmethod
-    def vjp(F, g, out, cols, shape, kernel, stride, padding):
+    def vjp(F, g, out, cols, shape, kernel, stride, padding, needs):
         return (F.im2col(g, kernel, stride, padding),)
 
 
@@ -103,19 +77,19 @@ class ConvCols(Op):
     (O, C, kh, kw) weight flattened in the same (C, kh, kw) order, plus the bias in place:
     one batched matrix product per op, no reshape or add nodes."""
     name = "conv2d"
-    wants_needs = True
+    saves = ("cols", "w")
 
     @staticmethod
-    def forward(xp, cols, w, *b):
+    def forward(F, cols, w, *b):
         n, c, k, ho, wo = cols.shape
         o = w.shape[0]
-        out = xp.matmul(w.reshape(o, c * k), cols.reshape(n, c * k, ho * wo))
+        out = F.matmul(w.reshape(o, c * k), cols.reshape(n, c * k, ho * wo))
         if b:
             out += b[0].reshape(o, 1)
         return out.reshape(n, o, ho, wo)
 
     @staticmethod
-    def vjp(F, g, out, cols, w, *b, needs=(True, True, True)):
+    def vjp(F, g, out, cols, w, *b, needs):
         n, c, k, ho, wo = cols.shape
         o = w.shape[0]
         g3 = F.reshape(g, (n, o, ho * wo))
@@ -147,12 +121,11 @@ class MaxPool2d(Op):
     """Max over each window, read straight from strided views of the input (no window copy);
     the gradient goes to each window's first maximum, as in PyTorch."""
     name = "max_pool2d"
-    saves_output = True
-    forward_gets_namespace = True
+    saves = ("x", "out")
     forward = staticmethod(lambda F, x, kernel, stride, padding: F.max_pool2d(x, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, g, out, x, kernel, stride, padding):
+    def vjp(F, g, out, x, kernel, stride, padding, needs):
         return (F.max_pool2d_backward(g, x, out, kernel, stride, padding),)
 
 
@@ -160,24 +133,24 @@ class MaxPoolScatter(Op):
     """Recorded ``F.max_pool2d_backward`` (for ``create_graph``): linear in ``g``, piecewise
     constant in ``x`` and ``out``, which pick the maxima."""
     name = "max_pool2d_backward"
-    forward_gets_namespace = True
+    saves = ("x", "out")
     forward = staticmethod(lambda F, g, x, out, kernel, stride, padding:
                            F.max_pool2d_backward(g, x, out, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, gg, res, g, x, out, kernel, stride, padding):
+    def vjp(F, gg, res, g, x, out, kernel, stride, padding, needs):
         return F.max_pool2d_gather(gg, x, out, kernel, stride, padding), None, None
 
 
 class MaxPoolGather(Op):
     """Recorded ``F.max_pool2d_gather``, the adjoint of :class:`MaxPoolScatter`."""
     name = "max_pool2d_gather"
-    forward_gets_namespace = True
+    saves = ("x", "out")
     forward = staticmethod(lambda F, gx, x, out, kernel, stride, padding:
                            F.max_pool2d_gather(gx, x, out, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, gg, res, gx, x, out, kernel, stride, padding):
+    def vjp(F, gg, res, gx, x, out, kernel, stride, padding, needs):
         return F.max_pool2d_backward(gg, x, out, kernel, stride, padding), None, None
 
 

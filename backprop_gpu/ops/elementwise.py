@@ -1,205 +1,122 @@
-"""Elementwise arithmetic and math, each op's forward beside its VJP."""
+"""Elementwise ops, one table row each: forward over ``F``, VJP beside it, what it saves.
+
+Each row becomes an :class:`~backprop_gpu.tape.op.Op` subclass, a function of
+the same name (``bg.exp``) and, through :mod:`backprop_gpu.ops`'s method table,
+a Tensor method. VJPs run on the array namespace in plain backward and on the
+ops namespace under ``create_graph`` (see :mod:`backprop_gpu.tape.op`).
+Adding an elementwise op is one row here plus its row in the gradcheck tests.
+"""
 from __future__ import annotations
 
+import math
 import numbers
 
-from ..tensor import Tensor
-from .core import Op, apply, binary, constant_like
+import numpy as np
+
+from ..tape.op import Op, apply, binary, constant_like
+from ..tape.tensor import Tensor
+
+_INV_SQRT2 = 1 / math.sqrt(2)
+_INV_SQRT2PI = 1 / math.sqrt(2 * math.pi)
+_TANH_C = math.sqrt(2 / math.pi)
+_TWO_OVER_SQRTPI = 2 / math.sqrt(math.pi)
 
 
-class Add(Op):
-    name = "add"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, a, b: a + b)
-    vjp = staticmethod(lambda F, g, out, a, b: (g, g))
+def _gelu_tanh_vjp(F, g, out, x, needs):
+    t = F.tanh(_TANH_C * (x + 0.044715 * x ** 3))
+    dt = (1 - t * t) * _TANH_C * (1 + 3 * 0.044715 * x * x)
+    return (g * (0.5 * (1 + t) + 0.5 * x * dt),)
 
 
-class Sub(Op):
-    name = "sub"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, a, b: a - b)
-    vjp = staticmethod(lambda F, g, out, a, b: (g, -g))
+def _gelu_vjp(F, g, out, x, needs):
+    cdf = 0.5 * (1 + F.erf(x * _INV_SQRT2))
+    pdf = F.exp(-0.5 * x * x) * _INV_SQRT2PI
+    return (g * (cdf + x * pdf),)
 
 
-class Mul(Op):
-    name = "mul"
-    forward = staticmethod(lambda xp, a, b: a * b)
-    vjp = staticmethod(lambda F, g, out, a, b: (g * b, g * a))
+#: name: (forward(F, x), vjp(F, g, out, x, needs), saves, docstring)
+UNARY = {
+    "negative": (lambda F, x: -x, lambda F, g, out, x, needs: (-g,), (), "Elementwise ``-x``."),
+    "exp": (lambda F, x: F.exp(x), lambda F, g, out, x, needs: (g * out,), ("out",), "Elementwise e**x."),
+    "log": (lambda F, x: F.log(x), lambda F, g, out, x, needs: (g / x,), ("x",), "Elementwise natural logarithm."),
+    "sqrt": (lambda F, x: F.sqrt(x), lambda F, g, out, x, needs: (g * 0.5 / out,), ("out",),
+             "Elementwise square root."),
+    "abs": (lambda F, x: F.abs(x), lambda F, g, out, x, needs: (g * F.sign(x),), ("x",),
+            "Elementwise absolute value; its gradient at 0 is 0."),
+    "relu": (lambda F, x: F.maximum(x, 0), lambda F, g, out, x, needs: (F.relu_backward(g, out),), ("out",),
+             "``max(x, 0)``."),
+    # tanh form: no overflow for large |x|
+    "sigmoid": (lambda F, x: 0.5 * (F.tanh(0.5 * x) + 1), lambda F, g, out, x, needs: (g * out * (1 - out),),
+                ("out",), "``1 / (1 + e^-x)``, computed without overflow."),
+    "tanh": (lambda F, x: F.tanh(x), lambda F, g, out, x, needs: (g * (1 - out * out),), ("out",),
+             "Hyperbolic tangent."),
+    "softplus": (lambda F, x: F.logaddexp(0, x), lambda F, g, out, x, needs: (g * F.sigmoid(x),), ("x",),
+                 "``log(1 + e^x)``, stable for large |x|."),
+    "erf": (lambda F, x: F.erf(x), lambda F, g, out, x, needs: (g * _TWO_OVER_SQRTPI * F.exp(-x * x),), ("x",),
+            "Elementwise error function."),
+    "gelu_erf": (lambda F, x: x * (0.5 * (1 + F.erf(x * _INV_SQRT2))), _gelu_vjp, ("x",),
+                 "Exact GELU, ``x * Phi(x)``."),
+    "gelu_tanh": (lambda F, x: 0.5 * x * (1 + F.tanh(_TANH_C * (x + 0.044715 * x ** 3))), _gelu_tanh_vjp, ("x",),
+                  "GELU's tanh approximation."),
+    "clone": (lambda F, x: x.copy(), lambda F, g, out, x, needs: (g,), (), "A copy of ``x`` that stays on the graph."),
+}
+
+#: name: (forward(F, a, b), vjp(F, g, out, a, b, needs), saves, docstring)
+BINARY = {
+    "add": (lambda F, a, b: a + b, lambda F, g, out, a, b, needs: (g, g), (), "``a + b`` with broadcasting."),
+    "subtract": (lambda F, a, b: a - b, lambda F, g, out, a, b, needs: (g, -g), (), "``a - b`` with broadcasting."),
+    "multiply": (lambda F, a, b: a * b, lambda F, g, out, a, b, needs: (g * b if needs[0] else None,
+                                                                        g * a if needs[1] else None),
+                 ("a", "b"), "``a * b`` with broadcasting."),
+    "divide": (lambda F, a, b: a / b, lambda F, g, out, a, b, needs: (g / b, -g * a / (b * b)), ("a", "b"),
+               "``a / b`` with broadcasting."),
+    # where() on g keeps g's dtype; bool * 0.5 would promote to float64. Ties split the gradient.
+    "maximum": (lambda F, a, b: F.maximum(a, b), lambda F, g, out, a, b, needs: _tie_split(
+        g, F.where(a > b, g, F.where(a == b, 0.5 * g, 0))), ("a", "b"), "Elementwise maximum; ties split the gradient."),
+    "minimum": (lambda F, a, b: F.minimum(a, b), lambda F, g, out, a, b, needs: _tie_split(
+        g, F.where(a < b, g, F.where(a == b, 0.5 * g, 0))), ("a", "b"), "Elementwise minimum; ties split the gradient."),
+}
+
+#: name: (forward(F, a, b), docstring): boolean results, never recorded
+COMPARISON = {
+    "greater": (lambda F, a, b: a > b, "``a > b``"),
+    "greater_equal": (lambda F, a, b: a >= b, "``a >= b``"),
+    "less": (lambda F, a, b: a < b, "``a < b``"),
+    "less_equal": (lambda F, a, b: a <= b, "``a <= b``"),
+    "equal": (lambda F, a, b: a == b, "``a == b``"),
+    "not_equal": (lambda F, a, b: a != b, "``a != b``"),
+    "logical_and": (lambda F, a, b: F.logical_and(a, b), "logical and"),
+    "logical_or": (lambda F, a, b: F.logical_or(a, b), "logical or"),
+}
 
 
-class Div(Op):
-    name = "div"
-    forward = staticmethod(lambda xp, a, b: a / b)
-    vjp = staticmethod(lambda F, g, out, a, b: (g / b, -g * a / (b * b)))
+def _tie_split(g, ga):
+    return ga, g - ga
 
 
-class PowScalar(Op):
-    """``x ** p`` for a constant Python exponent."""
-    name = "pow"
-    forward = staticmethod(lambda xp, x, p: x ** p)
-
-    @staticmethod
-    def vjp(F, g, out, x, p):
-        if p == 0:
-            return (g * 0,)
-        return (g * p * x ** (p - 1),)
+#: the op names errors and ``grad_fn`` show, where they differ from the function's (PyTorch's)
+_OP_NAMES = {"multiply": "mul", "subtract": "sub", "divide": "div", "negative": "neg", "gelu_erf": "gelu"}
 
 
-class Pow(Op):
-    """``a ** b`` with a tensor exponent; d/db uses log(a) and is 0 where a <= 0."""
-    name = "pow"
-    saves_output = True
-    forward = staticmethod(lambda xp, a, b: a ** b)
-
-    @staticmethod
-    def vjp(F, g, out, a, b):
-        pos = a > 0
-        log_a = F.log(F.where(pos, a, 1))
-        return g * b * a ** (b - 1), F.where(pos, g * out * log_a, 0)
+def _op_class(name, forward, vjp=None, saves=(), differentiable=True):
+    body = {"name": _OP_NAMES.get(name, name), "saves": saves, "forward": staticmethod(forward), "differentiable": differentiable}
+    if vjp is not None:
+        body["vjp"] = staticmethod(vjp)
+    return type("".join(p.capitalize() for p in name.split("_")), (Op,), body)
 
 
-class Neg(Op):
-    name = "neg"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x: -x)
-    vjp = staticmethod(lambda F, g, out, x: (-g,))
-
-
-class Exp(Op):
-    name = "exp"
-    saves_inputs = False
-    saves_output = True
-    forward = staticmethod(lambda xp, x: xp.exp(x))
-    vjp = staticmethod(lambda F, g, out, x: (g * out,))
-
-
-class Log(Op):
-    name = "log"
-    forward = staticmethod(lambda xp, x: xp.log(x))
-    vjp = staticmethod(lambda F, g, out, x: (g / x,))
-
-
-class Sqrt(Op):
-    name = "sqrt"
-    saves_inputs = False
-    saves_output = True
-    forward = staticmethod(lambda xp, x: xp.sqrt(x))
-    vjp = staticmethod(lambda F, g, out, x: (g * 0.5 / out,))
-
-
-class Abs(Op):
-    name = "abs"
-    forward = staticmethod(lambda xp, x: xp.abs(x))
-    vjp = staticmethod(lambda F, g, out, x: (g * F.sign(x),))
-
-
-class Clip(Op):
-    """Gradient flows where lo <= x <= hi, as in ``torch.clamp``."""
-    name = "clip"
-    forward = staticmethod(lambda xp, x, lo, hi: xp.clip(x, lo, hi))
-
-    @staticmethod
-    def vjp(F, g, out, x, lo, hi):
-        inside = 1
-        if lo is not None:
-            inside = (x >= lo) * inside
-        if hi is not None:
-            inside = (x <= hi) * inside
-        return (F.where(inside, g, 0),)
-
-
-class Maximum(Op):
-    """Ties send half the gradient each way, as in ``torch.maximum``."""
-    name = "maximum"
-    forward = staticmethod(lambda xp, a, b: xp.maximum(a, b))
-
-    @staticmethod
-    def vjp(F, g, out, a, b):
-        # where() on g keeps g's dtype; bool * 0.5 would promote to float64
-        ga = F.where(a > b, g, F.where(a == b, 0.5 * g, 0))
-        return ga, g - ga
-
-
-class Minimum(Op):
-    name = "minimum"
-    forward = staticmethod(lambda xp, a, b: xp.minimum(a, b))
-
-    @staticmethod
-    def vjp(F, g, out, a, b):
-        ga = F.where(a < b, g, F.where(a == b, 0.5 * g, 0))
-        return ga, g - ga
-
-
-class Where(Op):
-    name = "where"
-    saves_inputs = True
-    forward = staticmethod(lambda xp, c, a, b: xp.where(c, a, b))
-
-    @staticmethod
-    def vjp(F, g, out, c, a, b):
-        return None, F.where(c, g, 0), F.where(c, 0, g)
-
-
-class _AstypeNonFloat(Op):
-    """A cast to an integer or boolean dtype: a constant, not recorded (as in PyTorch)."""
-    name = "astype"
-    differentiable = False
-    forward = staticmethod(lambda xp, x, dtype: x.astype(dtype))
-
-
-class Copy(Op):
-    name = "clone"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x: x.copy())
-    vjp = staticmethod(lambda F, g, out, x: (g,))
-
-
-class Astype(Op):
-    name = "astype"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, dtype: x.astype(dtype))
-    # the gradient goes back in the input's dtype (float64 -> float32 for a .double() of float32)
-    vjp = staticmethod(lambda F, g, out, x, dtype: (g.astype(x.dtype),))
-
-
-def _nondiff(opname, fn):
-    """An op with a boolean/integer output: no VJP, never recorded."""
-    cls = type(opname.capitalize(), (Op,), {"name": opname, "differentiable": False,
-                                             "forward": staticmethod(fn)})
-
-    def f(a, b):
-        return binary(cls, a, b)
-    f.__name__ = opname
-    f.__doc__ = f"Elementwise ``{opname}`` (boolean result, not differentiable)."
+def _unary_function(op, name, doc):
+    def f(x):
+        return apply(op, x)
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = doc
     return f
 
 
-greater = _nondiff("greater", lambda xp, a, b: a > b)
-greater_equal = _nondiff("greater_equal", lambda xp, a, b: a >= b)
-less = _nondiff("less", lambda xp, a, b: a < b)
-less_equal = _nondiff("less_equal", lambda xp, a, b: a <= b)
-equal = _nondiff("equal", lambda xp, a, b: a == b)
-not_equal = _nondiff("not_equal", lambda xp, a, b: a != b)
-logical_and = _nondiff("logical_and", lambda xp, a, b: xp.logical_and(a, b))
-logical_or = _nondiff("logical_or", lambda xp, a, b: xp.logical_or(a, b))
-
-
-class _Sign(Op):
-    name = "sign"
-    differentiable = False
-    forward = staticmethod(lambda xp, x: xp.sign(x))
-
-
-class _IsFinite(Op):
-    name = "isfinite"
-    differentiable = False
-    forward = staticmethod(lambda xp, x: xp.isfinite(x))
-
-
 def _binary_function(op, name, doc):
-    """The public function of a two-input op. Two tensors go straight to ``apply`` (one call
-    less per op: most of a small graph's cost is such Python overhead); anything else, and
-    any error, goes through :func:`binary`, which converts constants and names both shapes."""
+    """Two tensors go straight to ``apply`` (most of a small graph's cost is such Python
+    overhead); anything else, and any error, goes through :func:`binary`, which converts
+    constants and names both shapes."""
 
     def f(a, b):
         if isinstance(a, Tensor) and isinstance(b, Tensor):
@@ -213,10 +130,105 @@ def _binary_function(op, name, doc):
     return f
 
 
-add = _binary_function(Add, "add", "``a + b`` with broadcasting.")
-subtract = _binary_function(Sub, "subtract", "``a - b`` with broadcasting.")
-multiply = _binary_function(Mul, "multiply", "``a * b`` with broadcasting.")
-divide = _binary_function(Div, "divide", "``a / b`` with broadcasting.")
+OPS: dict[str, type] = {}
+FUNCTIONS: dict = {}
+for _name, (_fwd, _vjp, _saves, _doc) in UNARY.items():
+    OPS[_name] = _op_class(_name, _fwd, _vjp, _saves)
+    FUNCTIONS[_name] = _unary_function(OPS[_name], _name, _doc)
+for _name, (_fwd, _vjp, _saves, _doc) in BINARY.items():
+    OPS[_name] = _op_class(_name, _fwd, _vjp, _saves)
+    FUNCTIONS[_name] = _binary_function(OPS[_name], _name, _doc)
+for _name, (_fwd, _doc) in COMPARISON.items():
+    OPS[_name] = _op_class(_name, _fwd, differentiable=False)
+    FUNCTIONS[_name] = _binary_function(OPS[_name], _name, f"Elementwise {_doc} (boolean, not differentiable).")
+for _name, _fwd in {"sign": lambda F, x: F.sign(x), "isfinite": lambda F, x: F.isfinite(x)}.items():
+    OPS[_name] = _op_class(_name, _fwd, differentiable=False)
+    FUNCTIONS[_name] = _unary_function(OPS[_name], _name, f"Elementwise ``{_name}`` (zero gradient, as PyTorch).")
+
+negative, exp, log, sqrt, abs, relu, sigmoid, tanh, softplus, erf, clone = (  # noqa: A001 - NumPy's names
+    FUNCTIONS[n] for n in ("negative", "exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "softplus", "erf",
+                           "clone"))
+add, subtract, multiply, divide, maximum, minimum = (
+    FUNCTIONS[n] for n in ("add", "subtract", "multiply", "divide", "maximum", "minimum"))
+greater, greater_equal, less, less_equal, equal, not_equal, logical_and, logical_or = (
+    FUNCTIONS[n] for n in COMPARISON)
+sign, isfinite = FUNCTIONS["sign"], FUNCTIONS["isfinite"]
+
+
+# --- ops with parameters: small classes with the same convention ------------------------
+
+class PowScalar(Op):
+    """``x ** p`` for a constant Python exponent."""
+    name = "pow"
+    saves = ("x",)
+    forward = staticmethod(lambda F, x, p: x ** p)
+
+    @staticmethod
+    def vjp(F, g, out, x, p, needs):
+        if p == 0:
+            return (g * 0,)
+        return (g * p * x ** (p - 1),)
+
+
+class Pow(Op):
+    """``a ** b`` with a tensor exponent; d/db uses log(a) and is 0 where a <= 0."""
+    name = "pow"
+    saves = ("a", "b", "out")
+    forward = staticmethod(lambda F, a, b: a ** b)
+
+    @staticmethod
+    def vjp(F, g, out, a, b, needs):
+        pos = a > 0
+        log_a = F.log(F.where(pos, a, 1))
+        return g * b * a ** (b - 1), F.where(pos, g * out * log_a, 0)
+
+
+class LeakyRelu(Op):
+    name = "leaky_relu"
+    saves = ("x",)
+    forward = staticmethod(lambda F, x, slope: F.where(x > 0, x, x * slope))
+    vjp = staticmethod(lambda F, g, out, x, slope, needs: (F.where(x > 0, g, g * slope),))
+
+
+class Clip(Op):
+    """Gradient flows where lo <= x <= hi, as in ``torch.clamp``."""
+    name = "clip"
+    saves = ("x",)
+    forward = staticmethod(lambda F, x, lo, hi: F.clip(x, lo, hi))
+
+    @staticmethod
+    def vjp(F, g, out, x, lo, hi, needs):
+        inside = 1
+        if lo is not None:
+            inside = (x >= lo) * inside
+        if hi is not None:
+            inside = (x <= hi) * inside
+        return (F.where(inside, g, 0),)
+
+
+class Where(Op):
+    name = "where"
+    saves = ("c",)
+    forward = staticmethod(lambda F, c, a, b: F.where(c, a, b))
+
+    @staticmethod
+    def vjp(F, g, out, c, a, b, needs):
+        return None, F.where(c, g, 0), F.where(c, 0, g)
+
+
+class Astype(Op):
+    name = "astype"
+    saves = ()
+    forward = staticmethod(lambda F, x, dtype: x.astype(dtype))
+    # the gradient goes back in the input's dtype (float64 -> float32 for a .double() of float32)
+    vjp = staticmethod(lambda F, g, out, x, dtype, needs: (g.astype(x.dtype),))
+
+
+class _AstypeNonFloat(Op):
+    """A cast to an integer or boolean dtype: a constant, not recorded (as in PyTorch)."""
+    name = "astype"
+    differentiable = False
+    forward = staticmethod(lambda F, x, dtype: x.astype(dtype))
 
 
 def power(a, b):
@@ -227,37 +239,18 @@ def power(a, b):
     return binary(Pow, a, b)
 
 
-def negative(x):
-    return apply(Neg, x)
+def leaky_relu(x, negative_slope: float = 0.01):
+    """x where x > 0, else negative_slope * x."""
+    return apply(LeakyRelu, x, slope=negative_slope)
 
 
-def exp(x):
-    """Elementwise e**x."""
-    return apply(Exp, x)
-
-
-def log(x):
-    """Elementwise natural logarithm."""
-    return apply(Log, x)
-
-
-def sqrt(x):
-    """Elementwise square root."""
-    return apply(Sqrt, x)
-
-
-def abs(x):  # noqa: A001 - NumPy's name
-    """Elementwise absolute value; its gradient at 0 is 0."""
-    return apply(Abs, x)
-
-
-def sign(x):
-    """Elementwise sign; zero gradient, as in PyTorch."""
-    return apply(_Sign, x)
-
-
-def isfinite(x):
-    return apply(_IsFinite, x)
+def gelu(x, approximate: str = "none"):
+    """GELU: exact (erf) by default, PyTorch's default, or the tanh approximation with ``approximate='tanh'``."""
+    if approximate == "tanh":
+        return apply(OPS["gelu_tanh"], x)
+    if approximate != "none":
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return apply(OPS["gelu_erf"], x)
 
 
 def clip(x, a_min=None, a_max=None):
@@ -265,16 +258,6 @@ def clip(x, a_min=None, a_max=None):
     if a_min is None and a_max is None:
         raise ValueError("clip needs a_min or a_max")
     return apply(Clip, x, lo=a_min, hi=a_max)
-
-
-def maximum(a, b):
-    """Elementwise maximum; ties split the gradient."""
-    return binary(Maximum, a, b)
-
-
-def minimum(a, b):
-    """Elementwise minimum; ties split the gradient."""
-    return binary(Minimum, a, b)
 
 
 def where(condition, a, b):
@@ -286,28 +269,13 @@ def where(condition, a, b):
     return apply(Where, constant_like(condition, ref), constant_like(a, fref), constant_like(b, fref))
 
 
-def clone(x):
-    """A copy of ``x`` that stays on the graph."""
-    return apply(Copy, x)
-
-
 def astype(x, dtype):
     """``x`` cast to ``dtype``; gradients flow back through float casts."""
-    import numpy as np
-
     dtype = np.dtype(dtype)
     if dtype == x.dtype:
         return x
     return apply(Astype if dtype.kind in "fc" else _AstypeNonFloat, x, dtype=dtype)
 
 
-def zeros_like(x, dtype=None, requires_grad=False):
-    """Zeros of ``x``'s shape, on its device, in its dtype unless ``dtype`` is given (a constant)."""
-    t = Tensor._make(x.backend.xp.zeros_like(x.array, dtype=dtype), x.backend)
-    return t.requires_grad_() if requires_grad else t
-
-
-def ones_like(x, dtype=None, requires_grad=False):
-    """Ones of ``x``'s shape, on its device, in its dtype unless ``dtype`` is given (a constant)."""
-    t = Tensor._make(x.backend.xp.ones_like(x.array, dtype=dtype), x.backend)
-    return t.requires_grad_() if requires_grad else t
+__all__ = sorted(set(FUNCTIONS) - {"gelu_erf", "gelu_tanh"}) + [
+    "power", "leaky_relu", "gelu", "clip", "where", "astype"]

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import numbers
 
-from .core import DeviceMismatchError, Op, apply, normalize_axis
+from ..tape.op import DeviceMismatchError, Op, apply, normalize_axis
 
 
 class Concatenate(Op):
     name = "concatenate"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, *xs, axis: xp.concatenate(xs, axis=axis))
+    saves = ()
+    forward = staticmethod(lambda F, *xs, axis: F.concatenate(xs, axis=axis))
 
     @staticmethod
-    def vjp(F, g, out, *xs, axis):
+    def vjp(F, g, out, *xs, axis, needs):
         grads, start = [], 0
         lead = (slice(None),) * axis
         for x in xs:
@@ -24,22 +24,22 @@ class Concatenate(Op):
 
 class Stack(Op):
     name = "stack"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, *xs, axis: xp.stack(xs, axis=axis))
+    saves = ()
+    forward = staticmethod(lambda F, *xs, axis: F.stack(xs, axis=axis))
 
     @staticmethod
-    def vjp(F, g, out, *xs, axis):
+    def vjp(F, g, out, *xs, axis, needs):
         lead = (slice(None),) * axis
         return tuple(g[lead + (i,)] for i in range(len(xs)))
 
 
 class Pad(Op):
     name = "pad"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, pad_width, value: xp.pad(x, pad_width, constant_values=value))
+    saves = ()
+    forward = staticmethod(lambda F, x, pad_width, value: F.pad(x, pad_width, constant_values=value))
 
     @staticmethod
-    def vjp(F, g, out, x, pad_width, value):
+    def vjp(F, g, out, x, pad_width, value, needs):
         return (g[tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))],)
 
 
@@ -74,7 +74,7 @@ def stack(tensors, axis=0):
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"stack needs equal shapes, got {[t.shape for t in tensors]}")
-    ax = axis % (tensors[0].ndim + 1)
+    ax = normalize_axis(axis, tensors[0].ndim + 1)[0]
     return apply(Stack, *tensors, axis=ax)
 
 

@@ -1,18 +1,19 @@
 """Batched matrix product, forward beside VJP."""
 from __future__ import annotations
 
-from .core import Op, apply
+from ..tape.op import Op, apply, constant_like
+from ..tape.tensor import Tensor
 
 
 class Matmul(Op):
     """``a @ b`` with NumPy's rules: 1-D operands are promoted and the added axis
     dropped; leading batch axes broadcast (the engine sums them back)."""
     name = "matmul"
-    wants_needs = True
-    forward = staticmethod(lambda xp, a, b: xp.matmul(a, b))
+    saves = ('a', 'b')
+    forward = staticmethod(lambda F, a, b: F.matmul(a, b))
 
     @staticmethod
-    def vjp(F, g, out, a, b, needs=(True, True)):
+    def vjp(F, g, out, a, b, needs):
         a1, b1 = a.ndim == 1, b.ndim == 1
         # put back the axes NumPy dropped for 1-D operands
         gs = tuple(g.shape)
@@ -34,9 +35,6 @@ class Matmul(Op):
 
 def matmul(a, b):
     """Matrix product with NumPy's broadcasting and 1-D rules."""
-    from .core import constant_like
-    from ..tensor import Tensor
-
     if not isinstance(a, Tensor):
         a = constant_like(a, b)
     if not isinstance(b, Tensor):

@@ -10,10 +10,10 @@ with recorded ops, so higher-order gradients see them as the functions of
 """
 from __future__ import annotations
 
-from .activations import relu_backward
-from .core import Op, apply
+from ..array.kernels.reference import channel_axes
+from ..tape.op import Op, apply
 from .elementwise import sqrt
-from .kernels import channel_axes
+from .recorded import relu_backward
 from .reductions import mean, sum
 from .shape import reshape
 
@@ -22,8 +22,7 @@ class BatchNormTrain(Op):
     """``(x - mean) * invstd * w + b`` per channel (axis 1), with ``mean`` and ``invstd`` the
     batch statistics of ``x``. Inputs: ``x``, then ``w`` and ``b`` if given."""
     name = "batch_norm"
-    wants_needs = True
-    forward_gets_namespace = True
+    saves = ("x", "wb")
     relu = False
 
     @classmethod
@@ -42,7 +41,7 @@ class BatchNormTrain(Op):
 class BatchNormReLUTrain(BatchNormTrain):
     """:class:`BatchNormTrain` followed by a ReLU, in the same passes forward and backward."""
     name = "batch_norm_relu"
-    saves_output = True
+    saves = ("x", "wb", "out")
     relu = True
 
 

@@ -1,9 +1,10 @@
 """Reductions along axes, forward beside VJP."""
 from __future__ import annotations
 
-from ..tensor import Tensor
-from .core import Op, apply, normalize_axis
-from .elementwise import log, sqrt, exp
+from ..tape.tensor import Tensor
+from ..tape.op import Op, apply, normalize_axis
+from .elementwise import exp, log, sqrt
+from .shape import squeeze
 
 
 def _expand_to(F, g, x_shape, axis, keepdims):
@@ -15,31 +16,31 @@ def _expand_to(F, g, x_shape, axis, keepdims):
 
 class Sum(Op):
     name = "sum"
-    saves_inputs = False
+    saves = ()
     # axis=None when reducing everything: NumPy's fast path for a full reduction
-    forward = staticmethod(lambda xp, x, axis, keepdims: x.sum(axis=None if len(axis) == x.ndim else axis,
+    forward = staticmethod(lambda F, x, axis, keepdims: x.sum(axis=None if len(axis) == x.ndim else axis,
                                                                keepdims=keepdims))
 
     @staticmethod
-    def vjp(F, g, out, x, axis, keepdims):
+    def vjp(F, g, out, x, axis, keepdims, needs):
         return (_expand_to(F, g, x.shape, axis, keepdims),)
 
 
 class SumAll(Op):
     """``x.sum()`` to a 0-d result: :class:`Sum` without its axis bookkeeping (the usual loss)."""
     name = "sum"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x: x.sum())
-    vjp = staticmethod(lambda F, g, out, x: (F.broadcast_to(g, x.shape),))
+    saves = ()
+    forward = staticmethod(lambda F, x: x.sum())
+    vjp = staticmethod(lambda F, g, out, x, needs: (F.broadcast_to(g, x.shape),))
 
 
 class Mean(Op):
     name = "mean"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims))
+    saves = ()
+    forward = staticmethod(lambda F, x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims))
 
     @staticmethod
-    def vjp(F, g, out, x, axis, keepdims):
+    def vjp(F, g, out, x, axis, keepdims, needs):
         n = 1
         for a in axis:
             n *= x.shape[a]
@@ -48,10 +49,10 @@ class Mean(Op):
 
 class _Extreme(Op):
     """max/min: the gradient goes to the extreme entries, split evenly among ties."""
-    saves_output = True
+    saves = ("x", "out")
 
     @staticmethod
-    def vjp(F, g, out, x, axis, keepdims):
+    def vjp(F, g, out, x, axis, keepdims, needs):
         ref = out if keepdims else F.reshape(out, tuple(1 if i in axis else n for i, n in enumerate(x.shape)))
         hit = x == ref
         gx = _expand_to(F, g, x.shape, axis, keepdims)
@@ -61,12 +62,12 @@ class _Extreme(Op):
 
 class Max(_Extreme):
     name = "max"
-    forward = staticmethod(lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims))
+    forward = staticmethod(lambda F, x, axis, keepdims: F.max(x, axis=axis, keepdims=keepdims))
 
 
 class Min(_Extreme):
     name = "min"
-    forward = staticmethod(lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims))
+    forward = staticmethod(lambda F, x, axis, keepdims: F.min(x, axis=axis, keepdims=keepdims))
 
 
 class _ArgExtreme(Op):
@@ -75,12 +76,12 @@ class _ArgExtreme(Op):
 
 class Argmax(_ArgExtreme):
     name = "argmax"
-    forward = staticmethod(lambda xp, x, axis, keepdims: xp.argmax(x, axis=axis, keepdims=keepdims))
+    forward = staticmethod(lambda F, x, axis, keepdims: F.argmax(x, axis=axis, keepdims=keepdims))
 
 
 class Argmin(_ArgExtreme):
     name = "argmin"
-    forward = staticmethod(lambda xp, x, axis, keepdims: xp.argmin(x, axis=axis, keepdims=keepdims))
+    forward = staticmethod(lambda F, x, axis, keepdims: F.argmin(x, axis=axis, keepdims=keepdims))
 
 
 def _reduce(op, x, axis, keepdims):
@@ -158,6 +159,5 @@ def logsumexp(x, axis=None, keepdims=False):
     m = Tensor._make(xp.asarray(xp.where(xp.isfinite(m), m, 0), dtype=x.dtype), x.backend)
     out = log(sum(exp(x - m), axis=axes, keepdims=True)) + m
     if not keepdims:
-        from .shape import squeeze
         out = squeeze(out, axis=axes)
     return out

@@ -3,25 +3,25 @@ from __future__ import annotations
 
 import numbers
 
-from ..tensor import Tensor
-from .array_namespace import is_basic_index
-from .core import Op, apply, normalize_axis, share_version_if_view
+from ..array.namespace import is_basic_index
+from ..tape.op import Op, apply, normalize_axis, share_version_if_view
+from ..tape.tensor import Tensor, plain_key
 
 
 class Reshape(Op):
     name = "reshape"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, shape: x.reshape(shape))
-    vjp = staticmethod(lambda F, g, out, x, shape: (F.reshape(g, x.shape),))
+    saves = ()
+    forward = staticmethod(lambda F, x, shape: x.reshape(shape))
+    vjp = staticmethod(lambda F, g, out, x, shape, needs: (F.reshape(g, x.shape),))
 
 
 class Transpose(Op):
     name = "transpose"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, axes: xp.transpose(x, axes))
+    saves = ()
+    forward = staticmethod(lambda F, x, axes: F.transpose(x, axes))
 
     @staticmethod
-    def vjp(F, g, out, x, axes):
+    def vjp(F, g, out, x, axes, needs):
         inverse = [0] * len(axes)
         for i, a in enumerate(axes):
             inverse[a] = i
@@ -30,34 +30,39 @@ class Transpose(Op):
 
 class BroadcastTo(Op):
     name = "broadcast_to"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, shape: xp.broadcast_to(x, shape))
-    vjp = staticmethod(lambda F, g, out, x, shape: (g,))  # the engine sums g back to x's shape
+    saves = ()
+    forward = staticmethod(lambda F, x, shape: F.broadcast_view(x, shape))
+    vjp = staticmethod(lambda F, g, out, x, shape, needs: (g,))  # the engine sums g back to x's shape
 
 
 class GetItem(Op):
-    """``x[key]``: basic slicing and integer-array indexing; backward scatter-adds."""
+    """``x[key]``: basic slicing and integer-array indexing; backward scatter-adds.
+
+    ``key`` keeps its index tensors, so the engine version-checks them: an index changed
+    in place between forward and backward is an error, not a wrong gradient."""
     name = "getitem"
-    saves_inputs = False
-    forward = staticmethod(lambda xp, x, key: x[key])
-    vjp = staticmethod(lambda F, g, out, x, key: (F.index_backward(g, x.shape, key),))
+    saves = ()
+    forward = staticmethod(lambda F, x, key: x[plain_key(key)])
+    vjp = staticmethod(lambda F, g, out, x, key, needs: (
+        F.index_backward(g, x.shape, key if F.records else plain_key(key)),))
 
 
 class IndexBackward(Op):
     """Scatter-add ``g`` into zeros of ``shape`` at ``key``; the VJP of getitem and vice versa."""
     name = "index_backward"
-    saves_inputs = False
+    saves = ()
 
     @staticmethod
-    def forward(xp, g, shape, key, scatter_add):
-        out = xp.zeros(shape, dtype=g.dtype)
+    def forward(F, g, shape, key, scatter_add):
+        key = plain_key(key)
+        out = F.zeros(shape, dtype=g.dtype)
         if is_basic_index(key):
             out[key] = g
         else:
             scatter_add(out, key, g)
         return out
 
-    vjp = staticmethod(lambda F, gg, out, g, shape, key, scatter_add: (gg[key],))
+    vjp = staticmethod(lambda F, gg, out, g, shape, key, scatter_add, needs: (gg[plain_key(key)],))
 
 
 def reshape(x, shape, *more):
@@ -173,17 +178,6 @@ def expand_dims(x, axis):
 unsqueeze = expand_dims
 
 
-def _plain_key(key):
-    """Index key with tensors replaced by backend arrays; validated by the backend itself."""
-    if isinstance(key, Tensor):
-        return key.array
-    if isinstance(key, tuple):
-        return tuple(k.array if isinstance(k, Tensor) else k for k in key)
-    if isinstance(key, list):
-        return tuple(key) if any(isinstance(k, (slice, type(None), type(Ellipsis))) for k in key) else key
-    return key
-
-
 def getitem(x, key):
     """``x[key]``; gradients of repeated integer indices accumulate.
 
@@ -191,8 +185,9 @@ def getitem(x, key):
     and version counter, a single element included (``x[1, 2]`` is a 0-d view, as in PyTorch,
     where NumPy would copy it out as a scalar); integer-array indexing gives a copy.
     """
-    key = _plain_key(key)
     k = key
+    if isinstance(k, list):
+        k = plain_key(k)
     if type(k) is int:
         k = (k, Ellipsis)
     elif type(k) is tuple and k and all(type(i) is int for i in k):

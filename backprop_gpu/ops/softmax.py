@@ -1,37 +1,35 @@
 """Numerically stable softmax and log-softmax, forward beside VJP."""
 from __future__ import annotations
 
-from .core import Op, apply, normalize_axis
+from ..tape.op import Op, apply, normalize_axis
 
 
 class Softmax(Op):
     name = "softmax"
-    saves_inputs = False
-    saves_output = True
+    saves = ('out',)
 
     @staticmethod
-    def forward(xp, x, axis):
-        e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-        e /= xp.sum(e, axis=axis, keepdims=True)
+    def forward(F, x, axis):
+        e = F.exp(x - F.max(x, axis=axis, keepdims=True))
+        e /= F.sum(e, axis=axis, keepdims=True)
         return e
 
     @staticmethod
-    def vjp(F, g, out, x, axis):
+    def vjp(F, g, out, x, axis, needs):
         return (out * (g - F.sum(g * out, axis=axis, keepdims=True)),)
 
 
 class LogSoftmax(Op):
     name = "log_softmax"
-    saves_inputs = False
-    saves_output = True
+    saves = ('out',)
 
     @staticmethod
-    def forward(xp, x, axis):
-        s = x - xp.max(x, axis=axis, keepdims=True)
-        return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+    def forward(F, x, axis):
+        s = x - F.max(x, axis=axis, keepdims=True)
+        return s - F.log(F.sum(F.exp(s), axis=axis, keepdims=True))
 
     @staticmethod
-    def vjp(F, g, out, x, axis):
+    def vjp(F, g, out, x, axis, needs):
         return (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),)
 
 

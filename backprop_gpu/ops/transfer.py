@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends import get_backend
-from ..tensor import Tensor
-from .core import Op
+from ..array import get_backend
+from ..tape import engine
+from ..tape.mode import is_grad_enabled
+from ..tape.op import Op
+from ..tape.tensor import Tensor
+from .elementwise import astype
 
 
 class To(Op):
     """Copy to another backend; the VJP copies the gradient back."""
     name = "to"
-    saves_inputs = False
+    saves = ()
 
     @staticmethod
-    def forward(xp, x, src, dst):
+    def forward(F, x, src, dst):
         return _move(x, src, dst)
 
     @staticmethod
-    def vjp(F, g, out, x, src, dst):
+    def vjp(F, g, out, x, src, dst, needs):
         if isinstance(g, Tensor):
             return (to(g, src),)
         return (_move(g, dst, src),)
@@ -39,16 +42,12 @@ def to(x: Tensor, device=None, dtype=None) -> Tensor:
         if dst is not x.backend:
             out = _apply_to(x, dst)
     if dtype is not None and np.dtype(dtype) != out.dtype:
-        from .elementwise import astype
-
         out = astype(out, dtype)
     return out
 
 
 def _apply_to(x, dst):
     # apply() refuses mixed devices, and the output lives on dst: build the node by hand.
-    from .. import autograd
-
     arr = _move(x.array, x.backend, dst)
     same_storage = arr is x.array
     if same_storage and dst.device != x.device:
@@ -56,9 +55,9 @@ def _apply_to(x, dst):
         # arrays are host arrays too)
         arr = arr.copy()
         same_storage = False
-    if autograd.is_grad_enabled() and x.requires_grad:
+    if is_grad_enabled() and x.requires_grad:
         res = Tensor._make(arr, dst, True)
-        res._node = autograd.Node(To, (x,), arr, res._version, {"src": x.backend, "dst": dst}, x.backend)
+        res._node = engine.Node(To, (x,), arr, res._version, {"src": x.backend, "dst": dst}, x.backend)
     else:
         res = Tensor._make(arr, dst)
     if same_storage:  # another backend on the same device shares the storage, so the version too

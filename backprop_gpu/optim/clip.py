@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ..tensor import Tensor
+from ..tape.tensor import Tensor
 
 
 def _chunks(grads):
@@ -37,7 +37,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
     if max_norm < 0:
         raise ValueError(f"max_norm must be non-negative, got {max_norm}")
     if not params:
-        from ..creation import tensor
+        from ..ops.creation import tensor
         return tensor(0.0)
     backend = params[0].backend
     xp = backend.xp

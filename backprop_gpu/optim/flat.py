@@ -7,10 +7,16 @@ accumulates into it in place and an optimizer step is one kernel launch over
 the whole group, whatever the number of tensors. Optimizer state (m, v, ...)
 is flat too.
 
-After ``zero_grad()`` gradients are ``None``, as in PyTorch; the next
-backward writes each into its slot of the flat buffer (see
-``autograd.GRAD_HOMES``) and :meth:`FlatGroup.sync` zeroes the slots of
-parameters that got no gradient before a step.
+Each parameter gets its slot of the flat gradient buffer as an attribute,
+``p._grad_slot``. After ``zero_grad()`` gradients are ``None``, as in PyTorch;
+the tape's ``deliver`` writes the next gradient into the slot, and
+:meth:`FlatGroup.sync` zeroes the slots of parameters that got no gradient
+before a step. Nothing is registered globally: a slot lives and dies with its
+parameter.
+
+Building a group rebinds each parameter's array to a view holding the same
+values, so a graph recorded before the optimizer was built still
+backpropagates correctly (its parameters' versions are not bumped).
 
 Users may replace a parameter's storage (``p.data = ...``, ``module.to(...)``)
 or its gradient (``p.grad = ...``). :meth:`FlatGroup.sync` notices and copies
@@ -19,10 +25,7 @@ the group must be rebuilt (new shape, dtype or device).
 """
 from __future__ import annotations
 
-import weakref
-
-from ..autograd import GRAD_HOMES
-from ..tensor import Tensor
+from ..tape.tensor import Tensor
 
 
 class FlatGroup:
@@ -57,13 +60,12 @@ class FlatGroup:
             gview = self.grad[lo:hi].reshape(p.shape)
             if p.grad is not None and p.grad.shape == p.shape:  # a stale grad of another shape is dropped
                 gview[...] = p.grad.array
-            p.array = view
-            p._version[0] += 1
-            p.grad = Tensor._make(gview, b)
-            self._views.append((view, p.grad, gview))
-            # weak both ways: the registry must not keep a dropped optimizer's buffers alive
-            GRAD_HOMES[id(p)] = (weakref.ref(p), weakref.ref(p.grad))
-            weakref.finalize(p, GRAD_HOMES.pop, id(p), None)
+            p.array = view  # the same values: no version bump, a recorded graph stays valid
+            slot = Tensor._make(gview, b)
+            p._grad_slot = slot
+            if p.grad is not None:
+                p.grad = slot
+            self._views.append((view, slot, gview))
 
     def new_state(self, fill: float = 0.0):
         """A flat state buffer the size of the group."""
@@ -88,10 +90,12 @@ class FlatGroup:
                     return False
                 view[...] = a
                 p.array = view
+            if p._grad_slot is not gt:  # another optimizer took the parameter over: take it back
+                p._grad_slot = gt
             if p.grad is not gt:
                 g = p.grad
                 if g is None:
-                    gt.array.fill(0)
+                    gt.array.fill(0)  # no gradient reached it: its slot of the step's buffer is zero
                 else:
                     if tuple(g.shape) != tuple(view.shape):
                         raise RuntimeError(f"parameter {i} of shape {tuple(view.shape)} was given a gradient "

@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-from ..autograd import enable_grad, no_grad
-from ..tensor import Tensor
-from . import rules as _rules
+from ..tape.mode import enable_grad, no_grad
+from ..tape.tensor import Tensor
+from ..array.optim import rules as _rules
 from .flat import FlatGroup
 
 log = logging.getLogger("backprop_gpu")

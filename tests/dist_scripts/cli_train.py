@@ -7,8 +7,9 @@ which weights each rank's gradient by its share of the global batch.
 """
 import sys
 
-from backprop_gpu import cli, distributed
-from backprop_gpu.train import TrainConfig, Trainer
+from backprop_gpu import distributed
+from backprop_gpu.app import cli
+from backprop_gpu.app.train import TrainConfig, Trainer
 
 args = cli.build_parser().parse_args(["train", *sys.argv[1:]])
 dist = distributed.setup_for_training(args.device)

@@ -16,7 +16,8 @@ import numpy as np
 
 import backprop_gpu as bg
 from backprop_gpu import distributed as dist
-from backprop_gpu import models, optim
+from backprop_gpu import optim
+from backprop_gpu.app import models
 from backprop_gpu.nn import functional as F
 
 ap = argparse.ArgumentParser()

@@ -1,0 +1,187 @@
+"""The reference fused kernels of the hot ops, written once over ``xp``.
+
+:class:`Kernels` is mixed into the array namespace (``backend.F``). A backend
+may override any method with a compiled version of the same contract (the
+``numba`` backend does, in :mod:`backprop_gpu.array.kernels.numba_cpu`); the
+tests run every backend's kernels against these. Kernels work on raw arrays
+and record nothing: the ops that call them (:class:`~backprop_gpu.ops.conv.MaxPool2d`,
+:class:`~backprop_gpu.ops.normalization.BatchNormTrain`, ...) hold the VJPs, and
+under ``create_graph`` :mod:`backprop_gpu.ops` runs these same statements over
+its recorded ops wherever they use no in-place writes (``relu_backward``,
+``relu_backward_colsum``); the others have a recorded op of their own.
+
+Names ending in ``_`` write in place.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _lowest(dtype):
+    """The fill that never wins a maximum: -inf, or an integer type's minimum."""
+    dtype = np.dtype(dtype)
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def pool_out_size(h, w, kernel, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+def channel_axes(ndim):
+    """The axes batch normalisation reduces over: all but the channel axis 1."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def _im2col(xp, x, kernel, stride, padding, fill):
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph or pw:
+        x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    s = x.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        x, shape=(n, c, kh, kw, ho, wo), strides=(s[0], s[1], s[2], s[3], s[2] * sh, s[3] * sw))
+    return windows.reshape(n, c, kh * kw, ho, wo)  # the one copy
+
+
+def _col2im(xp, cols, shape, kernel, stride, padding):
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho, wo = cols.shape[3], cols.shape[4]
+    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    cols = cols.reshape(n, c, kh, kw, ho, wo)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
+    return out[:, :, ph:ph + h, pw:pw + w]
+
+
+
+class Kernels:
+    """Reference kernels; needs ``self._xp``."""
+
+    # -- ReLU -------------------------------------------------------------------------
+    def bias_relu_(self, y, b):
+        """``y = max(y + b, 0)`` in place (``b`` broadcast over the last axis, or None); returns ``y``."""
+        if b is not None:
+            y += b
+        return self._xp.maximum(y, 0, out=y)
+
+    def relu_backward(self, g, out):
+        """The gradient through a ReLU whose output is ``out``: ``g`` where ``out > 0``, else 0."""
+        # a mask multiply, not where(mask, g, 0): NumPy's where is ~12x slower on float32
+        return g * (out > 0)
+
+    def relu_backward_colsum(self, g, out):
+        """``(gm, gm summed over all axes but the last)`` with ``gm = relu_backward(g, out)``: the
+        gradients of a ReLU'd linear layer's product and of its bias."""
+        gm = self.relu_backward(g, out)
+        return gm, gm.reshape((-1, gm.shape[-1])).sum(axis=0)
+
+    # -- windows ------------------------------------------------------------------------
+    def im2col(self, x, kernel, stride, padding, fill=0.0):
+        """Every (kh, kw) window of (N, C, H, W) ``x`` padded with ``fill``: (N, C, kh*kw, Ho, Wo)."""
+        return _im2col(self._xp, x, kernel, stride, padding, fill)
+
+    def col2im(self, cols, shape, kernel, stride, padding):
+        """The adjoint of :meth:`im2col`: window values summed back into an array of ``shape``."""
+        return _col2im(self._xp, cols, shape, kernel, stride, padding)
+
+    # -- max pooling --------------------------------------------------------------------
+    def _window_views(self, x, kernel, stride, padding, fill):
+        """``x`` padded with ``fill``, and for each window offset (row-major) the strided view of
+        the padded input that offset sees, one element per output position."""
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        if ph or pw:
+            x = self._xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+        ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+        return x, [x[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                   for i in range(kh) for j in range(kw)]
+
+    def _first_max_masks(self, views, out):
+        """For each window offset, where it holds its window's first maximum (a NaN counts as the
+        maximum, since the max is then NaN)."""
+        xp = self._xp
+        taken = xp.zeros(out.shape, dtype=bool)
+        for v in views:
+            hit = v == out
+            hit |= v != v
+            hit &= ~taken
+            taken |= hit
+            yield hit
+
+    def max_pool2d(self, x, kernel, stride, padding):
+        """Max over each (kh, kw) window of (N, C, H, W) ``x``, implicitly padded with -inf."""
+        _, views = self._window_views(x, kernel, stride, padding, _lowest(x.dtype))
+        out = views[0].copy()
+        for v in views[1:]:
+            self._xp.maximum(out, v, out=out)
+        return out
+
+    def max_pool2d_backward(self, g, x, out, kernel, stride, padding):
+        """``g`` (one value per window) sent to each window's first maximum in ``x``, summed where
+        windows overlap: the gradient of :meth:`max_pool2d`."""
+        xpad, views = self._window_views(x, kernel, stride, padding, _lowest(x.dtype))
+        (ph, pw), (h, w) = padding, x.shape[2:]
+        gpad, gviews = self._window_views(self._xp.zeros(xpad.shape, dtype=g.dtype), kernel, stride, (0, 0), 0)
+        for gv, hit in zip(gviews, self._first_max_masks(views, out)):
+            gv += g * hit
+        return gpad[:, :, ph:ph + h, pw:pw + w]
+
+    def max_pool2d_gather(self, gx, x, out, kernel, stride, padding):
+        """Each window's value of ``gx`` at its first maximum in ``x``: the adjoint of
+        :meth:`max_pool2d_backward` (and so its gradient)."""
+        _, views = self._window_views(x, kernel, stride, padding, _lowest(x.dtype))
+        _, gviews = self._window_views(gx, kernel, stride, padding, 0)
+        res = self._xp.zeros(out.shape, dtype=gx.dtype)
+        for gv, hit in zip(gviews, self._first_max_masks(views, out)):
+            res += gv * hit
+        return res
+
+    # -- batch normalisation ----------------------------------------------------------------
+    def batch_norm_stats(self, x):
+        """Per-channel (axis 1) mean and biased variance of ``x``, each of shape (C,)."""
+        axes = channel_axes(x.ndim)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        mean = x.mean(axis=axes)
+        d = x - mean.reshape(shape)
+        return mean, (d * d).mean(axis=axes)
+
+    def batch_norm_forward(self, x, mean, invstd, w, b, relu=False):
+        """``(x - mean) * invstd * w + b`` per channel (``w`` and ``b`` may be None), then
+        ``max(., 0)`` if ``relu``."""
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        scale = invstd if w is None else invstd * w
+        shift = -mean * scale
+        if b is not None:
+            shift = shift + b
+        y = x * scale.reshape(shape).astype(x.dtype, copy=False)
+        y += shift.reshape(shape).astype(x.dtype, copy=False)
+        return self._xp.maximum(y, 0, out=y) if relu else y
+
+    def batch_norm_backward(self, g, x, mean, invstd, w, needs=(True, True, True), eps=None, out=None):
+        """Gradients ``(gx, gw, gb)`` of :meth:`batch_norm_forward` with batch statistics (mean and
+        invstd functions of ``x``); None where ``needs`` says no. ``out``: the forward's output when
+        it applied the ReLU (``g`` then counts only where ``out > 0``). (``eps`` is for the recorded
+        form, which recomputes invstd; here the given invstd already holds it.)
+
+        With xhat = (x - mean) invstd and n values per channel: gb = sum(g), gw = sum(g xhat),
+        gx = w invstd (g - gb / n - xhat gw / n).
+        """
+        if out is not None:
+            g = self.relu_backward(g, out)
+        axes = channel_axes(x.ndim)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        n = x.size // x.shape[1]
+        gb = g.sum(axis=axes)
+        d = x - mean.reshape(shape)
+        dotp = (d * g).sum(axis=axes)  # centred: no cancellation when the mean is large
+        gw = dotp * invstd
+        gx = None
+        if needs[0]:
+            scale = invstd if w is None else invstd * w
+            gx = g * scale.reshape(shape).astype(g.dtype, copy=False)
+            gx -= (scale * gb / n).reshape(shape).astype(g.dtype, copy=False)
+            gx -= d * (scale * invstd * invstd * dotp / n).reshape(shape).astype(g.dtype, copy=False)
+        return gx, (gw if needs[1] else None), (gb if needs[2] else None)

@@ -1,0 +1,144 @@
+"""Array modules: where a backend's arrays live and how they move.
+
+* :class:`HostArrays` — NumPy arrays in host memory (the ``numpy`` and ``numba``
+  backends, and ``numba-cuda`` under Numba's CUDA simulator);
+* :class:`CupyArrays` — CuPy arrays on one GPU (``cupy`` and ``numba-cuda``).
+
+Each is bound to one device. Every allocation a backend makes goes through
+:meth:`asarray` here, which enters the device's context, so a ``cuda:1``
+backend never allocates on whichever GPU happens to be current. Importing this
+module never touches CuPy or a driver.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import host_allocator
+from .devices import BackendUnavailableError, Device
+
+
+def cupy_unavailable_reason() -> str | None:
+    """Why CuPy cannot run here, or ``None`` if it can."""
+    try:
+        import cupy
+    except ImportError:
+        return ("CuPy is not installed; install the wheel matching your CUDA driver: "
+                "pip install 'backprop_gpu[gpu]' (CUDA 13, cupy-cuda13x) or cupy-cuda12x for CUDA 12")
+    except Exception as e:  # a broken install, e.g. both cupy wheels present
+        return f"CuPy failed to import: {e}"
+    try:
+        if not cupy.is_available():
+            return "CuPy is installed but found no CUDA driver or GPU (cupy.is_available() is False)"
+    except Exception as e:
+        return f"CuPy found no usable CUDA driver or GPU: {e}"
+    return None
+
+
+def cuda_simulated() -> bool:
+    """Whether Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before numba was imported)."""
+    try:
+        from numba import config
+    except ImportError:
+        return False
+    return bool(config.ENABLE_CUDASIM)
+
+
+class HostArrays:
+    """NumPy arrays in host memory.
+
+    Creating the first one makes glibc's malloc keep freed blocks for reuse
+    (:mod:`~backprop_gpu.array.host_allocator`; opt out with
+    ``BACKPROP_GPU_HOST_ALLOCATOR=system``).
+    """
+
+    xp = np
+    is_host = True
+    simulated = False
+
+    def __init__(self, device: Device | None = None):
+        self.device = device or Device("cpu")
+        host_allocator.keep_freed_memory()
+
+    @staticmethod
+    def availability(index: int = 0) -> str | None:
+        return None
+
+    def asarray(self, data, dtype=None):
+        if not isinstance(data, np.ndarray) and hasattr(data, "__cuda_array_interface__") and hasattr(data, "get"):
+            data = data.get()  # a CuPy array headed to the host
+        return np.asarray(data, dtype=dtype)
+
+    def to_host(self, arr) -> np.ndarray:
+        return np.array(arr, copy=True)
+
+    def synchronize(self) -> None:
+        pass
+
+    def erf(self, arr):
+        from scipy.special import erf
+
+        return erf(arr)
+
+    def scatter_add(self, target, key, values) -> None:
+        np.add.at(target, key, values)
+
+
+class SimulatedCudaArrays(HostArrays):
+    """Host arrays standing in for GPU memory under Numba's CUDA simulator (one device)."""
+
+    simulated = True
+
+    def __init__(self, index: int = 0):
+        if index != 0:
+            raise BackendUnavailableError(f"the CUDA simulator has one device; cuda:{index} requested")
+        super().__init__(Device("cuda", 0))
+
+
+class CupyArrays:
+    """CuPy arrays on GPU ``index``; every allocation and transfer runs in that device's context."""
+
+    is_host = False
+    simulated = False
+
+    def __init__(self, index: int = 0):
+        why = cupy_unavailable_reason()
+        if why:
+            raise BackendUnavailableError(why)
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        if not 0 <= index < count:
+            raise BackendUnavailableError(f"cuda:{index} requested but only {count} GPU(s) are visible")
+        self.xp = cupy
+        self.device = Device("cuda", index)
+        self.cuda_device = cupy.cuda.Device(index)
+
+    @staticmethod
+    def availability(index: int = 0) -> str | None:
+        return cupy_unavailable_reason()
+
+    def asarray(self, data, dtype=None):
+        with self.cuda_device:
+            return self.xp.asarray(data, dtype=dtype)
+
+    def to_host(self, arr) -> np.ndarray:
+        with self.cuda_device:
+            return self.xp.asnumpy(arr)
+
+    def synchronize(self) -> None:
+        self.cuda_device.synchronize()
+
+    def erf(self, arr):
+        from cupyx.scipy.special import erf
+
+        with self.cuda_device:
+            return erf(arr)
+
+    def scatter_add(self, target, key, values) -> None:
+        import cupyx
+
+        with self.cuda_device:
+            cupyx.scatter_add(target, key, values)
+
+
+__all__ = ["HostArrays", "SimulatedCudaArrays", "CupyArrays", "cupy_unavailable_reason", "cuda_simulated"]

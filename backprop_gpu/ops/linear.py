@@ -1,0 +1,88 @@
+"""Linear layers as single ops: ``x @ W.T + b`` and ``relu(x @ W.T + b)``, forward beside VJP."""
+from __future__ import annotations
+
+from ..tape.op import Op, apply
+
+
+class LinearNoBias(Op):
+    name = "linear"
+    saves = ("x", "w")
+
+    @staticmethod
+    def forward(F, x, w):
+        return x @ w.T
+
+
+    @staticmethod
+    def vjp(F, g, out, x, w, needs):
+        n_out, n_in = w.shape
+        g2 = F.reshape(g, (-1, n_out))
+        gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
+        gw = F.matmul(F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in))) if needs[1] else None
+        return gx, gw
+
+
+class LinearOp(Op):
+    """y = x @ W.T + b in one op: no transposed copy, bias added in place."""
+    name = "linear"
+    saves = ("x", "w")
+
+    @staticmethod
+    def forward(F, x, w, b):
+        out = x @ w.T
+        out += b
+        return out
+
+
+    @staticmethod
+    def vjp(F, g, out, x, w, b, needs):
+        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2])
+        gb = F.sum(F.reshape(g, (-1, w.shape[0])), axis=0) if needs[2] else None
+        return gx, gw, gb
+
+
+class LinearReLU(Op):
+    """relu(x @ W.T + b) in one op: bias and activation applied in place on the product, in
+    one pass (a compiled kernel where the backend has one), and no separate ReLU output."""
+    name = "linear_relu"
+    saves = ("x", "w", "out")
+
+    @staticmethod
+    def forward(F, x, w, *b):
+        return F.bias_relu_(x @ w.T, b[0] if b else None)
+
+    @staticmethod
+    def vjp(F, g, out, x, w, *b, needs):
+        if b and needs[2]:  # the bias gradient (column sums) in the same pass as the ReLU mask
+            g, gb = F.relu_backward_colsum(g, out)
+            return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2]) + (gb,)
+        g = F.relu_backward(g, out)
+        grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2])
+        return grads + (None,) if b else grads
+
+
+def _check_linear(x, weight, bias):
+    if x.ndim == 0 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
+                         f"(expected a 2-d weight and an input whose last dimension is its second)")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape} "
+                         f"(expected ({weight.shape[0]},))")
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with weight of shape (out_features, in_features): one op."""
+    _check_linear(x, weight, bias)
+    if bias is None:
+        return apply(LinearNoBias, x, weight)
+    return apply(LinearOp, x, weight, bias)
+
+
+def linear_relu(x, weight, bias=None):
+    """``relu(linear(x, weight, bias))`` as one op; :class:`~backprop_gpu.nn.Sequential` uses it
+    for a :class:`~backprop_gpu.nn.Linear` followed by a :class:`~backprop_gpu.nn.ReLU`."""
+    _check_linear(x, weight, bias)
+    return apply(LinearReLU, x, weight, *(() if bias is None else (bias,)))
+
+
+__all__ = ["linear", "linear_relu"]

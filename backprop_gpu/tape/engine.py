@@ -1,0 +1,259 @@
+"""The backward engine: graph nodes, the saved-tensor checks and one backward loop.
+
+A :class:`Node` records one op application: the op, its input tensors, what
+the op declared it saves (``Op.saves``) with the versions of those tensors,
+the forward output when it is saved, and the keyword arguments. Backward pops
+nodes from a heap by decreasing creation number (a reverse topological order:
+an op's inputs always exist before it), calls each VJP with one calling
+convention and hands leaf gradients to :func:`deliver`.
+
+:func:`deliver` is the only code that knows a leaf may own a gradient slot
+(``Tensor._grad_slot``, a view into an optimizer's flat gradient buffer): it
+writes a leaf's first gradient there instead of into a new array. The engine
+imports nothing from ``optim``.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from .mode import set_grad, state
+
+_sequence = itertools.count()
+
+#: the differentiable namespace VJPs run on under ``create_graph`` (:mod:`backprop_gpu.ops`,
+#: which registers itself with :func:`register_graph_namespace`)
+_graph_namespace = None
+#: whether VJPs get stand-ins for the inputs they did not declare in ``Op.saves`` (see :class:`Unsaved`)
+_check_saves = False
+
+
+def register_graph_namespace(namespace) -> None:
+    """Set the namespace of recorded ops that VJPs use under ``create_graph=True``."""
+    global _graph_namespace
+    _graph_namespace = namespace
+
+
+def check_saves(enabled: bool = True) -> bool:
+    """Hand each VJP an :class:`Unsaved` stand-in for every input it did not declare it saves,
+    so a VJP that reads one fails loudly. Returns the previous setting. The test suite runs with
+    it on; it costs one small object per unsaved input per backward."""
+    global _check_saves
+    prev, _check_saves = _check_saves, bool(enabled)
+    return prev
+
+
+class Unsaved:
+    """What a VJP sees of an input its op did not save: shape and dtype, no values."""
+
+    __slots__ = ("shape", "dtype", "ndim", "size", "_what")
+    __array_priority__ = 1e9
+
+    def __init__(self, arr, what):
+        self.shape, self.dtype, self.ndim = tuple(arr.shape), arr.dtype, len(arr.shape)
+        self.size = int(arr.size)
+        self._what = what
+
+    def _refuse(self, *args, **kwargs):
+        raise RuntimeError(f"{self._what} was read by the VJP but is not in the op's `saves`")
+
+    __array__ = __array_ufunc__ = __array_function__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+    __pow__ = __rpow__ = __neg__ = __gt__ = __lt__ = __ge__ = __le__ = __getitem__ = __matmul__ = _refuse
+
+    def __getattr__(self, name):
+        self._refuse()
+
+
+class Node:
+    """One recorded op application (see the module docstring)."""
+
+    __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "backend", "seq", "needs", "saved_versions",
+                 "__weakref__")
+
+    def __init__(self, op, inputs, out, out_version, kwargs, backend):
+        self.op = op
+        self.inputs = inputs
+        self.kwargs = kwargs
+        self.backend = backend
+        self.seq = next(_sequence)
+        self.needs = tuple(t.requires_grad for t in inputs)
+        # the versions of what the VJP reads, checked at backward: a saved tensor changed in
+        # place in between would silently give wrong gradients
+        sv = [(inputs[i]._version, inputs[i]._version[0]) for i in op.saved_inputs(len(inputs))]
+        sv.extend((box, box[0]) for box in op.saved_versions(kwargs))
+        if op.saves_out:
+            self.out = out
+            sv.append((out_version, out_version[0]))
+        else:
+            self.out = None
+        self.out_version = out_version
+        self.saved_versions = sv
+
+    def __repr__(self):
+        return f"<Node {self.op.name}>"
+
+    def check_versions(self) -> None:
+        for box, v in self.saved_versions:
+            if box[0] != v:
+                shapes = ", ".join(str(tuple(t.shape)) for t in self.inputs)
+                raise RuntimeError(
+                    f"one of the tensors needed by {self.op.name} (inputs of shapes {shapes}) was modified "
+                    f"by an in-place operation after it was saved: its version is {box[0]}, expected {v}. "
+                    "Use an out-of-place op, or clone the tensor before changing it.")
+
+    def vjp_args(self, tensors, create_graph):
+        """The VJP's positional inputs and ``out``: arrays (or, under ``create_graph``, tensors),
+        with :class:`Unsaved` stand-ins for what the op does not save when saves are checked."""
+        op = self.op
+        xs = list(self.inputs) if create_graph else [t.array for t in self.inputs]
+        out = None
+        if op.saves_out:
+            out = tensors._from_node(self) if create_graph else self.out
+        if _check_saves:
+            kept = set(op.saved_inputs(len(xs)))
+            xs = [x if i in kept else Unsaved(x, f"input {i} of {op.name}") for i, x in enumerate(xs)]
+        return xs, out
+
+
+def graph_nodes(root):
+    """Every node reachable from ``root`` (a node), in decreasing creation order: the order
+    backward visits them."""
+    seen, stack = {id(root): root}, [root]
+    while stack:
+        for t in stack.pop().inputs or ():
+            n = t._node
+            if n is not None and id(n) not in seen:
+                seen[id(n)] = n
+                stack.append(n)
+    return sorted(seen.values(), key=lambda n: -n.seq)
+
+
+class GraphFreedError(RuntimeError):
+    """Backward reached a node whose saved values were already freed."""
+
+
+def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inputs=None, accumulate=True):
+    """Backpropagate ``grads`` from ``outputs``.
+
+    With ``accumulate`` gradients go into leaves' ``.grad`` (through :func:`deliver`);
+    ``inputs`` (``bg.grad``) are tensors whose gradients are returned, in order.
+    """
+    Tensor = type(outputs[0])
+    capture = {id(t._node) if t._node is not None else id(t): i for i, t in enumerate(inputs or ())}
+    results = [None] * len(inputs or ())
+    pending, heap = {}, []  # node.seq -> gradient of its output; (-seq, node)
+
+    def send(t, g):
+        node = t._node
+        if node is not None:
+            k = node.seq
+            prev = pending.get(k)
+            if prev is None:
+                pending[k] = g
+                heapq.heappush(heap, (-k, node))
+            else:
+                pending[k] = prev + g
+            return
+        if capture:
+            i = capture.get(id(t))
+            if i is not None:
+                results[i] = g if results[i] is None else results[i] + g
+        if accumulate:
+            deliver(t, g, Tensor, create_graph)
+
+    for out, g in zip(outputs, grads):
+        if out.requires_grad:
+            send(out, g)
+    anomaly = state.anomaly
+    prev_mode = set_grad(create_graph)
+    try:
+        while heap:
+            node = heapq.heappop(heap)[1]
+            g = pending.pop(node.seq)
+            if node.inputs is None:
+                raise GraphFreedError(
+                    f"trying to backward through the graph a second time (at {node.op.name}); its saved values "
+                    "were freed after the first backward. Pass retain_graph=True to the first call.")
+            if capture and id(node) in capture:
+                results[capture[id(node)]] = g
+            for box, v in node.saved_versions:
+                if box[0] != v:
+                    node.check_versions()  # raises, naming the op and shapes
+            if create_graph or _check_saves:
+                F = _graph_namespace if create_graph else node.backend.F
+                xs, out = node.vjp_args(Tensor, create_graph)
+            else:  # the common case, inlined: this loop is most of a small graph's backward
+                F, out, xs = node.backend.F, node.out, [t.array for t in node.inputs]
+            in_grads = node.op.vjp(F, g, out, *xs, needs=node.needs, **node.kwargs)
+            for t, need, gi in zip(node.inputs, node.needs, in_grads):
+                if gi is None or not need:
+                    continue
+                if gi.shape != t.shape:
+                    gi = unbroadcast(F, gi, t.shape)
+                if anomaly:
+                    check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {node.op.name}")
+                send(t, gi)
+            if not retain_graph:
+                node.inputs = node.out = None
+    finally:
+        set_grad(prev_mode)
+    return results
+
+
+def deliver(leaf, g, Tensor, create_graph=False) -> None:
+    """Add ``g`` into ``leaf.grad``: in place when there is one, else into the leaf's gradient
+    slot (a view into an optimizer's flat buffer) when it has one, else as a new tensor."""
+    if create_graph:
+        gt = g if isinstance(g, Tensor) else Tensor._make(g, leaf.backend)
+        if gt.dtype != leaf.dtype:
+            gt = gt.astype(leaf.dtype)
+        # a recorded copy first: the VJP's result may be shared with other leaves or be a
+        # read-only broadcast view, and .grad is later accumulated into
+        leaf.grad = gt.clone() if leaf.grad is None else leaf.grad + gt
+        return
+    cur = leaf.grad
+    if cur is not None:
+        cur.array += g  # in place: a flat buffer's slot must stay a view of it
+        cur._version[0] += 1
+        return
+    slot = leaf._grad_slot
+    if slot is not None:
+        slot.array[...] = g
+        slot._version[0] += 1
+        leaf.grad = slot
+        return
+    arr = leaf.array
+    g = g.copy() if g.dtype == arr.dtype else g.astype(arr.dtype)  # g may alias other arrays
+    if not g.ndim:  # NumPy gives scalars for 0-d results; .grad must be an array
+        g = leaf.backend.xp.asarray(g)
+    leaf.grad = Tensor._make(g, leaf.backend)
+
+
+def unbroadcast(F, g, shape):
+    """Sum ``g`` back down to ``shape``: the one place broadcasting is undone."""
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = F.sum(g, axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = F.sum(g, axis=axes, keepdims=True)
+    return g
+
+
+def check_finite(xp, arr, what):
+    """Raise ``FloatingPointError`` if ``arr`` holds NaN or Inf (anomaly mode)."""
+    if arr.dtype.kind in "fc" and not bool(xp.isfinite(arr).all()):
+        n_nan = int(xp.isnan(arr).sum())
+        n_inf = int(xp.isinf(arr).sum())
+        raise FloatingPointError(f"anomaly: {what} produced {n_nan} NaN and {n_inf} Inf "
+                                 f"value(s) in an array of shape {tuple(arr.shape)}")
+
+
+def check_forward_anomaly(xp, arr, op_name, inputs):
+    shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+    check_finite(xp, arr, f"op {op_name} (inputs of shapes {shapes})")
+
+
+__all__ = ["Node", "GraphFreedError", "graph_nodes", "Unsaved", "run_backward", "deliver", "unbroadcast", "check_saves",
+           "register_graph_namespace", "check_finite", "check_forward_anomaly"]

@@ -1,0 +1,165 @@
+"""Grad mode and anomaly mode: per-thread switches the tape reads once per op."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import threading
+
+
+class _State(threading.local):
+    # class attributes are each thread's defaults: plain attribute reads, no getattr fallback
+    grad = True
+    anomaly = False
+    #: grad on and anomaly off, the common case (one attribute read per op instead of two)
+    plain = True
+
+    def set(self, grad=None, anomaly=None):
+        if grad is not None:
+            self.grad = grad
+        if anomaly is not None:
+            self.anomaly = anomaly
+        self.plain = self.grad and not self.anomaly
+
+
+state = _State()
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops are currently recorded on the tape."""
+    return state.grad
+
+
+def set_grad(mode: bool) -> bool:
+    """Turn recording on or off for this thread; returns the previous mode."""
+    prev = state.grad
+    state.set(grad=bool(mode))
+    return prev
+
+
+class _ModeSwitch(contextlib.ContextDecorator):
+    """A context manager that is also a decorator, for plain functions and generators alike."""
+
+    def _recreate_cm(self):
+        # a fresh instance per decorated call: the saved previous mode must not be shared
+        # between recursive calls or threads (ContextDecorator reuses ``self`` by default)
+        return self._copy()
+
+    def _copy(self):
+        return type(self)()
+
+    def __call__(self, func):
+        if not inspect.isgeneratorfunction(func):
+            return super().__call__(func)
+
+        @functools.wraps(func)
+        def generator(*args, **kwargs):
+            # the mode holds while the generator body runs, and the caller's mode between yields
+            gen = func(*args, **kwargs)
+            to_send = None
+            while True:
+                with self._copy():
+                    try:
+                        item = gen.send(to_send)
+                    except StopIteration as stop:
+                        return stop.value
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as e:  # noqa: BLE001 - thrown into the generator, as PyTorch does
+                    with self._copy():
+                        try:
+                            item = gen.throw(e)
+                        except StopIteration as stop:
+                            return stop.value
+                    to_send = yield item
+        return generator
+
+
+class _GradMode(_ModeSwitch):
+    mode = True
+
+    def __enter__(self):
+        self._prev = set_grad(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        set_grad(self._prev)
+        return False
+
+
+class no_grad(_GradMode):
+    """Context manager and decorator (functions and generators) that stops recording ops, as in PyTorch."""
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Context manager and decorator that turns recording back on inside ``no_grad``."""
+
+    mode = True
+
+
+class set_grad_enabled(_GradMode):
+    """``set_grad_enabled(mode)``: recording on or off, as a call, a context manager or a decorator."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+        self._prev = set_grad(self.mode)  # a plain call takes effect at once, as in PyTorch
+
+    def _copy(self):
+        obj = object.__new__(type(self))
+        obj.mode = self.mode
+        return obj
+
+    def __call__(self, func):
+        set_grad(self._prev)  # as a decorator it changes nothing until the function runs
+        del self._prev
+        return super().__call__(func)
+
+    def __enter__(self):
+        if not hasattr(self, "_prev"):
+            self._prev = set_grad(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        set_grad(self._prev)
+        del self._prev
+        return False
+
+
+def is_anomaly_enabled() -> bool:
+    return state.anomaly
+
+
+class detect_anomaly(_ModeSwitch):
+    """Raise ``FloatingPointError`` at the first op whose output or gradient holds NaN/Inf.
+
+    Costs a full scan of every op's output, so it is off by default.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def _copy(self):
+        return type(self)(self.enabled)
+
+    def __enter__(self):
+        self._prev = state.anomaly
+        state.set(anomaly=self.enabled)
+        return self
+
+    def __exit__(self, *exc):
+        state.set(anomaly=self._prev)
+        return False
+
+
+def set_detect_anomaly(enabled: bool) -> None:
+    """Turn anomaly detection on or off globally (for this thread)."""
+    state.set(anomaly=bool(enabled))
+
+
+__all__ = ["is_grad_enabled", "no_grad", "enable_grad", "set_grad_enabled", "is_anomaly_enabled",
+           "detect_anomaly", "set_detect_anomaly"]

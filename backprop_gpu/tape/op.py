@@ -1,0 +1,220 @@
+"""How an op is declared and applied: one calling convention for every op.
+
+An op is a class with two static methods side by side and a declaration of
+what its VJP reads::
+
+    class Mul(Op):
+        name = "mul"
+        saves = ("a", "b")                   # forward's input names, and/or "out"
+        forward = staticmethod(lambda F, a, b: a * b)
+        vjp = staticmethod(lambda F, g, out, a, b, needs: (g * b, g * a))
+
+* ``forward(F, *arrays, **kw)`` computes the output array with the backend's
+  array namespace ``F`` (its ``xp`` plus the fused kernels of the hot ops);
+* ``vjp(F, g, out, *inputs, needs, **kw)`` returns one gradient per input (or
+  ``None``); ``needs`` says which inputs require a gradient. ``F`` is the array
+  namespace in plain backward and :mod:`backprop_gpu.ops` under
+  ``create_graph``, so one VJP gives first- and higher-order gradients.
+* ``saves`` names what the VJP reads. The engine version-checks exactly those
+  (and any tensor passed as a keyword argument), keeps ``out`` only when it is
+  saved, and, with :func:`~backprop_gpu.tape.engine.check_saves` on, hands the VJP
+  shape-only stand-ins for everything else. The name of a ``*args`` parameter
+  stands for all of them.
+
+Gradients are summed back to each input's shape by the engine
+(:func:`~backprop_gpu.tape.engine.unbroadcast`), never inside an op.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+
+from ..array.devices import DeviceMismatchError
+from . import engine
+from .mode import state
+from .tensor import Tensor
+
+
+class Op:
+    """Base of every op; see the module docstring."""
+
+    name = "op"
+    #: forward's input names (and/or ``"out"``) that the VJP reads
+    saves: tuple = ()
+    #: ops with integer or boolean outputs record nothing
+    differentiable = True
+
+    # derived from ``saves`` and forward's signature when the class is made
+    saves_out = False
+    _fixed: tuple = ()      # saved positions among the leading named inputs
+    _n_named = 0            # how many named inputs forward takes before any ``*args``
+    _saves_rest = False     # whether the ``*args`` inputs are all saved
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.forward is Op.forward:  # an abstract intermediate class
+            return
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]  # after F
+        named = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        rest = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
+        kw_names = {p.name for p in params if p.kind == p.KEYWORD_ONLY}
+        unknown = set(cls.saves) - set(named) - {rest, "out"} - {None}
+        if unknown:
+            raise TypeError(f"{cls.__name__}.saves names {sorted(unknown)}, which are not inputs of forward "
+                            f"(inputs: {named + ([rest] if rest else [])}; keyword arguments {sorted(kw_names)} "
+                            "are always passed to the VJP)")
+        cls.saves_out = "out" in cls.saves
+        cls._n_named = len(named)
+        cls._fixed = tuple(i for i, n in enumerate(named) if n in cls.saves)
+        cls._saves_rest = rest is not None and rest in cls.saves
+
+    @classmethod
+    def saved_inputs(cls, n: int) -> tuple:
+        """Positions of the saved inputs among ``n`` inputs (forward's later named parameters
+        may be keyword arguments)."""
+        if cls._saves_rest:
+            return cls._fixed + tuple(range(cls._n_named, n))
+        fixed = cls._fixed
+        return fixed if not fixed or fixed[-1] < n else tuple(i for i in fixed if i < n)
+
+    @staticmethod
+    def saved_versions(kwargs) -> tuple:
+        """Version counters of the tensors among the keyword arguments, also inside a tuple
+        (an index key, say): the VJP reads them, so they are checked like saved inputs."""
+        if not kwargs:
+            return ()
+        boxes = []
+        for v in kwargs.values():
+            if isinstance(v, Tensor):
+                boxes.append(v._version)
+            elif type(v) is tuple:
+                boxes.extend(k._version for k in v if isinstance(k, Tensor))
+        return boxes
+
+    @staticmethod
+    def forward(F, *arrays, **kw):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @staticmethod
+    def vjp(F, g, out, *inputs, needs, **kw):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_new = object.__new__
+
+
+def apply(op, *inputs: Tensor, **kw) -> Tensor:
+    """Run ``op`` forward and, when grad mode is on and an input requires grad, record it."""
+    x0 = inputs[0]
+    b = x0.backend
+    F = b.F
+    n = len(inputs)
+    # one and two inputs spelled out: this runs once per op, and most of a small graph's cost
+    # is such Python overhead
+    if n == 1:
+        record = x0.requires_grad
+        out = op.forward(F, x0.array, **kw)
+    elif n == 2:
+        x1 = inputs[1]
+        if x1.backend is not b and x1.backend.device != b.device:
+            _devices_differ(op, inputs)
+        record = x0.requires_grad or x1.requires_grad
+        out = op.forward(F, x0.array, x1.array, **kw)
+    else:
+        record = False
+        for t in inputs:
+            if t.backend is not b and t.backend.device != b.device:
+                _devices_differ(op, inputs)
+            if t.requires_grad:
+                record = True
+        out = op.forward(F, *[t.array for t in inputs], **kw)
+    if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
+        out = b.xp.asarray(out)
+    if not state.plain:
+        if state.anomaly:
+            engine.check_forward_anomaly(b.xp, out, op.name, inputs)
+        record = record and state.grad
+    # Tensor._make, inlined
+    res = _new(Tensor)
+    res.array = out
+    res.backend = b
+    res.grad = None
+    res._grad_slot = None
+    res._version = version = [0]
+    if record and op.differentiable:
+        res.requires_grad = True
+        res._node = engine.Node(op, inputs, out, version, kw, b)
+    else:
+        res.requires_grad = False
+        res._node = None
+    return res
+
+
+def _devices_differ(op, inputs):
+    raise DeviceMismatchError(f"{op.name}: tensors on different devices: " + ", ".join(
+        f"{tuple(x.shape)} on {x.device} ({x.backend.name})" for x in inputs))
+
+
+def share_version_if_view(res: Tensor, x: Tensor) -> Tensor:
+    """Give ``res`` the version counter of ``x`` when its array is a view of ``x``'s storage.
+
+    A tensor saved for backward is then seen as modified whether the in-place change
+    went through it or through any view of the same storage (as PyTorch's views do).
+    """
+    base = res.array.base
+    if base is not None and (base is x.array or base is x.array.base):
+        res._version = x._version
+        if res._node is not None:
+            res._node.out_version = x._version
+    return res
+
+
+def constant_like(x, ref: Tensor) -> Tensor:
+    """``x`` as a tensor on ``ref``'s backend. Python scalars take ``ref``'s dtype when
+    it is floating (so ``t * 2`` keeps float32); other data keeps its own dtype."""
+    if isinstance(x, Tensor):
+        return x
+    xp = ref.backend.xp
+    if isinstance(x, numbers.Number) and not isinstance(x, bool):
+        if ref.dtype.kind in "fc" or isinstance(x, numbers.Integral):
+            arr = xp.asarray(x, dtype=ref.dtype if ref.dtype.kind != "b" else None)
+        else:
+            arr = xp.asarray(x, dtype="float32")
+        return Tensor._make(arr, ref.backend)
+    return Tensor._make(ref.backend.asarray(x), ref.backend)
+
+
+def binary(op, a, b, **kw) -> Tensor:
+    """Apply a two-input op, turning a non-tensor operand into a constant like the other."""
+    if not isinstance(a, Tensor):
+        a = constant_like(a, b)
+    elif not isinstance(b, Tensor):
+        b = constant_like(b, a)
+    try:
+        return apply(op, a, b, **kw)
+    except ValueError as e:
+        if "broadcast" not in str(e):
+            raise
+        raise ValueError(f"{op.name}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+
+
+def normalize_axis(axis, ndim):
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints; out-of-range or
+    repeated axes raise ``IndexError``."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise IndexError(f"dimension {a} is out of range for a tensor with {ndim} dimension(s) "
+                             f"(expected to be in range [{-max(ndim, 1)}, {max(ndim, 1) - 1}])")
+        out.append(a % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise IndexError(f"dimension {sorted(set(x for x in out if out.count(x) > 1))} appears more than once "
+                         f"in {axes}")
+    return tuple(sorted(out))
+
+
+__all__ = ["Op", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view",
+           "DeviceMismatchError"]

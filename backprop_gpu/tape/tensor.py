@@ -1,0 +1,428 @@
+"""The Tensor: one backend array plus what the tape needs to differentiate it.
+
+Operators and math methods (``+``, ``@``, ``.sum()``, ``.relu()``, ``.to()``,
+...) are installed by :mod:`backprop_gpu.ops` from its op tables, where each
+op's forward and VJP sit side by side.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+
+from ..array import Backend, get_backend
+from ..array.devices import DeviceMismatchError
+from . import engine
+from .mode import is_grad_enabled
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+float16 = np.dtype("float16")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+bool_ = np.dtype("bool")
+
+
+def _default_dtype_for(data):
+    """dtype for host data that carries none: floats → float32, ints → int64, bools → bool."""
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f":
+        return float32
+    if arr.dtype.kind in "iu":
+        return int64
+    if arr.dtype.kind == "b":
+        return bool_
+    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+
+
+class Tensor:
+    """A multi-dimensional array on one backend, recorded on the tape when it requires grad.
+
+    Attributes:
+        array: the backend array (``numpy.ndarray`` or ``cupy.ndarray``).
+        backend: the :class:`~backprop_gpu.array.Backend` that owns the array.
+        requires_grad: whether gradients are computed for this tensor.
+        grad: the accumulated gradient (a Tensor) of a leaf, or ``None``.
+    """
+
+    __slots__ = ("array", "backend", "requires_grad", "grad", "_grad_slot", "_node", "_version", "__weakref__")
+    __array_ufunc__ = None  # make NumPy defer to our reflected operators
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        b = get_backend(device) if device is not None else (
+            data.backend if isinstance(data, Tensor) else get_backend(None))
+        if isinstance(data, Tensor):
+            arr = b.asarray(data.array if data.backend is b else data.backend.to_host(data.array),
+                            dtype=dtype)
+            arr = arr.copy() if arr is data.array else arr
+        else:
+            if dtype is None and not hasattr(data, "dtype"):
+                dtype = _default_dtype_for(data)
+            if b.is_host and not isinstance(data, np.ndarray) and hasattr(data, "__cuda_array_interface__"):
+                data = data.get()  # a CuPy array headed to the CPU
+            arr = b.asarray(data, dtype=dtype)
+        self.array = arr
+        self.backend = b
+        self.grad = None
+        self._grad_slot = None
+        self._node = None
+        self._version = [0]
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _make(cls, array, backend: Backend, requires_grad: bool = False, node=None):
+        """Fast constructor for internal use: no conversion, no checks."""
+        t = object.__new__(cls)
+        t.array = array
+        t.backend = backend
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._grad_slot = None
+        t._node = node
+        t._version = [0]
+        return t
+
+    @classmethod
+    def _from_node(cls, node):
+        t = cls._make(node.out, node.backend, True, node)
+        t._version = node.out_version
+        return t
+
+    # -- metadata -------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+    @property
+    def size(self) -> int:
+        return int(self.array.size)
+
+    def numel(self) -> int:
+        return self.size
+
+    def dim(self) -> int:
+        return self.ndim
+
+    @property
+    def device(self):
+        return self.backend.device
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.array.shape[0]
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.numpy(), separator=", ", precision=4, prefix="tensor(")
+        dev = "" if self.device.type == "cpu" else f", device='{self.device}'"
+        return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    def __hash__(self):
+        return id(self)
+
+    # -- host access ----------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A host NumPy copy of the values (also for tensors that require grad)."""
+        return self.backend.to_host(self.array)
+
+    def item(self):
+        """The single value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu" or self.size != 1:
+            raise TypeError(f"only integer tensors of one element can be used as an index, "
+                            f"got dtype {self.dtype} shape {self.shape}")
+        return int(self.item())
+
+    # -- devices ----------------------------------------------------------------
+    def cpu(self):
+        """This tensor on the CPU (``self`` if already there)."""
+        return self if self.device.type == "cpu" else self.to("cpu")
+
+    def cuda(self, index: int = 0):
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        return self.to(dtype=float32)
+
+    def double(self):
+        return self.to(dtype=float64)
+
+    def long(self):
+        return self.to(dtype=int64)
+
+    # -- autograd -------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True):
+        """Set ``requires_grad`` in place on a leaf; only floating tensors can require grad."""
+        if requires_grad and self.dtype.kind not in "fc":
+            raise TypeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
+        if not requires_grad and self._node is not None:
+            raise RuntimeError("requires_grad can only be turned off on leaf tensors; use .detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self):
+        """A tensor sharing this one's storage, cut from the graph."""
+        t = Tensor._make(self.array, self.backend)
+        t._version = self._version
+        return t
+
+    def detach_(self):
+        self._node = None
+        self.requires_grad = False
+        return self
+
+    @property
+    def data(self):
+        """A detached tensor sharing storage (PyTorch's ``.data``); assigning replaces the storage."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value):
+        arr = value.array if isinstance(value, Tensor) else self.backend.asarray(value)
+        if isinstance(value, Tensor) and value.device != self.device:
+            raise RuntimeError(f"cannot assign data on {value.device} to a tensor on {self.device}")
+        self.array = arr
+        self._version[0] += 1
+
+    def backward(self, gradient=None, retain_graph: bool = False, create_graph: bool = False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``gradient`` is required for non-scalar tensors. The graph is freed
+        afterwards unless ``retain_graph``; ``create_graph`` records the backward
+        pass itself, for higher-order gradients.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn")
+        if gradient is None and not create_graph and self.array.size == 1 and self.backend.is_host:
+            g = _ones_like_scalar(self)  # a scalar loss: the common case, without _initial_grad's checks
+        else:
+            g = _initial_grad(self, gradient, create_graph)
+        engine.run_backward([self], [g], retain_graph=retain_graph or create_graph,
+                              create_graph=create_graph)
+
+    # -- in-place ops -----------------------------------------------------------
+    def _check_inplace(self, what):
+        if self.requires_grad and is_grad_enabled():
+            kind = "a leaf tensor" if self._node is None else "a tensor"
+            raise RuntimeError(f"{what}: in-place change of {kind} that requires grad while grad mode is on; "
+                               "wrap it in bg.no_grad() or use an out-of-place op")
+
+    def _bump(self):
+        self._version[0] += 1
+        return self
+
+    def _operand(self, other):
+        if isinstance(other, Tensor):
+            if other.device != self.device:
+                raise DeviceMismatchError(f"in-place op between tensors on different devices: "
+                                          f"{self.shape} on {self.device} and {other.shape} on {other.device}")
+            return other.array
+        return other
+
+    def __setitem__(self, key, value):
+        self._check_inplace("__setitem__")
+        if isinstance(value, Tensor) and value.requires_grad and is_grad_enabled():
+            # the assignment is not recorded: its gradient would be silently lost
+            raise RuntimeError(f"__setitem__: the value (shape {value.shape}) requires grad, and item "
+                               "assignment is not differentiable; build the tensor with bg.where, "
+                               "bg.concatenate or bg.stack, or assign value.detach()")
+        key = plain_key(key)
+        self.array[key] = self._operand(value)
+        self._bump()
+
+    def zero_(self):
+        self._check_inplace("zero_")
+        self.array.fill(0)
+        return self._bump()
+
+    def fill_(self, value):
+        self._check_inplace("fill_")
+        self.array.fill(value)
+        return self._bump()
+
+    def copy_(self, src):
+        """Copy ``src``'s values into this tensor (broadcasting, casting to this dtype)."""
+        self._check_inplace("copy_")
+        src_arr = src.array if isinstance(src, Tensor) and src.backend.is_host == self.backend.is_host \
+            else self.backend.asarray(src.numpy() if isinstance(src, Tensor) else src)
+        self.array[...] = src_arr
+        return self._bump()
+
+    def _inplace(self, other, fn):
+        # grad mode + grad-requiring operand: fall back to out-of-place so
+        # `total += loss` keeps working (the name is rebound to the result).
+        other_rg = isinstance(other, Tensor) and other.requires_grad
+        if is_grad_enabled() and (self.requires_grad or other_rg):
+            return None
+        fn(self.array, self._operand(other), out=self.array, casting="same_kind")
+        return self._bump()
+
+    def _explicit_inplace(self, name, other, fn):
+        self._check_inplace(name)
+        if self._inplace(other, fn) is None:
+            raise RuntimeError(f"{name}: the operand requires grad; use the out-of-place op to record it")
+        return self
+
+    def add_(self, other, alpha=1):
+        return self._explicit_inplace("add_", other * alpha if alpha != 1 else other, self.backend.xp.add)
+
+    def sub_(self, other):
+        return self._explicit_inplace("sub_", other, self.backend.xp.subtract)
+
+    def mul_(self, other):
+        return self._explicit_inplace("mul_", other, self.backend.xp.multiply)
+
+    def div_(self, other):
+        return self._explicit_inplace("div_", other, self.backend.xp.divide)
+
+    def _augmented(self, other, fn, fallback):
+        r = self._inplace(other, fn)
+        return fallback(self, other) if r is None else r
+
+    def __iadd__(self, other):
+        return self._augmented(other, self.backend.xp.add, Tensor.__add__)
+
+    def __isub__(self, other):
+        return self._augmented(other, self.backend.xp.subtract, Tensor.__sub__)
+
+    def __imul__(self, other):
+        return self._augmented(other, self.backend.xp.multiply, Tensor.__mul__)
+
+    def __itruediv__(self, other):
+        return self._augmented(other, self.backend.xp.divide, Tensor.__truediv__)
+
+
+def plain_key(key):
+    """An index key with tensors replaced by backend arrays (validated by the array module itself)."""
+    if isinstance(key, Tensor):
+        return key.array
+    if isinstance(key, tuple):
+        return tuple(k.array if isinstance(k, Tensor) else k for k in key)
+    if isinstance(key, list):
+        return tuple(key) if any(isinstance(k, (slice, type(None), type(Ellipsis))) for k in key) else key
+    return key
+
+
+def _initial_grad(t: Tensor, gradient, create_graph: bool, fresh: bool = False):
+    """The seed gradient of ``t``: ``gradient``, or 1 for a scalar. ``fresh`` (and ``create_graph``)
+    rule out the shared read-only cached seed, for seeds that may be handed back to the user."""
+    if gradient is None:
+        if t.size != 1:
+            raise RuntimeError(f"grad can be created implicitly only for scalar outputs; this tensor has "
+                               f"shape {t.shape}: pass backward(gradient=...) of that shape")
+        g = t.backend.xp.ones(t.array.shape, dtype=t.dtype) if fresh or create_graph else _ones_like_scalar(t)
+    else:
+        ga = gradient.array if isinstance(gradient, Tensor) else t.backend.asarray(gradient, dtype=t.dtype)
+        if tuple(ga.shape) != t.shape:
+            raise RuntimeError(f"gradient has shape {tuple(ga.shape)} but the tensor has shape {t.shape}")
+        if isinstance(gradient, Tensor) and gradient.device != t.device:
+            raise RuntimeError(f"gradient is on {gradient.device} but the tensor is on {t.device}")
+        if ga.dtype != t.dtype:  # (only a Tensor can differ: other data was converted to t's dtype)
+            gradient = gradient.astype(t.dtype)
+            ga = gradient.array
+        if create_graph and isinstance(gradient, Tensor):
+            return gradient
+        g = ga
+    return Tensor._make(g, t.backend) if create_graph else g
+
+
+_ONES: dict = {}
+
+
+def _ones_like_scalar(t):
+    """The seed gradient 1 of a scalar. Host arrays are cached read-only (nothing may write to
+    a seed: the engine copies before accumulating in place), which saves an allocation per backward."""
+    if not t.backend.is_host:
+        return t.backend.xp.ones(t.array.shape, dtype=t.dtype)
+    key = (t.array.shape, t.dtype)
+    one = _ONES.get(key)
+    if one is None:
+        one = np.ones(t.array.shape, dtype=t.dtype)
+        one.flags.writeable = False
+        _ONES[key] = one
+    return one
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs``, returned, not accumulated into ``.grad``.
+
+    As ``torch.autograd.grad``: ``outputs`` and ``inputs`` are tensors or
+    sequences of tensors; ``create_graph=True`` makes the result differentiable.
+    """
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    ins_given = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    slot = {}  # an input given twice gets its gradient twice
+    for t in ins_given:
+        slot.setdefault(id(t), len(slot))
+    ins = list({id(t): t for t in ins_given}.values())
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outs)
+    else:
+        grad_outputs = [grad_outputs] if isinstance(grad_outputs, Tensor) or grad_outputs is None \
+            else list(grad_outputs)
+    if len(grad_outputs) != len(outs):
+        raise RuntimeError(f"grad requires one grad_output per output: got {len(grad_outputs)} grad_output(s) "
+                           f"for {len(outs)} output(s)")
+    for t in ins:
+        if not t.requires_grad:
+            raise RuntimeError(f"an input of shape {t.shape} does not require grad")
+    for o in outs:
+        if not o.requires_grad:
+            raise RuntimeError(f"an output of shape {o.shape} does not require grad and has no grad_fn")
+    gs = [_initial_grad(o, g, create_graph, fresh=True) for o, g in zip(outs, grad_outputs)]
+    keep = create_graph if retain_graph is None else retain_graph
+    res = engine.run_backward(outs, gs, retain_graph=keep, create_graph=create_graph,
+                              inputs=ins, accumulate=False)
+    out = []
+    for t in ins_given:
+        r = res[slot[id(t)]]
+        if r is None:
+            if not allow_unused:
+                raise RuntimeError(f"an input of shape {t.shape} was not used in the graph; pass allow_unused=True")
+            out.append(None)
+        else:
+            if not isinstance(r, Tensor):
+                r = Tensor._make(r if r.ndim else t.backend.xp.asarray(r), t.backend)
+            # as in PyTorch, a gradient has its input's dtype (mixed-dtype graphs compute wider)
+            out.append(r if r.dtype == t.dtype else r.astype(t.dtype))
+    return tuple(out)
+
+
+def is_tensor(x) -> bool:
+    return isinstance(x, Tensor)

@@ -1,0 +1,4 @@
+"""``bg.utils``: PyTorch's ``torch.utils`` surface (``bg.utils.data``)."""
+from . import data
+
+__all__ = ["data"]
