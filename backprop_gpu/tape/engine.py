@@ -77,11 +77,21 @@ class Node:
         self.kwargs = kwargs
         self.backend = backend
         self.seq = next(_sequence)
-        self.needs = tuple(t.requires_grad for t in inputs)
+        # one and two inputs spelled out: a node is made per recorded op, and a small graph's
+        # cost is mostly such Python
+        n = len(inputs)
+        if n == 1:
+            self.needs = (inputs[0].requires_grad,)
+        elif n == 2:
+            self.needs = (inputs[0].requires_grad, inputs[1].requires_grad)
+        else:
+            self.needs = tuple([t.requires_grad for t in inputs])
         # the versions of what the VJP reads, checked at backward: a saved tensor changed in
         # place in between would silently give wrong gradients
-        sv = [(inputs[i]._version, inputs[i]._version[0]) for i in op.saved_inputs(len(inputs))]
-        sv.extend((box, box[0]) for box in op.saved_versions(kwargs))
+        saved = op._fixed if op._last_fixed < n else op.saved_inputs(n)
+        sv = [(inputs[i]._version, inputs[i]._version[0]) for i in saved] if saved else []
+        if kwargs:
+            sv.extend((box, box[0]) for box in op.saved_versions(kwargs))
         if op.saves_out:
             self.out = out
             sv.append((out_version, out_version[0]))
@@ -140,21 +150,12 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     ``inputs`` (``bg.grad``) are tensors whose gradients are returned, in order.
     """
     Tensor = type(outputs[0])
-    capture = {id(t._node) if t._node is not None else id(t): i for i, t in enumerate(inputs or ())}
+    capture = {id(t._node) if t._node is not None else id(t): i for i, t in enumerate(inputs)} if inputs else None
     results = [None] * len(inputs or ())
     pending, heap = {}, []  # node.seq -> gradient of its output; (-seq, node)
+    push = heapq.heappush
 
-    def send(t, g):
-        node = t._node
-        if node is not None:
-            k = node.seq
-            prev = pending.get(k)
-            if prev is None:
-                pending[k] = g
-                heapq.heappush(heap, (-k, node))
-            else:
-                pending[k] = prev + g
-            return
+    def leaf(t, g):
         if capture:
             i = capture.get(id(t))
             if i is not None:
@@ -163,9 +164,18 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             deliver(t, g, Tensor, create_graph)
 
     for out, g in zip(outputs, grads):
-        if out.requires_grad:
-            send(out, g)
+        if not out.requires_grad:
+            continue
+        node = out._node
+        if node is None:
+            leaf(out, g)
+        elif node.seq in pending:
+            pending[node.seq] = pending[node.seq] + g
+        else:
+            pending[node.seq] = g
+            push(heap, (-node.seq, node))
     anomaly = state.anomaly
+    plain = accumulate and not capture and not create_graph
     prev_mode = set_grad(create_graph)
     try:
         while heap:
@@ -184,16 +194,39 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 F = _graph_namespace if create_graph else node.backend.F
                 xs, out = node.vjp_args(Tensor, create_graph)
             else:  # the common case, inlined: this loop is most of a small graph's backward
-                F, out, xs = node.backend.F, node.out, [t.array for t in node.inputs]
+                F, out, ins = node.backend.F, node.out, node.inputs
+                if len(ins) == 1:
+                    xs = (ins[0].array,)
+                elif len(ins) == 2:
+                    xs = (ins[0].array, ins[1].array)
+                else:
+                    xs = [t.array for t in ins]
             in_grads = node.op.vjp(F, g, out, *xs, needs=node.needs, **node.kwargs)
-            for t, need, gi in zip(node.inputs, node.needs, in_grads):
-                if gi is None or not need:
+            for t, gi in zip(node.inputs, in_grads):
+                if gi is None or not t.requires_grad:
                     continue
                 if gi.shape != t.shape:
                     gi = unbroadcast(F, gi, t.shape)
                 if anomaly:
                     check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {node.op.name}")
-                send(t, gi)
+                child = t._node
+                if child is None:
+                    if not plain:
+                        leaf(t, gi)
+                    elif t.grad is not None:  # deliver()'s commonest case, inlined
+                        cur = t.grad
+                        cur.array += gi
+                        cur._version[0] += 1
+                    else:
+                        deliver(t, gi, Tensor)
+                    continue
+                k = child.seq
+                prev = pending.get(k)
+                if prev is None:
+                    pending[k] = gi
+                    push(heap, (-k, child))
+                else:
+                    pending[k] = prev + gi
             if not retain_graph:
                 node.inputs = node.out = None
     finally:

@@ -49,6 +49,7 @@ class Op:
     _fixed: tuple = ()      # saved positions among the leading named inputs
     _n_named = 0            # how many named inputs forward takes before any ``*args``
     _saves_rest = False     # whether the ``*args`` inputs are all saved
+    _last_fixed = -1        # the last of ``_fixed``, or a huge number when ``*args`` are saved
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -67,6 +68,7 @@ class Op:
         cls._n_named = len(named)
         cls._fixed = tuple(i for i, n in enumerate(named) if n in cls.saves)
         cls._saves_rest = rest is not None and rest in cls.saves
+        cls._last_fixed = (1 << 62) if cls._saves_rest else (cls._fixed[-1] if cls._fixed else -1)
 
     @classmethod
     def saved_inputs(cls, n: int) -> tuple:
