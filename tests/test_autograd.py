@@ -12,10 +12,7 @@ import backprop_gpu as bg
 from backprop_gpu import autograd
 from backprop_gpu.autograd import GraphFreedError
 from backprop_gpu.tape import mode
-
-
-def x64(backend, v, grad=True):
-    return bg.tensor(np.asarray(v, dtype=np.float64), device=backend, requires_grad=grad)
+from helpers import x64
 
 
 def test_apples_and_tax(backend):

@@ -6,10 +6,8 @@
 * The reference rules against literal NumPy transcriptions of ``torch.optim``'s
   ``_single_tensor_*`` loops, and against ``torch.optim`` itself when torch is
   installed, so the rules are verified, not just the kernels against each other.
-* The CUDA C (``kernels/optim.cu``): compiled as C++ for the host and run
-  against the same reference (so its math is checked without a GPU), and with
-  nvcc, every variant the cupy target can ask for; the Numba CUDA kernels to
-  PTX through NVRTC, with no GPU.
+* The Numba CUDA kernels compiled to PTX through NVRTC, with no GPU. (The cupy
+  target's CUDA C, generated from the rules, is tested in tests/array/test_cuda_source.py.)
 
 Tolerances (norm-relative, ``|x - ref| / |ref|`` over the whole array, since a
 per-element ``rtol`` is meaningless where a state passes near zero): parameters
@@ -28,7 +26,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zlib
@@ -282,14 +279,6 @@ def test_numba_loop_compiles_in_memory_when_the_cache_dir_is_unwritable(tmp_path
     assert np.all(p == 0.5)
 
 
-def test_cupy_target_imports_without_touching_cupy():
-    code = ("import sys; import backprop_gpu.array.optim.cupy_impl as c; "
-            "print('cupy' in sys.modules, c.source().count('__global__'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "5"]
-
-
 # --- the reference rules against literal transcriptions of torch.optim -------------------------
 # Each follows torch/optim/<name>.py _single_tensor_<name> statement by statement (torch 2.x,
 # the non-capturable, non-differentiable, real-valued path), with in-place tensor methods
@@ -435,130 +424,8 @@ def test_reference_rule_matches_torch_optim(name, group, dtype):
     assert rel_err(ours - p0, theirs - p0) <= (1e-11 if dtype == "float64" else 1e-4)
 
 
-# --- the CUDA C, run on the host ---------------------------------------------------------
-# With no GPU, optim.cu is still checked numerically: compiled as C++ for the CPU (one thread,
-# one block; -ffp-contract=off so it rounds like the reference) and driven through ctypes.
-
-_HOST_PRELUDE = """
-#include <algorithm>
-#include <cmath>
-#define __global__
-struct host_dim3 { long long x; };
-static const host_dim3 blockIdx = {0}, blockDim = {1}, threadIdx = {0}, gridDim = {1};
-using std::max;
-using std::sqrt;
-"""
-
-
-def _host_wrapper(i, expr, name):
-    rule = rules.get(name)
-    t = "float" if "<float" in expr else "double"
-    states = [f"{t}* s{k}" for k in range(len(rule.all_states))]
-    hypers = [f"{t} h{k}" for k in range(len(rule.hyper_names))]
-    args = ", ".join([f"{t}* p", f"const {t}* g", *states, "long long n", *hypers])
-    call = ", ".join(["p", "g", *[f"s{k}" for k in range(len(states))], "n", *[f"h{k}" for k in range(len(hypers))]])
-    return f'extern "C" void host_{i}({args}) {{ {expr}({call}); }}\n'
-
-
-@pytest.fixture(scope="module")
-def host_cuda_c(tmp_path_factory):
-    """``{(rule, flags, dtype): call(p, g, states, hypers)}`` for optim.cu compiled for the CPU."""
-    import ctypes
-
-    from backprop_gpu.array.optim.cupy_impl import name_expression, source
-
-    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the CUDA C for the host")
-    keys = [(name, rules.get(name).flags(group), dt) for name, group in VARIANTS for dt in ("float32", "float64")]
-    exprs = [name_expression(*k) for k in keys]
-    d = tmp_path_factory.mktemp("host_cuda_c")
-    text = _HOST_PRELUDE + source() + "".join(_host_wrapper(i, e, k[0]) for i, (e, k) in enumerate(zip(exprs, keys)))
-    (d / "optim_host.cpp").write_text(text)
-    out = subprocess.run([cxx, "-O1", "-std=c++14", "-ffp-contract=off", "-shared", "-fPIC", "-o",
-                          str(d / "optim_host.so"), str(d / "optim_host.cpp")], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    lib = ctypes.CDLL(str(d / "optim_host.so"))
-    calls = {}
-    for i, (name, flags, dt) in enumerate(keys):
-        rule, cfn = rules.get(name), getattr(lib, f"host_{i}")
-        scalar = ctypes.c_float if dt == "float32" else ctypes.c_double
-        ptr = ctypes.POINTER(scalar)
-        cfn.argtypes = [ptr] * (2 + len(rule.all_states)) + [ctypes.c_longlong] + [scalar] * len(rule.hyper_names)
-        cfn.restype = None
-
-        def call(p, g, states, hypers, cfn=cfn, ptr=ptr, rule=rule, kept=rule.state_names(flags)):
-            by_name = dict(zip(kept, states))
-            bufs = [by_name.get(s, p) for s in rule.all_states]  # as cupy_impl: a dummy for unused states
-            cfn(*[a.ctypes.data_as(ptr) for a in (p, g, *bufs)], p.size, *[float(h) for h in hypers])
-        calls[(name, flags, dt)] = call
-    return calls
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name,group", CASES)
-def test_cuda_c_kernels_match_reference_on_host(host_cuda_c, name, group, dtype):
-    rule = rules.get(name)
-    flags = rule.flags(group)
-    rng = np.random.default_rng(zlib.crc32(f"host{name}{sorted(group.items())}".encode()))
-    p0 = rng.standard_normal(300).astype(dtype).astype(np.float64)
-    grads = [rng.standard_normal(300).astype(dtype).astype(np.float64) for _ in range(50)]
-    ref_p, ref_s = run_steps("numpy", name, group, "float64", p0, grads, hyper_dtype=dtype)
-    p = p0.astype(dtype)
-    states = tuple(np.full(p.shape, fill, dtype) for _, fill in rule.state_init(flags, group))
-    kernel = host_cuda_c[(name, flags, dtype)]
-    for step, g in enumerate(grads, start=1):
-        kernel(p, g.astype(dtype), states, rule.hypers(group, step, flags))
-    tol = TOL[dtype]
-    assert rel_err(p, ref_p) <= tol["p"]
-    assert rel_err(p - p0, ref_p - p0) <= tol["step"]
-    for a, b in zip(states, ref_s):
-        assert rel_err(a, b) <= tol["state"]
-
-
 # --- compile checks ----------------------------------------------------------------------
-
-_KERNEL_SIG = re.compile(r"__global__ void (\w+)\(([^)]*)\)", re.DOTALL)
-
-
-def test_cuda_kernel_parameters_follow_the_rules():
-    """Each kernel takes (p, g, *rule.all_states, n, *rule.hyper_names): what cupy_impl passes."""
-    from backprop_gpu.array.optim.cupy_impl import name_expression, source
-
-    sigs = {k: [a.split()[-1].lstrip("*") for a in args.split(",")] for k, args in _KERNEL_SIG.findall(source())}
-    for name, rule in rules.RULES.items():
-        kernel = name_expression(name, (False,) * len(rule.flags(DEFAULTS[name])), np.float32).split("<")[0]
-        assert sigs[kernel] == ["p", "g", *rule.all_states, "n", *rule.hyper_names], name
-
-
-def _all_name_expressions():
-    from backprop_gpu.array.optim.cupy_impl import name_expression
-
-    return sorted({name_expression(name, rules.get(name).flags(group), dt)
-                   for name, group in VARIANTS for dt in ("float32", "float64")})
-
-
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
-def test_cuda_sources_compile_with_nvcc(tmp_path):
-    """optim.cu compiles standalone, and so does every instance the cupy target can name."""
-    from backprop_gpu.array.optim.cupy_impl import source
-
-    def nvcc(text, stem, *flags):
-        src = tmp_path / f"{stem}.cu"
-        src.write_text(text)
-        out = subprocess.run(["nvcc", "--ptx", "-arch=sm_90", "--std=c++14", *flags, str(src),
-                              "-o", str(tmp_path / f"{stem}.ptx")], capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return (tmp_path / f"{stem}.ptx").read_text()
-
-    nvcc(source(), "plain")
-    assert nvcc(source(), "check", "-DBACKPROP_GPU_COMPILE_CHECK").count(".entry") == 24
-    exprs = _all_name_expressions()
-    assert len(exprs) == 2 * len(VARIANTS)
-    every = source() + "\nvoid* all_instances[] = {\n" + "".join(f"  (void*)&{e},\n" for e in exprs) + "};\n"
-    assert nvcc(every, "every").count(".entry") == len(exprs)
-
+# (the cupy target's generated CUDA C has its own tests in tests/array/test_cuda_source.py)
 
 def _nvrtc_reason():
     try:

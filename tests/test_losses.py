@@ -6,12 +6,9 @@ from scipy.special import softmax as np_softmax
 
 import backprop_gpu as bg
 import backprop_gpu.nn.functional as F
+from helpers import x64
 
 REDUCTIONS = ["mean", "sum", "none"]
-
-
-def x64(backend, v, grad=True):
-    return bg.tensor(np.asarray(v, dtype=np.float64), device=backend, requires_grad=grad)
 
 
 def reduce(per, reduction):

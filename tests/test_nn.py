@@ -10,10 +10,7 @@ from scipy.special import erf
 import backprop_gpu as bg
 import backprop_gpu.nn.functional as F
 from backprop_gpu import nn, optim
-
-
-def x64(backend, v, grad=True):
-    return bg.tensor(np.asarray(v, dtype=np.float64), device=backend, requires_grad=grad)
+from helpers import x64
 
 
 class Block(nn.Module):

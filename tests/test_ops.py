@@ -17,6 +17,7 @@ from hypothesis.extra.numpy import array_shapes, basic_indices, integer_array_in
 import backprop_gpu as bg
 from backprop_gpu.tape.engine import graph_nodes
 from backprop_gpu.tape.tensor import Tensor
+from helpers import idx, x64
 
 # Modest, reproducible example counts: the whole file stays well under a minute per backend.
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
@@ -25,18 +26,9 @@ SEEDS = st.integers(0, 2**31 - 1)
 R = (-2.0, 2.0)
 
 
-def t64(backend, arr, grad=True):
-    return bg.tensor(np.asarray(arr, dtype=np.float64), device=backend, requires_grad=grad)
-
-
-def idx(backend, arr):
-    """An integer index array as a tensor on ``backend`` (CuPy wants device index arrays)."""
-    return bg.tensor(np.asarray(arr, dtype=np.int64), device=backend)
-
-
 def check(backend, fn, ref, *arrays, rtol=1e-10, atol=1e-12):
     """``fn`` on float64 tensors equals ``ref`` on the arrays, and its gradients pass gradcheck."""
-    ts = [t64(backend, a) for a in arrays]
+    ts = [x64(backend, a) for a in arrays]
     out = fn(*ts)
     outs = out if isinstance(out, (list, tuple)) else [out]
     refs = ref(*arrays)
@@ -175,7 +167,7 @@ def test_where(backend, shapes, seed):
 
 
 def test_maximum_minimum_ties_split_the_gradient(backend):
-    a, b = t64(backend, [1.0, 2.0, 3.0]), t64(backend, [1.0, 0.0, 3.0])
+    a, b = x64(backend, [1.0, 2.0, 3.0]), x64(backend, [1.0, 0.0, 3.0])
     bg.maximum(a, b).sum().backward()
     np.testing.assert_allclose(a.grad.numpy(), [0.5, 1.0, 0.5])
     np.testing.assert_allclose(b.grad.numpy(), [0.5, 0.0, 0.5])
@@ -186,7 +178,7 @@ def test_maximum_minimum_ties_split_the_gradient(backend):
 
 
 def test_kinks_use_pytorchs_subgradients(backend):
-    x = t64(backend, [-1.0, 0.0, 2.0])
+    x = x64(backend, [-1.0, 0.0, 2.0])
     (bg.relu(x) + bg.abs(x) + bg.clip(x, 0.0, 2.0)).sum().backward()
     # relu'(0) = 0, abs'(0) = 0 (sign), clip passes the gradient on its closed interval [lo, hi]
     np.testing.assert_allclose(x.grad.numpy(), [-1.0, 1.0, 3.0])
@@ -194,7 +186,7 @@ def test_kinks_use_pytorchs_subgradients(backend):
 
 def test_pow_tensor_exponent_at_nonpositive_base(backend):
     """d(a**b)/db = a**b log a; where a <= 0 it is taken as 0 rather than NaN."""
-    a, b = t64(backend, [0.0, -2.0, 3.0]), t64(backend, [2.0, 2.0, 2.0])
+    a, b = x64(backend, [0.0, -2.0, 3.0]), x64(backend, [2.0, 2.0, 2.0])
     (a ** b).sum().backward()
     np.testing.assert_allclose(b.grad.numpy(), [0.0, 0.0, 9 * np.log(3)])
     np.testing.assert_allclose(a.grad.numpy(), [0.0, -4.0, 6.0])
@@ -242,7 +234,7 @@ def test_reductions(backend, name, case, seed):
     n = _n_reduced(shape, axis)
     if name.startswith(("var", "std")) and n <= correction:
         with pytest.raises(ValueError, match="correction"):
-            fn(t64(backend, x), axis=axis, keepdims=keepdims)
+            fn(x64(backend, x), axis=axis, keepdims=keepdims)
         return
     if name.startswith("std") and n == 1:
         return  # the std of one element is sqrt(0): not differentiable (NaN, as in PyTorch)
@@ -251,14 +243,14 @@ def test_reductions(backend, name, case, seed):
 
 
 def test_reductions_of_a_0d_tensor(backend):
-    x = t64(backend, 1.5)
+    x = x64(backend, 1.5)
     for f in (bg.sum, bg.mean, bg.max, bg.min, bg.logsumexp):
         check(backend, f, lambda a: a, np.float64(1.5))
     assert bg.sum(x).shape == ()
 
 
 def test_max_min_ties_share_the_gradient(backend):
-    x = t64(backend, [[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 5.0]])
+    x = x64(backend, [[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 5.0]])
     x.max().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[0, 0, 0, 0], [0, 0, 0, 1]])
     x.grad = None
@@ -276,7 +268,7 @@ def test_argmax_argmin_match_numpy_and_have_no_gradient(backend, case, seed):
     if isinstance(axis, tuple):
         axis = axis[0]  # NumPy takes one axis
     x = np.random.default_rng(seed).uniform(-2, 2, shape)
-    t = t64(backend, x)
+    t = x64(backend, x)
     for f, ref in ((bg.argmax, np.argmax), (lambda t, **kw: t.argmin(**kw), np.argmin)):
         r = f(t, axis=axis, keepdims=keepdims)
         np.testing.assert_array_equal(r.numpy(), ref(x, axis=axis, keepdims=keepdims))
@@ -422,11 +414,11 @@ def test_getitem_integer_arrays(backend, shape, data, seed):
 
 
 def test_repeated_integer_indices_accumulate(backend):
-    x = t64(backend, [1.0, 2.0, 3.0])
+    x = x64(backend, [1.0, 2.0, 3.0])
     x[idx(backend, [0, 0, 2, 0])].sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [3, 0, 1])
-    m = t64(backend, np.zeros((2, 3)))
-    (m[idx(backend, [1, 1]), idx(backend, [2, 2])] * t64(backend, [2.0, 5.0], grad=False)).sum().backward()
+    m = x64(backend, np.zeros((2, 3)))
+    (m[idx(backend, [1, 1]), idx(backend, [2, 2])] * x64(backend, [2.0, 5.0], grad=False)).sum().backward()
     np.testing.assert_allclose(m.grad.numpy(), [[0, 0, 0], [0, 0, 7]])
     x.grad = None
     x[[2, 2]].sum().backward()  # a Python list is an index array too
@@ -436,7 +428,7 @@ def test_repeated_integer_indices_accumulate(backend):
 def test_getitem_boolean_mask(backend):
     mask = np.array([[True, False, True], [False, False, True]])
     check(backend, lambda t: t[bg.tensor(mask, device=backend)], lambda a: a[mask], _vals((2, 3), 0))
-    x = t64(backend, np.ones((2, 3)))
+    x = x64(backend, np.ones((2, 3)))
     (x[x > 0] * 2).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.full((2, 3), 2.0))
 
@@ -522,7 +514,7 @@ def test_softmax_family_is_stable_for_large_inputs(backend, dtype):
 
 
 def test_logsumexp_of_infinities(backend):
-    x = t64(backend, [[-np.inf, -np.inf], [0.0, -np.inf], [np.inf, 1.0]])
+    x = x64(backend, [[-np.inf, -np.inf], [0.0, -np.inf], [np.inf, 1.0]])
     with np.errstate(divide="ignore", invalid="ignore"):
         y = bg.logsumexp(x, axis=1)
         np.testing.assert_array_equal(y.numpy(), scipy.special.logsumexp(x.numpy(), axis=1))  # -inf, 0, inf

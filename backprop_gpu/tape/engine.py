@@ -213,10 +213,12 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 if child is None:
                     if not plain:
                         leaf(t, gi)
-                    elif t.grad is not None:  # deliver()'s commonest case, inlined
+                    elif t.grad is not None:  # deliver()'s two commonest cases, inlined
                         cur = t.grad
                         cur.array += gi
                         cur._version[0] += 1
+                    elif t._grad_slot is None and gi.ndim and gi.dtype == t.array.dtype:
+                        t.grad = Tensor._make(gi.copy(), t.backend)  # a copy: gi may alias other arrays
                     else:
                         deliver(t, gi, Tensor)
                     continue

@@ -3,7 +3,7 @@
 ``get_kernel(target, rule, flags, dtype)`` returns ``kernel(p, g, states, hypers)``
 for target ``numpy`` (the reference), ``numba`` (CPU ``prange`` loop),
 ``numba-cuda`` (grid-stride CUDA kernel; the simulator on CPU-only machines)
-or ``cupy`` (CUDA C from ``kernels/optim.cu``). Kernels are built once per
+or ``cupy`` (CUDA C generated from the rules by ``cuda_source``). Kernels are built once per
 (target, rule, flags, dtype) and cached.
 
 The call, for a rule ``r = rules.get(name)`` and a param group ``group``::

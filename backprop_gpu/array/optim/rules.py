@@ -9,8 +9,8 @@ ignores them on return:
 
 * NumPy calls ``fn`` on whole arrays (the reference);
 * Numba compiles it for a ``prange`` loop (CPU) and as a CUDA device function;
-* the CUDA C kernels in ``kernels/optim.cu`` restate it for CuPy and are
-  checked against this one by the same tests.
+* ``cuda_source`` translates its source (via :mod:`ast`) into one CUDA C
+  kernel per variant for CuPy, so the CUDA C never restates a rule.
 
 Scalars are computed on the host in float64 and passed per launch: those that
 change per step (bias corrections, Adagrad's decayed lr, the first momentum

@@ -1,0 +1,296 @@
+"""CUDA C for the cupy target, translated from the rules' own scalar functions.
+
+``kernel_source(rule, flags, dtype)`` reads the source of the function that
+``rules.get(rule).math(flags, ...)`` returns, parses it with :mod:`ast` and
+writes one ``extern "C" __global__`` grid-stride kernel per variant and dtype,
+so the CUDA C never restates a rule. The variant flags are the function's
+closure constants: an ``if`` (or conditional expression) on them is decided
+here and only the branch taken is emitted; an ``if`` on a runtime value (SGD's
+``first != 0``) becomes a C ``if``. ``host_source`` wraps the same translated
+body in a plain C loop, so the tests can run it on the CPU.
+
+Kernel parameters: ``(T* p, const T* g, T* s0.., long long n, T <hyper>_..)``
+with one ``s<k>`` per state the variant keeps (``k`` as in
+``rules.state_slots``) and the hypers in ``rule.hyper_names`` order. States the
+variant does not keep start at 0 and are not stored, as in
+``codegen.loop_source``.
+
+Only what the rules use is translated: assignments to names, one tuple return
+at the end, ``if``/``else``, conditional expressions, unary minus, ``+ - * /``,
+single comparisons, ``sqrt(x)``, ``maximum(a, b)`` and numeric literals.
+Anything else raises ``NotImplementedError`` naming the construct and the rule.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import textwrap
+
+import numpy as np
+
+from . import rules
+
+_CTYPES = {"float32": ("float", "f32", "sqrtf"), "float64": ("double", "f64", "sqrt")}
+_DEVICE_LOOP = "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; " \
+               "i += (long long)blockDim.x * gridDim.x)"
+_HOST_LOOP = "for (long long i = 0; i < n; ++i)"
+
+# C operator precedences (higher binds tighter); Python's agree for the operators translated
+_ATOM, _UNARY, _MUL, _ADD, _CMP, _COND = 100, 90, 80, 70, 50, 10
+_BINOPS = {ast.Add: ("+", _ADD), ast.Sub: ("-", _ADD), ast.Mult: ("*", _MUL), ast.Div: ("/", _MUL)}
+_CMPOPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+
+
+class _Intrinsic:
+    """Passed to ``Rule.math`` as ``sqrt``/``maximum`` so that calls are recognised by value, not by name."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, *args):
+        raise TypeError(f"cuda_source's {self.name} stands in for translation only")
+
+
+SQRT, MAXIMUM = _Intrinsic("sqrt"), _Intrinsic("maximum")
+
+
+def _mangle(name: str) -> str:
+    # every Python name gets a trailing underscore: no clash with C keywords, CUDA built-ins
+    # (blockIdx, std, ...) or the kernel's own p, g, s<k>, n, i
+    return name + "_"
+
+
+class _Translator:
+    """The body of one rule variant's scalar function as C statements over ``ctype``."""
+
+    def __init__(self, rule_name: str, flags: tuple, dtype: str):
+        self.rule = rules.get(rule_name)
+        self.ctype, _, self.sqrt = _CTYPES[dtype]
+        fn = self.rule.math(flags, SQRT, MAXIMUM)
+        self.where = f"rule {rule_name!r} (function {fn.__name__!r})"
+        self.consts = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or ())))
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        self.fdef = tree.body[0]
+        a = self.fdef.args
+        if a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs or a.defaults:
+            self._fail(self.fdef, "a signature other than plain positional parameters")
+        self.params = [x.arg for x in a.args]
+        n_states, n_hypers = len(self.rule.all_states), len(self.rule.hyper_names)
+        if len(self.params) != 2 + n_states + n_hypers:
+            raise ValueError(f"{self.where} takes {len(self.params)} parameters; expected p, g, "
+                             f"{n_states} states and {n_hypers} hypers")
+        self.states = self.params[2:2 + n_states]
+        self.hypers = self.params[2 + n_states:]
+        self.slots = rules.state_slots(rule_name, flags)
+
+    def _fail(self, node, what: str):
+        raise NotImplementedError(f"cuda_source cannot translate {what} (line {getattr(node, 'lineno', '?')} of "
+                                  f"the function) in {self.where}")
+
+    # --- decisions taken at generation time ---------------------------------------------
+
+    def _static(self, node):
+        """``(True, value)`` if ``node`` depends only on closure constants and literals, else ``(False, None)``."""
+        if isinstance(node, ast.Constant):
+            return True, node.value
+        if isinstance(node, ast.Name) and node.id in self.consts:
+            return True, self.consts[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            ok, v = self._static(node.operand)
+            return ok, (not v) if ok else None
+        if isinstance(node, ast.BoolOp):
+            vals = [self._static(x) for x in node.values]
+            if all(ok for ok, _ in vals):
+                pick = all if isinstance(node.op, ast.And) else any
+                return True, pick(v for _, v in vals)
+        return False, None
+
+    def _flatten(self, stmts):
+        """``stmts`` with every ``if`` on a closure constant replaced by the branch it takes."""
+        out = []
+        for s in stmts:
+            if isinstance(s, ast.If):
+                ok, v = self._static(s.test)
+                if ok:
+                    out.extend(self._flatten(s.body if v else s.orelse))
+                    continue
+                s = ast.If(test=s.test, body=self._flatten(s.body), orelse=self._flatten(s.orelse), lineno=s.lineno)
+            out.append(s)
+        return out
+
+    # --- expressions -------------------------------------------------------------------------
+
+    def literal(self, value) -> str:
+        # cast from the double literal, as NumPy casts a Python float to float32 (NEP 50)
+        return f"(({self.ctype}){float(value)!r})"
+
+    def expr(self, node) -> tuple[str, int]:
+        """(C text, precedence) of an expression."""
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+                self._fail(node, f"the literal {node.value!r}")
+            return self.literal(node.value), _ATOM
+        if isinstance(node, ast.Name):
+            if node.id in self.consts:
+                v = self.consts[node.id]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    self._fail(node, f"the closure value {node.id!r} = {v!r} inside an expression")
+                return self.literal(v), _ATOM
+            if node.id not in self.params and node.id not in self.assigned:
+                self._fail(node, f"the global or undefined name {node.id!r}")
+            return _mangle(node.id), _ATOM
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            text, prec = self.expr(node.operand)
+            if prec < _ATOM or text.startswith("-"):
+                text = f"({text})"  # also keeps "- -x" from becoming the decrement "--x"
+            return f"-{text}", _UNARY
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            op, prec = _BINOPS[type(node.op)]
+            (lt, lp), (rt, rp) = self.expr(node.left), self.expr(node.right)
+            # floating point is not associative: a right operand of equal precedence keeps its parentheses
+            lt = f"({lt})" if lp < prec else lt
+            rt = f"({rt})" if rp <= prec else rt
+            return f"{lt} {op} {rt}", prec
+        if isinstance(node, ast.Compare):
+            if len(node.ops) != 1 or type(node.ops[0]) not in _CMPOPS:
+                self._fail(node, "a chained comparison or a comparison other than == != < <= > >=")
+            (lt, lp), (rt, rp) = self.expr(node.left), self.expr(node.comparators[0])
+            lt = f"({lt})" if lp <= _CMP else lt
+            rt = f"({rt})" if rp <= _CMP else rt
+            return f"{lt} {_CMPOPS[type(node.ops[0])]} {rt}", _CMP
+        if isinstance(node, ast.IfExp):
+            ok, v = self._static(node.test)
+            if ok:
+                return self.expr(node.body if v else node.orelse)
+            parts = [self.expr(x) for x in (node.test, node.body, node.orelse)]
+            c, a, b = (f"({t})" if p <= _COND else t for t, p in parts)
+            return f"{c} ? {a} : {b}", _COND
+        if isinstance(node, ast.Call):
+            return self.call(node), _ATOM
+        self._fail(node, f"the expression {type(node).__name__} ({ast.unparse(node)!r})")
+
+    def call(self, node) -> str:
+        f = self.consts.get(node.func.id) if isinstance(node.func, ast.Name) else None
+        if not isinstance(f, _Intrinsic) or node.keywords:
+            self._fail(node, f"the call {ast.unparse(node)!r} (only sqrt(x) and maximum(a, b))")
+        args = [self.expr(a) for a in node.args]
+        if len(args) != (1 if f is SQRT else 2):
+            self._fail(node, f"{f.name} with {len(args)} arguments")
+        if f is SQRT:
+            return f"{self.sqrt}({args[0][0]})"
+        # np.maximum propagates NaN where fmax would drop it; this ternary does too
+        a, b = (t if p == _ATOM else f"({t})" for t, p in args)
+        return f"(({a} != {a} || {a} > {b}) ? {a} : {b})"
+
+    # --- statements --------------------------------------------------------------------------
+
+    def _assigned_in(self, stmts) -> list:
+        names = []
+        for s in stmts:
+            if isinstance(s, ast.Assign):
+                names += [t.id for t in s.targets if isinstance(t, ast.Name)]
+            elif isinstance(s, ast.If):
+                names += self._assigned_in(s.body) + self._assigned_in(s.orelse)
+        return list(dict.fromkeys(names))
+
+    def stmts(self, stmts, indent: str) -> list:
+        lines = []
+        for s in stmts:
+            if isinstance(s, ast.Assign):
+                if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
+                    self._fail(s, "an assignment to anything but one plain name")
+                name = s.targets[0].id
+                if name in self.hypers:
+                    # a grid-stride thread runs the body for several i: the change would leak into the next
+                    self._fail(s, f"an assignment to the hyper parameter {name!r}")
+                value = self.expr(s.value)[0]
+                decl = "" if name in self.declared else f"{self.ctype} "
+                self.declared.add(name)
+                self.assigned.add(name)
+                lines.append(f"{indent}{decl}{_mangle(name)} = {value};")
+            elif isinstance(s, ast.If):
+                new = [n for n in self._assigned_in([s]) if n not in self.declared]
+                if new:
+                    lines.append(f"{indent}{self.ctype} {', '.join(map(_mangle, new))};")
+                    self.declared.update(new)
+                lines.append(f"{indent}if ({self.expr(s.test)[0]}) {{")
+                lines += self.stmts(s.body, indent + "  ")
+                if s.orelse:
+                    lines.append(f"{indent}}} else {{")
+                    lines += self.stmts(s.orelse, indent + "  ")
+                lines.append(f"{indent}}}")
+            elif isinstance(s, ast.Return):
+                self._fail(s, "a return before the end of the function or inside an if on a runtime value")
+            else:
+                self._fail(s, f"the statement {type(s).__name__}")
+        return lines
+
+    def body(self, indent: str) -> list:
+        """Load p[i], g[i] and the states, run the function's statements, store p and the kept states."""
+        stmts = self._flatten(self.fdef.body)
+        if stmts and isinstance(stmts[0], ast.Expr) and isinstance(stmts[0].value, ast.Constant) \
+                and isinstance(stmts[0].value.value, str):
+            stmts = stmts[1:]  # docstring
+        if not stmts or not isinstance(stmts[-1], ast.Return) or stmts[-1].value is None:
+            self._fail(self.fdef, "a function that does not end in `return p, *states`")
+        ret = stmts[-1].value
+        values = ret.elts if isinstance(ret, ast.Tuple) else [ret]
+        if len(values) != 1 + len(self.states):
+            self._fail(ret, f"a return of {len(values)} values (expected p and {len(self.states)} states)")
+        t = self.ctype
+        used = {n.id for s in stmts for n in ast.walk(s) if isinstance(n, ast.Name)}
+        # a state the variant does not keep is the constant 0, declared only where the body reads it
+        loads = [(s, "" if k is None else f"s{k}[i]") for s, k in zip(self.states, self.slots)]
+        loads = [(s, src or self.literal(0)) for s, src in loads if src or s in used]
+        self.declared = {*self.params[:2], *(s for s, _ in loads), *self.hypers}
+        self.assigned = set()
+        lines = [f"{indent}{t} {_mangle(self.params[0])} = p[i];", f"{indent}{t} {_mangle(self.params[1])} = g[i];"]
+        lines += [f"{indent}{t} {_mangle(s)} = {src};" for s, src in loads]
+        lines += self.stmts(stmts[:-1], indent)
+        outs = ["p"] + [None if k is None else f"s{k}" for k in self.slots]
+        lines += [f"{indent}{o}[i] = {self.expr(v)[0]};" for o, v in zip(outs, values) if o is not None]
+        return lines
+
+    def signature(self, name: str) -> str:
+        t = self.ctype
+        kept = sorted(k for k in self.slots if k is not None)
+        args = [f"{t}* p", f"const {t}* g", *[f"{t}* s{k}" for k in kept], "long long n",
+                *[f"{t} {_mangle(h)}" for h in self.hypers]]
+        return f"void {name}({', '.join(args)})"
+
+
+def kernel_name(rule_name: str, flags: tuple, dtype) -> str:
+    """The variant's entry point, e.g. ``bpg_adam_100_f32`` (flags as bits)."""
+    bits = "".join("1" if f else "0" for f in flags) or "x"
+    return f"bpg_{rule_name}_{bits}_{_CTYPES[_dtype(dtype)][1]}"
+
+
+def _dtype(dtype) -> str:
+    name = np.dtype(dtype).name
+    if name not in _CTYPES:
+        raise TypeError(f"the generated CUDA C optimizer kernels support float32 and float64, not {name}")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def _source(rule_name: str, flags: tuple, dtype: str, host: bool) -> tuple[str, str]:
+    tr = _Translator(rule_name, flags, dtype)
+    name = kernel_name(rule_name, flags, dtype)
+    head = f"// {rule_name}, flags {flags}, {dtype}: generated by backprop_gpu.array.optim.cuda_source from " \
+           f"rules.{type(tr.rule).__name__}.math\n"
+    if host:
+        text = head + f"#include <math.h>\n{tr.signature(name)} {{\n  {_HOST_LOOP} {{\n"
+    else:
+        text = head + f'extern "C" __global__ {tr.signature(name)} {{\n  {_DEVICE_LOOP} {{\n'
+    return name, text + "\n".join(tr.body("    ")) + "\n  }\n}\n"
+
+
+def kernel_source(rule_name: str, flags: tuple, dtype) -> tuple[str, str]:
+    """``(name, source)``: one ``extern "C" __global__`` grid-stride kernel for the variant, for NVRTC."""
+    return _source(rule_name, tuple(bool(f) for f in flags), _dtype(dtype), False)
+
+
+def host_source(rule_name: str, flags: tuple, dtype) -> tuple[str, str]:
+    """``(name, source)``: the same translated body in a C99 function looping over ``i < n`` (for tests)."""
+    return _source(rule_name, tuple(bool(f) for f in flags), _dtype(dtype), True)

@@ -1,0 +1,76 @@
+"""CuPy target: CUDA C generated from the rules (:mod:`.cuda_source`), compiled by NVRTC.
+
+Each variant and dtype is its own ``extern "C"`` kernel taking ``p, g``, the
+states the variant keeps, ``n`` and the rule's hypers; one grid-stride launch
+covers a whole flat buffer. Kernels are compiled on first use for each device
+(then cached here and in CuPy's on-disk kernel cache). Nothing here touches
+CuPy at import time, so this module imports on machines without CuPy or a GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import rules
+from .cuda_source import kernel_source
+
+THREADS = 256
+OPTIONS = ("--std=c++14",)
+
+_kernels: dict = {}
+_sm_count: dict = {}
+
+
+def _cupy():
+    """The ``cupy`` module, or a RuntimeError saying why the cupy target cannot run here."""
+    try:
+        import cupy
+    except ImportError as e:
+        raise RuntimeError("the cupy optimizer kernels need CuPy (pip install 'backprop_gpu[gpu]')") from e
+    if not cupy.is_available():
+        raise RuntimeError("the cupy optimizer kernels need a CUDA GPU and driver; cupy.is_available() is False")
+    return cupy
+
+
+def _kernel(cupy, rule_name, flags, dtype, device):
+    key = (rule_name, flags, dtype.str, device.id)
+    k = _kernels.get(key)
+    if k is None:
+        name, src = kernel_source(rule_name, flags, dtype)
+        k = _kernels[key] = cupy.RawKernel(src, name, options=OPTIONS)
+    return k
+
+
+def _blocks(n, device):
+    """ceil(n / THREADS) blocks, at most 32 per SM of ``device``."""
+    sms = _sm_count.get(device.id)
+    if sms is None:
+        sms = _sm_count[device.id] = device.attributes["MultiProcessorCount"]
+    return max(1, min((n + THREADS - 1) // THREADS, 32 * sms))
+
+
+def build(rule_name, flags, dtype):
+    """``kernel(p, g, states, hypers)`` on CuPy arrays: one grid-stride launch on ``p``'s device, current stream.
+
+    ``states`` are the variant's kept states (``rules.get(rule_name).state_names(flags)`` order) and
+    ``hypers`` the rule's ``hyper_names`` values as Python numbers, cast here to ``dtype``.
+    Raises RuntimeError without CuPy or a GPU, TypeError for a dtype other than float32/float64.
+    """
+    dtype = np.dtype(dtype)
+    flags = tuple(flags)
+    kernel_source(rule_name, flags, dtype)  # fail here, not at the first step, on a bad rule or dtype
+    cupy = _cupy()
+    rule = rules.get(rule_name)
+    n_states, n_hypers = len(rule.state_names(flags)), len(rule.hyper_names)
+    t = dtype.type
+
+    def kernel(p, g, states, hypers):
+        # a raw launch does not check its arguments: a wrong count or dtype would corrupt memory
+        if len(states) != n_states or len(hypers) != n_hypers or p.dtype != dtype:
+            raise ValueError(f"{rule_name} kernel for {dtype}: got {len(states)} states, {len(hypers)} hypers and "
+                             f"a {p.dtype} p; expected {n_states}, {n_hypers} and {dtype}")
+        dev = p.device
+        fn = _kernel(cupy, rule_name, flags, dtype, dev)
+        n = p.size
+        with dev:
+            fn((_blocks(n, dev),), (THREADS,), (p, g, *states, np.int64(n), *[t(h) for h in hypers]))
+    return kernel
