@@ -211,15 +211,16 @@ def _n_reduced(shape, axis):
 REDUCTIONS = {
     "sum": (bg.sum, np.sum),
     "mean": (bg.mean, np.mean),
-    "max": (bg.max, np.max),
-    "min": (bg.min, np.min),
+    "amax": (bg.amax, np.max),
+    "amin": (bg.amin, np.min),
     "var": (bg.var, lambda x, axis, keepdims: np.var(x, axis=axis, keepdims=keepdims, ddof=1)),
     "std": (bg.std, lambda x, axis, keepdims: np.std(x, axis=axis, keepdims=keepdims, ddof=1)),
     "var_correction0": (lambda x, axis, keepdims: bg.var(x, axis=axis, keepdims=keepdims, correction=0), np.var),
     "std_correction0": (lambda x, axis, keepdims: bg.std(x, axis=axis, keepdims=keepdims, correction=0), np.std),
     "logsumexp": (bg.logsumexp, scipy.special.logsumexp),
     "sum_method": (lambda x, axis, keepdims: x.sum(axis, keepdims), np.sum),
-    "max_method": (lambda x, axis, keepdims: x.max(axis=axis, keepdims=keepdims), np.max),
+    "amax_method": (lambda x, axis, keepdims: x.amax(axis=axis, keepdims=keepdims), np.max),
+    "sum_dim": (lambda x, axis, keepdims: x.sum(dim=axis, keepdim=keepdims), np.sum),
 }
 
 
@@ -236,8 +237,6 @@ def test_reductions(backend, name, case, seed):
         with pytest.raises(ValueError, match="correction"):
             fn(x64(backend, x), axis=axis, keepdims=keepdims)
         return
-    if name.startswith("std") and n == 1:
-        return  # the std of one element is sqrt(0): not differentiable (NaN, as in PyTorch)
     check(backend, lambda t: fn(t, axis=axis, keepdims=keepdims), lambda a: ref(a, axis=axis, keepdims=keepdims),
           x, rtol=1e-9)
 
@@ -254,11 +253,65 @@ def test_max_min_ties_share_the_gradient(backend):
     x.max().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[0, 0, 0, 0], [0, 0, 0, 1]])
     x.grad = None
-    x.max(axis=1).sum().backward()
+    x.amax(axis=1).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[0, 0.5, 0.5, 0], [0, 0, 0, 1]])
     x.grad = None
-    x.min(axis=1, keepdims=True).sum().backward()
+    x.amin(dim=1, keepdim=True).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[1, 0, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0]])
+
+
+def test_max_along_a_dim_is_values_and_indices_as_in_pytorch(backend):
+    """``_, pred = out.max(1)`` is PyTorch's argmax idiom: with NumPy's max it unpacked values."""
+    x = x64(backend, [[1.0, 3.0, 3.0, 2.0], [0.0, 0.0, 0.0, 5.0]])
+    values, pred = x.max(1)
+    assert isinstance(x.max(1), bg.return_types.max)
+    np.testing.assert_array_equal(pred.numpy(), [1, 3])
+    assert pred.dtype == np.int64 and not pred.requires_grad
+    np.testing.assert_array_equal(values.numpy(), [3, 5])
+    values.sum().backward()  # all of the gradient to the first maximum, as PyTorch does along a dim
+    np.testing.assert_array_equal(x.grad.numpy(), [[0, 1, 0, 0], [0, 0, 0, 1]])
+    r = bg.min(x, dim=0, keepdim=True)
+    assert r.values.shape == r.indices.shape == (1, 4)
+    np.testing.assert_array_equal(r.indices.numpy(), [[1, 1, 1, 0]])
+    np.testing.assert_array_equal(x.max(axis=-1, keepdims=True).indices.numpy(), [[1], [3]])
+    np.testing.assert_array_equal(x.max(x64(backend, 2.5, grad=False)).numpy(), [[2.5, 3, 3, 2.5], [2.5] * 3 + [5]])
+    v, i = x64(backend, 4.0).max(0)
+    assert v.item() == 4.0 and i.item() == 0 and i.shape == ()
+    with pytest.raises(TypeError, match="one int dimension"):
+        x.max(dim=(0, 1))
+    with pytest.raises(TypeError, match="both dim=1 and axis=1"):
+        x.max(dim=1, axis=1)
+    with pytest.raises(IndexError, match="out of range"):
+        x.max(2)
+    with pytest.raises(IndexError, match="size 0"):
+        bg.zeros(2, 0, device=backend).max(1)
+
+
+def test_max_min_along_a_dim_match_torch(backend):
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(5).integers(0, 3, (4, 5, 3)).astype(np.float64)  # many ties
+    for name in ("max", "min"):
+        for dim, keep in ((0, False), (1, True), (-1, False)):
+            x, tx = x64(backend, a), torch.tensor(a, requires_grad=True)
+            ours, theirs = getattr(x, name)(dim, keep), getattr(tx, name)(dim, keep)
+            np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices.numpy())
+            w = np.random.default_rng(dim + 2).standard_normal(theirs.values.shape)
+            (ours.values * x64(backend, w, grad=False)).sum().backward()
+            (theirs.values * torch.tensor(w)).sum().backward()
+            np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+def test_std_of_a_constant_has_zero_gradient_as_in_pytorch(backend):
+    x = x64(backend, [[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]])
+    x.std(dim=1).sum().backward()
+    g = x.grad.numpy()
+    np.testing.assert_array_equal(g[0], [0, 0, 0])  # was NaN: 0 / sqrt(0)
+    assert np.all(np.isfinite(g[1])) and np.all(g[1] != 0)
+    y = x64(backend, [3.0, 3.0])
+    (gy,) = bg.grad(y.std(), y, create_graph=True)
+    np.testing.assert_array_equal(gy.numpy(), [0, 0])
+    gy.sum().backward()
+    assert np.all(np.isfinite(y.grad.numpy()))
 
 
 @SETTINGS
@@ -545,7 +598,8 @@ ALL_OPS = {
     "where": _c(lambda a, b: bg.where(bg.tensor(_WHERE_COND, device=a.backend), a, b), [(2, 3), (3,)], True),
     "sum": _c(lambda x: x.sum(axis=1), [(2, 3)], True),
     "mean": _c(lambda x: x.mean(axis=(0, 2), keepdims=True), [(2, 3, 2)], True),
-    "max": _c(lambda x: x.max(axis=0), [(3, 2)], True),
+    "max": _c(lambda x: x.max(axis=0).values, [(3, 2)], True),
+    "amax": _c(lambda x: x.amax(axis=0), [(3, 2)], True),
     "min": _c(lambda x: bg.min(x), [(3, 2)], True),
     "var": _c(lambda x: x.var(axis=1), [(2, 3)]),
     "std": _c(lambda x: x.std(axis=-1, keepdims=True), [(2, 3)]),

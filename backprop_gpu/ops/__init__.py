@@ -14,6 +14,7 @@ from ..tape import engine
 from ..tape.op import DeviceMismatchError, Op, apply  # noqa: F401 - for ops defined outside this package
 from ..tape.tensor import Tensor
 from . import elementwise as _elementwise
+from . import return_types
 from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
 from .creation import arange, empty, from_numpy, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .elementwise import (abs, add, astype, clip, clone, divide, equal, erf, exp, gelu, greater, greater_equal,
@@ -24,7 +25,7 @@ from .joining import cat, concatenate, pad, split, stack
 from .linalg import matmul
 from .normalization import batch_norm_backward
 from .recorded import relu_backward, relu_backward_colsum
-from .reductions import argmax, argmin, logsumexp, max, mean, min, std, sum, var
+from .reductions import amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, permute, reshape, squeeze,
                     swapaxes, transpose, unsqueeze)
 from .softmax import log_softmax, softmax
@@ -57,8 +58,8 @@ METHODS = {
     "add": add, "sub": subtract, "mul": multiply, "div": divide, "to": to, "clone": clone,
 }
 for _f in (exp, log, sqrt, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, softplus, gelu, sum, mean, max, min,
-           var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand, squeeze,
-           softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum):
+           amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
+           squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum):
     METHODS.setdefault(_f.__name__, _f)
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)
@@ -67,7 +68,7 @@ engine.register_graph_namespace(sys.modules[__name__])
 
 __all__ = sorted(set(_elementwise.__all__) | {
     "tensor", "zeros", "ones", "zeros_like", "ones_like", "full", "empty", "arange", "rand", "randn", "from_numpy",
-    "cat", "concatenate", "pad", "split", "stack", "matmul", "argmax", "argmin", "logsumexp", "max", "mean",
-    "min", "std", "sum", "var", "broadcast_to", "expand", "expand_dims", "flatten", "permute", "reshape",
+    "cat", "concatenate", "pad", "split", "stack", "matmul", "amax", "amin", "argmax", "argmin", "return_types",
+    "logsumexp", "max", "mean", "min", "std", "sum", "var", "broadcast_to", "expand", "expand_dims", "flatten", "permute", "reshape",
     "squeeze", "swapaxes", "transpose", "unsqueeze", "log_softmax", "softmax", "to", "one_hot", "conv2d",
     "max_pool2d", "avg_pool2d"})

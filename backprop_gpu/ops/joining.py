@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numbers
 
-from ..tape.op import DeviceMismatchError, Op, apply, normalize_axis
+from ..tape.op import DeviceMismatchError, Op, alias, apply, normalize_axis
 
 
 class Concatenate(Op):
@@ -52,8 +52,9 @@ def _check_same(tensors, what, axis):
             raise DeviceMismatchError(f"{what}: tensors on different devices: {dev} and {t.device}")
 
 
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis."""
+def concatenate(tensors, dim=None, *, axis=None):
+    """Join tensors along an existing dimension (``dim``, or NumPy's ``axis``; default 0)."""
+    axis = alias("cat", dim, "dim", axis, "axis", 0)
     tensors = list(tensors)
     _check_same(tensors, "concatenate", axis)
     ax = normalize_axis(axis, tensors[0].ndim)[0]
@@ -67,8 +68,9 @@ def concatenate(tensors, axis=0):
 cat = concatenate
 
 
-def stack(tensors, axis=0):
-    """Join same-shaped tensors along a new axis."""
+def stack(tensors, dim=None, *, axis=None):
+    """Join same-shaped tensors along a new dimension (``dim``, or NumPy's ``axis``; default 0)."""
+    axis = alias("stack", dim, "dim", axis, "axis", 0)
     tensors = list(tensors)
     _check_same(tensors, "stack", axis)
     shapes = {t.shape for t in tensors}

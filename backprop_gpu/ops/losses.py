@@ -83,7 +83,7 @@ class CrossEntropy(Op):
     @staticmethod
     def vjp(F, g, out, x, t, reduction, ignore, ls, count, needs):
         n, c = x.shape
-        e = F.exp(x - F.max(x, axis=1, keepdims=True))
+        e = F.exp(x - F.amax(x, axis=1, keepdims=True))
         p = e / F.sum(e, axis=1, keepdims=True)
         valid = F.reshape(t != ignore, (n, 1))
         target = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)

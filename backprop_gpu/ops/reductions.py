@@ -1,10 +1,13 @@
 """Reductions along axes, forward beside VJP."""
 from __future__ import annotations
 
+import numbers
+
 from ..tape.tensor import Tensor
-from ..tape.op import Op, apply, normalize_axis
-from .elementwise import exp, log, sqrt
-from .shape import squeeze
+from ..tape.op import Op, alias, apply, normalize_axis
+from . import return_types
+from .elementwise import exp, log, maximum, minimum
+from .shape import expand_dims, squeeze
 
 
 def _expand_to(F, g, x_shape, axis, keepdims):
@@ -90,28 +93,84 @@ def _reduce(op, x, axis, keepdims):
     return apply(op, x, axis=normalize_axis(axis, x.ndim), keepdims=bool(keepdims))
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
-    """Sum over ``axis`` (None: all axes; int or tuple)."""
+def _dims(what, dim, keepdim, axis, keepdims):
+    """PyTorch's ``dim``/``keepdim`` or NumPy's ``axis``/``keepdims``, as (axis, keepdims)."""
+    return alias(what, dim, "dim", axis, "axis"), bool(alias(what, keepdim, "keepdim", keepdims, "keepdims", False))
+
+
+def sum(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001 - PyTorch's name
+    """Sum over ``dim`` (None: all dimensions; int or tuple)."""
+    axis, keepdims = _dims("sum", dim, keepdim, axis, keepdims)
     if axis is None and not keepdims:
         return apply(SumAll, x)
     return _reduce(Sum, x, axis, keepdims)
 
 
-def mean(x, axis=None, keepdims=False):
-    """Mean over ``axis``."""
-    return _reduce(Mean, x, axis, keepdims)
+def mean(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Mean over ``dim``."""
+    return _reduce(Mean, x, *_dims("mean", dim, keepdim, axis, keepdims))
 
 
-def max(x, axis=None, keepdims=False):  # noqa: A001
-    """Maximum over ``axis``; ties share the gradient equally."""
-    _nonempty(x, "max")
-    return _reduce(Max, x, axis, keepdims)
+def amax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Maximum over ``dim`` (int or tuple; None: all); ties share the gradient equally, as in PyTorch."""
+    _nonempty(x, "amax")
+    return _reduce(Max, x, *_dims("amax", dim, keepdim, axis, keepdims))
 
 
-def min(x, axis=None, keepdims=False):  # noqa: A001
-    """Minimum over ``axis``; ties share the gradient equally."""
-    _nonempty(x, "min")
-    return _reduce(Min, x, axis, keepdims)
+def amin(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Minimum over ``dim`` (int or tuple; None: all); ties share the gradient equally."""
+    _nonempty(x, "amin")
+    return _reduce(Min, x, *_dims("amin", dim, keepdim, axis, keepdims))
+
+
+def _extreme_along(what, x, dim, keepdims, arg):
+    """PyTorch's ``max(x, dim)``: the first extreme's index along ``dim``, and the values
+    there as ``x[index]``, so the gradient goes to that one entry (not split among ties)."""
+    if not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{what}(dim=...) takes one int dimension, got {dim!r}; amax/amin reduce over several")
+    (d,) = normalize_axis(dim, x.ndim)
+    if x.ndim and x.shape[d] == 0:
+        raise IndexError(f"{what}(): cannot reduce dimension {dim} of size 0 (shape {x.shape})")
+    xp = x.backend.xp
+    if x.ndim == 0:
+        return getattr(return_types, what)(x.clone(), Tensor._make(xp.zeros((), dtype=xp.int64), x.backend))
+    idx = arg(x.array, axis=d)
+    # x[i_0, .., idx, .., i_last] with the other indices as broadcasting aranges
+    shape = [n for i, n in enumerate(x.shape) if i != d]
+    key = []
+    for i, n in enumerate(x.shape):
+        if i == d:
+            key.append(idx)
+        else:
+            j = i - (i > d)
+            key.append(xp.arange(n).reshape([n if k == j else 1 for k in range(len(shape))]))
+    values = x[tuple(key)]
+    if keepdims:
+        values, idx = expand_dims(values, d), xp.expand_dims(idx, d)
+    return getattr(return_types, what)(values, Tensor._make(idx.astype(xp.int64, copy=False), x.backend))
+
+
+def _max_or_min(what, reduce, pairwise, arg):
+    def f(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        axis, keepdims = _dims(what, dim, keepdim, axis, keepdims)
+        if isinstance(axis, Tensor):
+            return pairwise(x, axis)
+        if axis is None:
+            if keepdims:
+                raise TypeError(f"{what}() with keepdim=True needs a dim")
+            _nonempty(x, what)
+            return reduce(x)
+        return _extreme_along(what, x, axis, keepdims, arg)
+    return f
+
+
+max = _max_or_min("max", amax, maximum, lambda a, axis: a.argmax(axis=axis))
+max.__doc__ = """PyTorch's ``max``: ``max(x)`` is the largest element (ties share the gradient);
+    ``max(x, dim, keepdim=False)`` is the named tuple ``(values, indices)`` along ``dim``, the
+    first maximum's index; ``max(x, other)`` is :func:`maximum`."""
+min = _max_or_min("min", amin, minimum, lambda a, axis: a.argmin(axis=axis))
+min.__doc__ = """PyTorch's ``min``: as :func:`max`, for the smallest element."""
+max.__name__, min.__name__ = "max", "min"
 
 
 def _nonempty(x, what):
@@ -119,20 +178,48 @@ def _nonempty(x, what):
         raise ValueError(f"{what} of an empty tensor of shape {x.shape}")
 
 
-def argmax(x, axis=None, keepdims=False):
-    """Index of the maximum (int64, not differentiable)."""
+def argmax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Index of the first maximum along ``dim`` (None: of the flattened tensor); int64, not differentiable."""
+    axis, keepdims = _dims("argmax", dim, keepdim, axis, keepdims)
     _nonempty(x, "argmax")
     return apply(Argmax, x, axis=axis, keepdims=keepdims)
 
 
-def argmin(x, axis=None, keepdims=False):
-    """Index of the minimum (int64, not differentiable)."""
+def argmin(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """Index of the first minimum along ``dim``; int64, not differentiable."""
+    axis, keepdims = _dims("argmin", dim, keepdim, axis, keepdims)
     _nonempty(x, "argmin")
     return apply(Argmin, x, axis=axis, keepdims=keepdims)
 
 
-def var(x, axis=None, keepdims=False, correction=1):
-    """Variance with ``correction`` (Bessel's, 1, by default as in PyTorch; 0 for NumPy's)."""
+class Std(Op):
+    """sqrt of a variance, whose gradient is 0 where the variance is 0 (a constant input), as in PyTorch."""
+    name = "std"
+    saves = ("out",)
+    forward = staticmethod(lambda F, v: F.sqrt(v))
+
+    @staticmethod
+    def vjp(F, g, out, v, needs):
+        zero = out == 0
+        return (F.where(zero, 0, g / (2 * F.where(zero, 1, out))),)
+
+
+def _correction(what, correction, unbiased):
+    if unbiased is not None:
+        if correction is not None:
+            raise TypeError(f"{what}() got both unbiased and correction; pass one")
+        return 1 if unbiased else 0
+    return 1 if correction is None else correction
+
+
+def var(x, dim=None, unbiased=None, keepdim=None, *, correction=None, axis=None, keepdims=None):
+    """Variance over ``dim`` with ``correction`` (Bessel's, 1, by default as in PyTorch; 0 for NumPy's).
+
+    ``unbiased=False`` is ``correction=0``."""
+    if unbiased is not None and not isinstance(unbiased, bool):
+        raise TypeError(f"var(): unbiased must be a bool, got {unbiased!r}")
+    axis, keepdims = _dims("var", dim, keepdim, axis, keepdims)
+    correction = _correction("var", correction, unbiased)
     axes = normalize_axis(axis, x.ndim)
     n = 1
     for a in axes:
@@ -143,13 +230,14 @@ def var(x, axis=None, keepdims=False, correction=1):
     return sum(d * d, axis=axes, keepdims=keepdims) / (n - correction)
 
 
-def std(x, axis=None, keepdims=False, correction=1):
-    """Standard deviation, sqrt(var)."""
-    return sqrt(var(x, axis=axis, keepdims=keepdims, correction=correction))
+def std(x, dim=None, unbiased=None, keepdim=None, *, correction=None, axis=None, keepdims=None):
+    """Standard deviation, sqrt(var); its gradient at a constant input is 0, as in PyTorch."""
+    return apply(Std, var(x, dim, unbiased, keepdim, correction=correction, axis=axis, keepdims=keepdims))
 
 
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) along ``axis``, shifted by the max so it never overflows."""
+def logsumexp(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """log(sum(exp(x))) along ``dim``, shifted by the max so it never overflows."""
+    axis, keepdims = _dims("logsumexp", dim, keepdim, axis, keepdims)
     axes = normalize_axis(axis, x.ndim)
     _nonempty(x, "logsumexp")
     # The shift is a constant (its gradient cancels), so it is taken on the arrays, unrecorded.
@@ -161,3 +249,4 @@ def logsumexp(x, axis=None, keepdims=False):
     if not keepdims:
         out = squeeze(out, axis=axes)
     return out
+

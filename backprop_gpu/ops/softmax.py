@@ -1,7 +1,7 @@
 """Numerically stable softmax and log-softmax, forward beside VJP."""
 from __future__ import annotations
 
-from ..tape.op import Op, apply, normalize_axis
+from ..tape.op import Op, alias, apply, normalize_axis
 
 
 class Softmax(Op):
@@ -10,7 +10,7 @@ class Softmax(Op):
 
     @staticmethod
     def forward(F, x, axis):
-        e = F.exp(x - F.max(x, axis=axis, keepdims=True))
+        e = F.exp(x - F.amax(x, axis=axis, keepdims=True))
         e /= F.sum(e, axis=axis, keepdims=True)
         return e
 
@@ -25,7 +25,7 @@ class LogSoftmax(Op):
 
     @staticmethod
     def forward(F, x, axis):
-        s = x - F.max(x, axis=axis, keepdims=True)
+        s = x - F.amax(x, axis=axis, keepdims=True)
         return s - F.log(F.sum(F.exp(s), axis=axis, keepdims=True))
 
     @staticmethod
@@ -33,11 +33,13 @@ class LogSoftmax(Op):
         return (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),)
 
 
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along ``axis``, shifted by the max for stability."""
+def softmax(x, dim=None, *, axis=None):
+    """exp(x) / sum(exp(x)) along ``dim`` (or ``axis``; default the last), shifted by the max for stability."""
+    axis = alias("softmax", dim, "dim", axis, "axis", -1)
     return apply(Softmax, x, axis=normalize_axis(axis, x.ndim)[0])
 
 
-def log_softmax(x, axis=-1):
-    """x - logsumexp(x) along ``axis``, stable for large inputs."""
+def log_softmax(x, dim=None, *, axis=None):
+    """x - logsumexp(x) along ``dim`` (or ``axis``; default the last), stable for large inputs."""
+    axis = alias("log_softmax", dim, "dim", axis, "axis", -1)
     return apply(LogSoftmax, x, axis=normalize_axis(axis, x.ndim)[0])

@@ -218,5 +218,15 @@ def normalize_axis(axis, ndim):
     return tuple(sorted(out))
 
 
-__all__ = ["Op", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view",
+def alias(what: str, torch_value, torch_name: str, numpy_value, numpy_name: str, default=None):
+    """One of PyTorch's ``dim``/``keepdim`` or NumPy's ``axis``/``keepdims`` spellings; both is an error."""
+    if numpy_value is None:
+        return default if torch_value is None else torch_value
+    if torch_value is not None:
+        raise TypeError(f"{what}() got both {torch_name}={torch_value!r} and {numpy_name}={numpy_value!r}; "
+                        f"pass one")
+    return numpy_value
+
+
+__all__ = ["Op", "alias", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view",
            "DeviceMismatchError"]

@@ -1,0 +1,21 @@
+"""Named tuples returned by reductions along a dimension, as ``torch.return_types``."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..tape.tensor import Tensor
+
+
+class max(NamedTuple):  # noqa: A001, N801 - PyTorch's names
+    """``(values, indices)`` of ``max(x, dim)``."""
+    values: Tensor
+    indices: Tensor
+
+
+class min(NamedTuple):  # noqa: A001, N801
+    """``(values, indices)`` of ``min(x, dim)``."""
+    values: Tensor
+    indices: Tensor
+
+
+__all__ = ["max", "min"]
