@@ -205,6 +205,39 @@ def test_kernel_matches_float64_reference(target, dtype, name, group):
         assert rel_err(a, b) <= tol["state"]
 
 
+@pytest.mark.parametrize("target", _targets())
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,group", CASES)
+def test_masked_kernel_updates_only_the_masked_elements(target, dtype, name, group):
+    """The masked form (parameters without a gradient are skipped, as torch.optim skips them):
+    unmasked elements and their states keep their bits; masked ones step as the plain kernel does."""
+    n = 100 if target == "numba-cuda" else 1000
+    rule, dt = rules.get(name), np.dtype(dtype)
+    flags = rule.flags(group)
+    rng = np.random.default_rng(zlib.crc32(f"mask{name}{sorted(group.items())}".encode()))
+    p0 = rng.standard_normal(n).astype(dt)
+    init = [np.full(n, fill, dt) for _, fill in rule.state_init(flags, group)]
+    mask = (rng.random(n) < 0.5).astype(np.uint8)
+    grads = [rng.standard_normal(n).astype(dt) for _ in range(5)]
+    to_dev, to_host = _transfers(target)
+    runs = []
+    for masked in (False, True):
+        p, states = to_dev(p0.copy()), tuple(to_dev(s.copy()) for s in init)
+        kernel = get_kernel(target, name, flags, dt, masked)
+        for step, g in enumerate(grads, start=1):
+            hypers = tuple(dt.type(h) for h in rule.hypers(group, step, flags))
+            kernel(p, to_dev(g), states, hypers, *([to_dev(mask)] if masked else []))
+        runs.append((to_host(p), [to_host(s) for s in states]))
+    (plain_p, plain_s), (p, s) = runs
+    on, off = mask == 1, mask == 0
+    np.testing.assert_array_equal(p[off], p0[off])
+    for a, a0 in zip(s, init):
+        np.testing.assert_array_equal(a[off], a0[off])
+    assert rel_err(p[on], plain_p[on]) <= TOL[dtype]["p"] and np.any(p[on] != p0[on])
+    for a, b in zip(s, plain_s):
+        assert rel_err(a[on], b[on]) <= TOL[dtype]["state"]
+
+
 # --- the rule descriptions ---------------------------------------------------------------
 
 @pytest.mark.parametrize("name,group", CASES)
@@ -442,9 +475,9 @@ import json, re, sys
 from backprop_gpu.array.optim.numba_cuda import compile_ptx_check
 done = 0
 for name, flags in json.loads(sys.argv[1]):
-    for dtype in ("float32", "float64"):
-        ptx = compile_ptx_check(name, tuple(flags), dtype)
-        assert ".visible .entry" in ptx, (name, flags, dtype)
+    for dtype, masked in ((d, m) for d in ("float32", "float64") for m in (False, True)):
+        ptx = compile_ptx_check(name, tuple(flags), dtype, masked=masked)
+        assert ".visible .entry" in ptx, (name, flags, dtype, masked)
         if dtype == "float32":  # hypers cast to float32: no double arithmetic sneaks in
             assert not re.search(r"\\.f64\\b", ptx), (name, flags)
         done += 1
@@ -461,7 +494,7 @@ def test_numba_cuda_kernels_compile_to_ptx():
     out = subprocess.run([sys.executable, "-c", _PTX_SCRIPT, json.dumps(cases)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert int(out.stdout.strip()) == 2 * len(cases)
+    assert int(out.stdout.strip()) == 4 * len(cases)
 
 
 @pytest.mark.parametrize("name,group", [v for v in VARIANTS if v[0] in ("sgd", "adam", "rmsprop")][::3])

@@ -89,10 +89,13 @@ def test_backward_accumulates_into_the_flat_gradient_buffer():
     assert params[0].grad is None and params[1].grad is None  # PyTorch's default
     params[1].sum().backward()  # written straight into its slot
     assert params[1].grad.array.base is flat.grad
-    opt.step()  # the slot of params[0], which got no gradient, is zeroed first
+    before = params[0].numpy().copy()
+    opt.step()  # the slot of params[0], which got no gradient, is zeroed; params[0] is skipped
     np.testing.assert_array_equal(flat.grad, [0, 0, 0, 1, 1, 1, 1])
-    opt.zero_grad(set_to_none=False)
-    assert not flat.grad.any() and params[0].grad is not None
+    assert params[0].grad is None
+    np.testing.assert_array_equal(params[0].numpy(), before)
+    opt.zero_grad(set_to_none=False)  # zeroes existing gradients; None stays None, as in PyTorch
+    assert not flat.grad.any() and params[0].grad is None and params[1].grad is not None
 
 
 def test_one_launch_per_param_group_and_dtype():
@@ -215,8 +218,9 @@ def test_bad_hyperparameters(cls, kwargs, match):
 def test_bad_params():
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.SGD([], lr=0.1)
-    with pytest.raises(ValueError, match="not a leaf requiring grad"):
-        optim.SGD([bg.zeros(3)], lr=0.1)
+    with pytest.raises(ValueError, match="non-leaf"):
+        optim.SGD([bg.zeros(3, requires_grad=True) * 2], lr=0.1)
+    optim.SGD([bg.zeros(3)], lr=0.1).step()  # a leaf not requiring grad is accepted (and skipped), as in torch
     with pytest.raises(TypeError, match="single tensor"):
         optim.SGD(bg.zeros(3, requires_grad=True), lr=0.1)
 
@@ -312,3 +316,86 @@ def test_gradients_written_into_flat_slots_equal_plain_gradients(backend):
         for p, e in zip(params, expected):
             assert p.grad.array.base is opt.flat_groups[0].grad
             np.testing.assert_allclose(p.grad.numpy(), e, rtol=1e-6, atol=1e-7)
+
+
+# --- parameters without a gradient are skipped, as torch.optim skips them ----------------------
+# Steps 0-1 all train; 2-3 p1 is frozen; at 4 p1 is unfrozen and p2 takes no part in the loss; 5 all.
+# From step 4 the parameters' step counts differ, so a step is one masked launch per count.
+_SKIP_SCHEDULE = [(True, True, True), (True, True, True), (True, False, True), (True, False, True),
+                  (True, True, False), (True, True, True)]
+_SKIP_LAUNCHES = [1, 1, 1, 1, 2, 3]
+
+
+def _skip_schedule_step(params, opt, weights, used):
+    """One step of the schedule, for bg or torch tensors alike."""
+    params[1].requires_grad_(used[1])
+    opt.zero_grad()
+    sum(((p - 1) ** 2 * w).sum() for p, w, u in zip(params, weights, used) if u).backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("name,variant", OPT_CASES)
+def test_parameters_without_a_gradient_are_skipped(backend, name, variant):
+    shapes = [(3, 4), (4,), (2, 3)]
+    params = make_params(backend, shapes, dtype="float64")
+    weights = [bg.tensor(np.random.default_rng(i).uniform(0.5, 2, s), device=backend) for i, s in enumerate(shapes)]
+    opt = build(name, variant, params, lr=0.05)
+    # the reference: each parameter alone in its own optimizer, stepped only when it has a gradient
+    alone = [bg.tensor(p.numpy(), device=backend, requires_grad=True) for p in params]
+    solo = [build(name, variant, [a], lr=0.05) for a in alone]
+    b = params[0].backend
+    for k, used in enumerate(_SKIP_SCHEDULE):
+        before = [p.numpy().copy() for p in params]
+        n0 = b.launch_count
+        _skip_schedule_step(params, opt, weights, used)
+        assert b.launch_count - n0 == _SKIP_LAUNCHES[k], k
+        for i, u in enumerate(used):
+            if u:
+                solo[i].zero_grad()
+                ((alone[i] - 1) ** 2 * weights[i]).sum().backward()
+                solo[i].step()
+            else:  # not moved, not decayed, and its .grad stays None
+                assert params[i].grad is None
+                np.testing.assert_array_equal(params[i].numpy(), before[i])
+        for p, a in zip(params, alone):
+            np.testing.assert_allclose(p.numpy(), a.numpy(), rtol=1e-13, atol=1e-15)
+    assert [st["step"] for st in opt.state_dict()["state"].values()] == [6, 4, 5]
+
+
+def test_skipped_parameters_match_torch_optim():
+    torch = pytest.importorskip("torch")
+    shapes = [(3, 4), (4,), (2, 3)]
+    weights = [np.random.default_rng(i).uniform(0.5, 2, s) for i, s in enumerate(shapes)]
+    for name, variant in OPT_CASES:
+        start = [p.numpy() for p in make_params("numpy", shapes, dtype="float64")]
+        ours = [bg.tensor(s, requires_grad=True) for s in start]
+        theirs = [torch.tensor(s, requires_grad=True) for s in start]
+        g = group_for(name, variant, lr=0.05)
+        opt = optim.OPTIMIZERS[name](ours, **g)
+        topt = getattr(torch.optim, type(opt).__name__)(theirs, **g)
+        for used in _SKIP_SCHEDULE:
+            _skip_schedule_step(ours, opt, [bg.tensor(w) for w in weights], used)
+            _skip_schedule_step(theirs, topt, [torch.tensor(w) for w in weights], used)
+        for a, t in zip(ours, theirs):
+            np.testing.assert_allclose(a.numpy(), t.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_load_state_dict_refuses_missing_moments_and_restores_per_parameter_steps():
+    params = make_params("numpy", [(3,), (2,)], dtype="float64")
+    opt = optim.Adam(params, lr=0.1)
+    for used in ((True, True), (True, False), (True, True)):
+        opt.zero_grad()
+        sum((p * p).sum() for p, u in zip(params, used) if u).backward()
+        opt.step()
+    sd = opt.state_dict()
+    assert [sd["state"][i]["step"] for i in (0, 1)] == [3, 2]
+    fresh = optim.Adam(make_params("numpy", [(3,), (2,)], dtype="float64"), lr=0.1)
+    fresh.load_state_dict(sd)
+    assert fresh.state_dict()["state"][1]["step"] == 2
+    np.testing.assert_array_equal(fresh.state_dict()["state"][1]["exp_avg"].numpy(), sd["state"][1]["exp_avg"].numpy())
+    del sd["state"][1]["exp_avg_sq"]
+    with pytest.raises(ValueError, match=r"parameter 1: state \['exp_avg_sq'\] missing after 2 step"):
+        fresh.load_state_dict(sd)
+    sd["state"][1]["step"] = -1
+    with pytest.raises(ValueError, match="step -1 is not a count"):
+        fresh.load_state_dict(sd)

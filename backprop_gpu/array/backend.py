@@ -90,10 +90,13 @@ class Backend:
         self.rng.bit_generator.state = state
 
     # -- fused optimizer kernels ------------------------------------------------
-    def fused_update(self, rule_name: str, flags: tuple, p, g, states: tuple, hypers: tuple) -> None:
-        """Apply optimizer rule ``rule_name`` in place, in one kernel launch."""
-        kernel = get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype)
-        kernel(p, g, states, hypers)
+    def fused_update(self, rule_name: str, flags: tuple, p, g, states: tuple, hypers: tuple, mask=None) -> None:
+        """Apply optimizer rule ``rule_name`` in place, in one kernel launch; with ``mask`` (uint8, as
+        long as ``p``, on this device) only to the elements where it is nonzero."""
+        if mask is None:
+            get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype)(p, g, states, hypers)
+        else:
+            get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype, True)(p, g, states, hypers, mask)
         self.launch_count += 1
 
     def __repr__(self):

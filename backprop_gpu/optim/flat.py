@@ -9,10 +9,11 @@ is flat too.
 
 Each parameter gets its slot of the flat gradient buffer as an attribute,
 ``p._grad_slot``. After ``zero_grad()`` gradients are ``None``, as in PyTorch;
-the tape's ``deliver`` writes the next gradient into the slot, and
-:meth:`FlatGroup.sync` zeroes the slots of parameters that got no gradient
-before a step. Nothing is registered globally: a slot lives and dies with its
-parameter.
+the tape's ``deliver`` writes the next gradient into the slot. A parameter
+whose ``.grad`` is still ``None`` at a step (it took no part in the loss, or
+is frozen) keeps ``None``; :meth:`FlatGroup.sync` zeroes its slot and
+:meth:`FlatGroup.has_grad` tells the optimizer to mask it out of the launch.
+Nothing is registered globally: a slot lives and dies with its parameter.
 
 Building a group rebinds each parameter's array to a view holding the same
 values, so a graph recorded before the optimizer was built still
@@ -24,6 +25,8 @@ the new values back into the buffer (same shape and device), or reports that
 the group must be rebuilt (new shape, dtype or device).
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ..tape.tensor import Tensor
 
@@ -95,18 +98,30 @@ class FlatGroup:
             if p.grad is not gt:
                 g = p.grad
                 if g is None:
-                    gt.array.fill(0)  # no gradient reached it: its slot of the step's buffer is zero
+                    gt.array.fill(0)  # no gradient: masked out of the step, and finite under the mask
                 else:
                     if tuple(g.shape) != tuple(view.shape):
                         raise RuntimeError(f"parameter {i} of shape {tuple(view.shape)} was given a gradient "
                                            f"of shape {g.shape}")
                     gt.array[...] = g.array if g.backend.device == self.backend.device else \
                         self.backend.asarray(g.numpy())
-                p.grad = gt
+                    p.grad = gt
             elif gt.array is not gview:  # someone assigned p.grad.data
                 gview[...] = gt.array
                 gt.array = gview
         return True
+
+    def has_grad(self) -> tuple:
+        """For each parameter, whether it has a gradient (after :meth:`sync`)."""
+        return tuple(p.grad is not None for p in self.params)
+
+    def element_mask(self, which) -> object:
+        """A uint8 array over the buffer, 1 on the parameters ``which`` selects (booleans per parameter)."""
+        host = np.zeros(self.numel, dtype=np.uint8)
+        for on, (lo, hi) in zip(which, self.offsets):
+            if on:
+                host[lo:hi] = 1
+        return self.backend.asarray(host)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset gradients: to ``None`` (the next backward then writes each one into
@@ -117,7 +132,8 @@ class FlatGroup:
         else:
             self.grad.fill(0)
 
-    def bump_versions(self) -> None:
-        """Mark every parameter as changed in place (an optimizer step just wrote them)."""
-        for p in self.params:
-            p._version[0] += 1
+    def bump_versions(self, which=None) -> None:
+        """Mark the parameters (all, or those ``which`` selects) as changed in place by a step."""
+        for i, p in enumerate(self.params):
+            if which is None or which[i]:
+                p._version[0] += 1

@@ -3,15 +3,18 @@
 Subclasses name a rule from :mod:`backprop_gpu.optim.rules` and validate
 their hyperparameters; the per-element math lives only in the rule.
 
-Where we differ from ``torch.optim`` (on purpose):
+Parameters are re-bound to views of one flat buffer per (group, device,
+dtype) when the optimizer is built, and their ``.grad`` to views of a flat
+gradient buffer (invisible to correct programs: values, shapes and in-place
+semantics are the parameters' own).
 
-* Parameters are re-bound to views of one flat buffer per (group, device,
-  dtype) when the optimizer is built, and their ``.grad`` to views of a flat
-  gradient buffer.
-* Each flat buffer is stepped as a whole and keeps one step count, so a
-  parameter whose gradient is ``None`` (it took no part in the loss) takes a
-  zero-gradient step with the rest of its buffer rather than being skipped:
-  with momentum or weight decay it still moves.
+As in ``torch.optim``, a parameter whose ``.grad`` is ``None`` at a step (it
+took no part in the loss, or was frozen with ``requires_grad_(False)``) is
+skipped: not moved, not decayed, its state and step count untouched. Each
+parameter keeps its own step count. A step is one launch per flat buffer
+when every parameter has a gradient; otherwise one masked launch per
+distinct step count among those that do (one, unless some were skipped
+before), never a loop over parameters.
 """
 from __future__ import annotations
 
@@ -31,13 +34,24 @@ log = logging.getLogger("backprop_gpu")
 class _Flat:
     """One flat buffer of a param group, with its optimizer state and step count."""
 
-    __slots__ = ("flat", "states", "step", "flags")
+    __slots__ = ("flat", "states", "steps", "flags", "masks")
 
     def __init__(self, flat: FlatGroup):
         self.flat = flat
         self.states: dict[str, object] = {}
-        self.step = 0
+        self.steps = np.zeros(len(flat.params), dtype=np.int64)  # per parameter, as torch.optim counts
         self.flags = None
+        self.masks: dict[bytes, object] = {}  # element masks on the device, by parameter selection
+
+    def mask(self, which: np.ndarray):
+        """The device mask selecting parameters ``which`` (cached: frozen sets rarely change)."""
+        key = which.tobytes()
+        m = self.masks.get(key)
+        if m is None:
+            if len(self.masks) >= 8:
+                self.masks.clear()
+            m = self.masks[key] = self.flat.element_mask(which)
+        return m
 
 
 class Optimizer:
@@ -73,8 +87,9 @@ class Optimizer:
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer params must be Tensors, got {type(p).__name__}")
-            if not p.requires_grad or not p.is_leaf:
-                raise ValueError(f"can't optimize a tensor of shape {p.shape} that is not a leaf requiring grad")
+            if not p.is_leaf:
+                raise ValueError(f"can't optimize a non-leaf tensor (shape {p.shape}); pass leaves, such as "
+                                 f"module parameters or tensors made with requires_grad=True")
             if id(p) in seen:
                 raise ValueError(f"a parameter of shape {p.shape} appears in more than one param group")
             seen.add(id(p))
@@ -131,7 +146,7 @@ class Optimizer:
                 f.flat.zero_grad(set_to_none)
 
     def step(self, closure=None):
-        """One update of every parameter: one fused kernel launch per flat buffer."""
+        """One update of every parameter that has a gradient (see the module docstring for the launches)."""
         loss = None
         if closure is not None:
             with enable_grad():
@@ -143,13 +158,22 @@ class Optimizer:
                 flags = rule.flags(group)
                 for f in self._flats[gi]:
                     self._ensure_state(f, rule, flags, group)
-                    f.step += 1
-                    dtype = f.flat.dtype.type
-                    hypers = tuple(dtype(h) for h in rule.hypers(group, f.step, flags))
-                    states = tuple(f.states[n] for n in rule.state_names(flags))
-                    f.flat.backend.fused_update(self.rule_name, flags, f.flat.data, f.flat.grad, states, hypers)
-                    f.flat.bump_versions()
+                    self._step_flat(f, rule, flags, group)
         return loss
+
+    def _step_flat(self, f: _Flat, rule, flags, group) -> None:
+        has = np.array(f.flat.has_grad())
+        if not has.any():
+            return
+        dtype = f.flat.dtype.type
+        states = tuple(f.states[n] for n in rule.state_names(flags))
+        for step in np.unique(f.steps[has]):
+            which = has & (f.steps == step)
+            hypers = tuple(dtype(h) for h in rule.hypers(group, int(step) + 1, flags))
+            mask = None if which.all() else f.mask(which)
+            f.flat.backend.fused_update(self.rule_name, flags, f.flat.data, f.flat.grad, states, hypers, mask)
+        f.steps[has] += 1
+        f.flat.bump_versions(None if has.all() else has)
 
     @staticmethod
     def _ensure_state(f: _Flat, rule, flags, group) -> None:
@@ -166,7 +190,7 @@ class Optimizer:
         out = {}
         for f in self._flats[gi]:
             for i, p in enumerate(f.flat.params):
-                st = {"step": f.step}
+                st = {"step": int(f.steps[i])}
                 for name, arr in f.states.items():
                     st[name] = Tensor._make(f.flat.slice_of(arr, i).copy(), f.flat.backend)
                 out[id(p)] = st
@@ -182,7 +206,7 @@ class Optimizer:
             self._sync(gi)
             ids = []
             for st in self._state_of_group(gi):
-                if st["step"] > 0 or len(st) > 1:
+                if st["step"] > 0:  # as torch.optim: a parameter never stepped has no state
                     state[idx] = st
                 ids.append(idx)
                 idx += 1
@@ -219,8 +243,17 @@ class Optimizer:
                 raise ValueError(f"param group {gi}: state_dict has {len(saved['params'])} parameters, "
                                  f"the optimizer has {len(mine['params'])}")
             per_param = []
+            need = _rules.get(self.rule_name).state_names(_rules.get(self.rule_name).flags(
+                {**mine, **{k: v for k, v in saved.items() if k != "params"}}))
             for idx, p in zip(saved["params"], mine["params"]):
                 st = state.get(idx, state.get(str(idx), {}))
+                step = st.get("step", 0)
+                if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+                    raise ValueError(f"param group {gi}, parameter {idx}: step {step!r} is not a count")
+                missing = [n for n in need if n not in st]
+                if step > 0 and missing:
+                    raise ValueError(f"param group {gi}, parameter {idx}: state {missing} missing after {step} "
+                                     f"step(s); resuming would restart those moments from zero")
                 for name, v in st.items():
                     if name == "step":
                         continue
@@ -237,14 +270,14 @@ class Optimizer:
         group = self.param_groups[gi]
         flags = rule.flags(group)
         by_id = {id(p): st for p, st in zip(group["params"], per_param)}
+        init = dict(rule.state_init(flags, group))
         for f in self._flats[gi]:
             self._ensure_state(f, rule, flags, group)
-            steps = {int(by_id[id(p)].get("step", 0)) for p in f.flat.params}
-            if len(steps) > 1 and strict:
-                raise ValueError(f"parameters sharing one flat buffer have different step counts {sorted(steps)}; "
-                                 "this optimizer keeps one step count per buffer")
-            f.step = max(steps)
+            f.steps[:] = [int(by_id[id(p)].get("step", 0)) for p in f.flat.params]
             for i, p in enumerate(f.flat.params):
+                if strict and not f.steps[i]:  # never stepped in the saved run: fresh state, as torch.optim
+                    for name, arr in f.states.items():
+                        f.flat.slice_of(arr, i)[...] = init.get(name, 0.0)
                 for name, v in by_id[id(p)].items():
                     if name == "step":
                         continue

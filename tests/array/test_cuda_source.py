@@ -209,11 +209,11 @@ def test_every_variant_compiles_with_nvrtc(name):
     nvrtc = _nvrtc()
     rule = rules.get(name)
     variants = [(f, d) for n, f in ALL if n == name for d in DTYPES]
-    for flags, dtype in variants:
-        kname, src = cuda_source.kernel_source(name, flags, dtype)
+    for (flags, dtype), masked in itertools.product(variants, (False, True)):
+        kname, src = cuda_source.kernel_source(name, flags, dtype, masked)
         ptx = nvrtc_ptx(nvrtc, src, f"{kname}.cu")
         assert f".visible .entry {kname}(" in ptx
-        n_params = 2 + len(rule.state_names(flags)) + 1 + len(rule.hyper_names)
+        n_params = 2 + len(rule.state_names(flags)) + 1 + len(rule.hyper_names) + masked
         assert len(re.findall(rf"\.param \.\w+ {kname}_param_\d+", ptx)) == n_params, (flags, dtype)
     assert len(variants) == 2 ** (_n_flags(name) + 1)
 
@@ -229,7 +229,7 @@ def host_lib(tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler (cc/gcc) to build the generated C for the host")
     d = tmp_path_factory.mktemp("host_c")
-    keys = [(n, f, dt) for n, f in ALL for dt in DTYPES]
+    keys = [(n, f, dt, m) for n, f in ALL for dt in DTYPES for m in (False, True)]
     (d / "optim.c").write_text("\n".join(cuda_source.host_source(*k)[1] for k in keys))
     # no FMA contraction: NumPy rounds every operation, and so must this to compare within ulps
     out = subprocess.run([cc, "-std=c99", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
@@ -238,14 +238,14 @@ def host_lib(tmp_path_factory):
     assert out.returncode == 0, out.stderr[-4000:]
     lib = ctypes.CDLL(str(d / "optim.so"))
     fns = {}
-    for name, flags, dt in keys:
+    for name, flags, dt, masked in keys:
         rule = rules.get(name)
         scalar = ctypes.c_float if dt == "float32" else ctypes.c_double
-        f = getattr(lib, cuda_source.kernel_name(name, flags, dt))
+        f = getattr(lib, cuda_source.kernel_name(name, flags, dt, masked))
         f.argtypes = ([ctypes.c_void_p] * (2 + len(rule.state_names(flags))) + [ctypes.c_longlong]
-                      + [scalar] * len(rule.hyper_names))
+                      + [scalar] * len(rule.hyper_names) + [ctypes.c_void_p] * masked)
         f.restype = None
-        fns[(name, flags, dt)] = f
+        fns[(name, flags, dt) + (("masked",) if masked else ())] = f
     return fns
 
 
@@ -261,6 +261,26 @@ def test_host_build_matches_numpy_reference(host_lib, name, flags, dtype):
     for step, ours, ref in run_reference_and(kernel, name, flags, dtype):
         for k, (a, b) in enumerate(zip(ours, ref)):
             np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=0, err_msg=f"step {step}, array {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,flags", ALL, ids=ALL_IDS)
+def test_host_build_masked_skips_unmasked_elements(host_lib, name, flags, dtype):
+    f = host_lib[(name, flags, dtype, "masked")]
+    mask = (np.random.default_rng(1).random(257) < 0.5).astype(np.uint8)
+    on = mask == 1
+    start = None
+
+    def kernel(arrs, g, hypers):
+        nonlocal start
+        start = start or [a.copy() for a in arrs]
+        p, *states = arrs
+        f(p.ctypes.data, g.ctypes.data, *[s.ctypes.data for s in states], p.size, *hypers, mask.ctypes.data)
+
+    for step, ours, ref in run_reference_and(kernel, name, flags, dtype):
+        for k, (a, b, a0) in enumerate(zip(ours, ref, start)):
+            np.testing.assert_allclose(a[on], b[on], rtol=RTOL[dtype], atol=0, err_msg=f"step {step}, array {k}")
+            np.testing.assert_array_equal(a[~on], a0[~on])
 
 
 # --- the cupy target -----------------------------------------------------------------------------

@@ -23,13 +23,14 @@ import numpy as np
 _cache: dict = {}
 
 
-def get_kernel(target: str, rule_name: str, flags: tuple, dtype):
+def get_kernel(target: str, rule_name: str, flags: tuple, dtype, masked: bool = False):
     """The compiled kernel for one optimizer variant on one target (cached).
 
     ``target``: "numpy", "numba", "numba-cuda" or "cupy"; ``flags``: ``rules.get(rule_name).flags(group)``;
-    ``dtype``: anything ``np.dtype`` takes.
+    ``dtype``: anything ``np.dtype`` takes. ``masked``: the kernel takes a last argument, a uint8
+    array as long as ``p``, and leaves the elements where it is 0 (and their states) untouched.
     """
-    key = (target, rule_name, tuple(flags), np.dtype(dtype).str)
+    key = (target, rule_name, tuple(flags), np.dtype(dtype).str, bool(masked))
     k = _cache.get(key)
     if k is None:
         if target == "numpy":
@@ -42,5 +43,5 @@ def get_kernel(target: str, rule_name: str, flags: tuple, dtype):
             from .cupy_impl import build
         else:
             raise ValueError(f"unknown kernel target {target!r}")
-        k = _cache[key] = build(rule_name, tuple(flags), np.dtype(dtype))
+        k = _cache[key] = build(rule_name, tuple(flags), np.dtype(dtype), bool(masked))
     return k

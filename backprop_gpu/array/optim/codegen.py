@@ -14,15 +14,19 @@ def n_hypers(fn, n_all_states: int) -> int:
     return len(inspect.signature(fn).parameters) - 2 - n_all_states
 
 
-def loop_source(name: str, slots: list, n_h: int, header: str, index_range: str) -> str:
-    """``def name(p, g, s0.., h0.., z)``: for each i, ``p[i], s[i].. = fn(p[i], g[i], ..)``."""
+def loop_source(name: str, slots: list, n_h: int, header: str, index_range: str, masked: bool = False) -> str:
+    """``def name(p, g, s0.., h0.., z)``: for each i, ``p[i], s[i].. = fn(p[i], g[i], ..)``.
+
+    ``masked``: the loop takes a last argument ``m`` and updates only the elements where ``m[i]``
+    is nonzero (the parameters that have a gradient this step)."""
     kept = sorted(i for i in slots if i is not None)
     s_args = [f"s{i}" for i in kept]
     h_args = [f"h{i}" for i in range(n_h)]
-    args = ", ".join(["p", "g"] + s_args + h_args + ["z"])
+    args = ", ".join(["p", "g"] + s_args + h_args + ["z"] + (["m"] if masked else []))
     call = ", ".join(["p[i]", "g[i]"] + [("z" if k is None else f"s{k}[i]") for k in slots] + h_args)
     targets = ", ".join(["p[i]"] + [("_" if k is None else f"s{k}[i]") for k in slots])
     body = [f"def {name}({args}):", *[f"    {line}" for line in header.splitlines() if line],
             f"    for i in {index_range}:",
-            f"        {targets} = fn({call})"]
+            *(["        if m[i]:", f"            {targets} = fn({call})"] if masked else
+              [f"        {targets} = fn({call})"])]
     return "\n".join(body) + "\n"

@@ -31,11 +31,11 @@ def _cupy():
     return cupy
 
 
-def _kernel(cupy, rule_name, flags, dtype, device):
-    key = (rule_name, flags, dtype.str, device.id)
+def _kernel(cupy, rule_name, flags, dtype, device, masked):
+    key = (rule_name, flags, dtype.str, device.id, masked)
     k = _kernels.get(key)
     if k is None:
-        name, src = kernel_source(rule_name, flags, dtype)
+        name, src = kernel_source(rule_name, flags, dtype, masked)
         k = _kernels[key] = cupy.RawKernel(src, name, options=OPTIONS)
     return k
 
@@ -48,29 +48,31 @@ def _blocks(n, device):
     return max(1, min((n + THREADS - 1) // THREADS, 32 * sms))
 
 
-def build(rule_name, flags, dtype):
+def build(rule_name, flags, dtype, masked=False):
     """``kernel(p, g, states, hypers)`` on CuPy arrays: one grid-stride launch on ``p``'s device, current stream.
 
     ``states`` are the variant's kept states (``rules.get(rule_name).state_names(flags)`` order) and
     ``hypers`` the rule's ``hyper_names`` values as Python numbers, cast here to ``dtype``.
+    ``masked``: ``kernel(p, g, states, hypers, mask)`` updates only where the uint8 ``mask`` is nonzero.
     Raises RuntimeError without CuPy or a GPU, TypeError for a dtype other than float32/float64.
     """
     dtype = np.dtype(dtype)
     flags = tuple(flags)
-    kernel_source(rule_name, flags, dtype)  # fail here, not at the first step, on a bad rule or dtype
+    kernel_source(rule_name, flags, dtype, masked)  # fail here, not at the first step, on a bad rule or dtype
     cupy = _cupy()
     rule = rules.get(rule_name)
     n_states, n_hypers = len(rule.state_names(flags)), len(rule.hyper_names)
     t = dtype.type
 
-    def kernel(p, g, states, hypers):
+    def kernel(p, g, states, hypers, *mask):
         # a raw launch does not check its arguments: a wrong count or dtype would corrupt memory
-        if len(states) != n_states or len(hypers) != n_hypers or p.dtype != dtype:
+        if len(states) != n_states or len(hypers) != n_hypers or p.dtype != dtype or len(mask) != masked:
             raise ValueError(f"{rule_name} kernel for {dtype}: got {len(states)} states, {len(hypers)} hypers and "
-                             f"a {p.dtype} p; expected {n_states}, {n_hypers} and {dtype}")
+                             f"a {p.dtype} p ({len(mask)} masks); expected {n_states}, {n_hypers} and {dtype} "
+                             f"({int(masked)} masks)")
         dev = p.device
-        fn = _kernel(cupy, rule_name, flags, dtype, dev)
+        fn = _kernel(cupy, rule_name, flags, dtype, dev, masked)
         n = p.size
         with dev:
-            fn((_blocks(n, dev),), (THREADS,), (p, g, *states, np.int64(n), *[t(h) for h in hypers]))
+            fn((_blocks(n, dev),), (THREADS,), (p, g, *states, np.int64(n), *[t(h) for h in hypers], *mask))
     return kernel

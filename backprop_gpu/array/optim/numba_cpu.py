@@ -77,15 +77,16 @@ def _module_from_file(src: str, stem: str, fn):
     return mod
 
 
-def build(rule_name, flags, dtype):
+def build(rule_name, flags, dtype, masked=False):
     """``kernel(p, g, states, hypers)``: one in-place pass over 1-D contiguous arrays of ``dtype``,
-    parallel from :data:`PARALLEL_MIN` elements."""
+    parallel from :data:`PARALLEL_MIN` elements. ``masked``: ``kernel(p, g, states, hypers, mask)``
+    updates only the elements where the uint8 ``mask`` is nonzero."""
     _prefer_workqueue()
     py_fn = rules.scalar_fn(rule_name, flags, math.sqrt, max)
     slots = rules.state_slots(rule_name, flags)
-    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])")
+    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])", masked)
     fn = numba.njit(**_JIT)(py_fn)
-    stem = f"{rule_name}_{''.join('1' if f else '0' for f in flags)}"
+    stem = f"{rule_name}_{''.join('1' if f else '0' for f in flags)}{'_masked' if masked else ''}"
     try:
         py_loop = _module_from_file(src, stem, fn).loop
         cache = True
@@ -99,10 +100,10 @@ def build(rule_name, flags, dtype):
     t = dtype.type
     zero = t(0)
 
-    def kernel(p, g, states, hypers):
+    def kernel(p, g, states, hypers, *mask):
         loop = parallel if p.shape[0] >= PARALLEL_MIN else serial
         # hypers in the arrays' dtype: float32 arrays keep float32 arithmetic and one compiled signature
-        loop(p, g, *states, *[t(h) for h in hypers], zero)
+        loop(p, g, *states, *[t(h) for h in hypers], zero, *mask)
     # for inspection (signatures, cache hits): the serial loop, which small buffers take
     kernel.dispatcher, kernel.parallel_dispatcher = serial, parallel
     return kernel
