@@ -390,6 +390,7 @@ def test_load_state_dict_refuses_missing_moments_and_restores_per_parameter_step
     sd = opt.state_dict()
     assert [sd["state"][i]["step"] for i in (0, 1)] == [3, 2]
     fresh = optim.Adam(make_params("numpy", [(3,), (2,)], dtype="float64"), lr=0.1)
+    sd["state"][1]["step"] = bg.tensor(2.0)  # torch keeps it as a 0-d tensor
     fresh.load_state_dict(sd)
     assert fresh.state_dict()["state"][1]["step"] == 2
     np.testing.assert_array_equal(fresh.state_dict()["state"][1]["exp_avg"].numpy(), sd["state"][1]["exp_avg"].numpy())

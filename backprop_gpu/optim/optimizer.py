@@ -31,6 +31,17 @@ from .flat import FlatGroup
 log = logging.getLogger("backprop_gpu")
 
 
+def _as_count(step):
+    """A saved step count as an int (torch saves it as a 0-d tensor), or None if it is not one."""
+    if hasattr(step, "item") and getattr(step, "size", 1) == 1:
+        step = step.item()
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        return None
+    return int(step)
+
+
 class _Flat:
     """One flat buffer of a param group, with its optimizer state and step count."""
 
@@ -247,9 +258,9 @@ class Optimizer:
                 {**mine, **{k: v for k, v in saved.items() if k != "params"}}))
             for idx, p in zip(saved["params"], mine["params"]):
                 st = state.get(idx, state.get(str(idx), {}))
-                step = st.get("step", 0)
-                if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
-                    raise ValueError(f"param group {gi}, parameter {idx}: step {step!r} is not a count")
+                step = _as_count(st.get("step", 0))
+                if step is None:
+                    raise ValueError(f"param group {gi}, parameter {idx}: step {st.get('step')!r} is not a count")
                 missing = [n for n in need if n not in st]
                 if step > 0 and missing:
                     raise ValueError(f"param group {gi}, parameter {idx}: state {missing} missing after {step} "
@@ -273,7 +284,7 @@ class Optimizer:
         init = dict(rule.state_init(flags, group))
         for f in self._flats[gi]:
             self._ensure_state(f, rule, flags, group)
-            f.steps[:] = [int(by_id[id(p)].get("step", 0)) for p in f.flat.params]
+            f.steps[:] = [_as_count(by_id[id(p)].get("step", 0)) for p in f.flat.params]
             for i, p in enumerate(f.flat.params):
                 if strict and not f.steps[i]:  # never stepped in the saved run: fresh state, as torch.optim
                     for name, arr in f.states.items():
