@@ -133,3 +133,16 @@ def test_metadata_that_is_not_ours_is_refused(tmp_path):
     save_file({"w": np.zeros(3, np.float32)}, str(path), metadata={"backprop_gpu": '{"format": "other"}'})
     with pytest.raises(CheckpointError, match="has format 'other'"):
         checkpoint.load(path)
+
+
+def test_save_follows_the_umask_and_removes_temp_files_of_killed_saves(tmp_path):
+    m, opt, sched = trained()
+    stale = tmp_path / ".ck.safetensors.abc123.tmp"  # what a save killed mid-write leaves
+    stale.write_bytes(b"\0" * 1000)
+    old = os.umask(0o027)
+    try:
+        checkpoint.save(tmp_path / "ck.safetensors", *checkpoint.pack(m, opt, sched))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ck.safetensors").stat().st_mode & 0o777 == 0o640  # was 0600 whatever the umask
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]

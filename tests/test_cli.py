@@ -34,9 +34,12 @@ def assert_png(path, min_side=200):
 
 def test_train_writes_metrics_curves_and_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
+    out.mkdir()
+    (out / ".best.safetensors.k1ll3d.tmp").write_bytes(b"\0" * 4096)  # an earlier run's save, killed mid-write
     code, stdout, _ = run(["train", "--epochs", "2", "--hidden", "16,16", "--device", "cpu", "--out", str(out),
                            "--no-progress"], capsys)
     assert code == 0
+    assert not list(out.glob(".*.tmp"))
     assert "epoch   2/2" in stdout and "samples/s" in stdout
     assert "done: test accuracy" in stdout and "device cpu" in stdout
     rows = read_csv(out / "metrics.csv")

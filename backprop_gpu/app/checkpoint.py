@@ -53,16 +53,38 @@ def pack(model=None, optimizer=None, scheduler=None, extra: dict | None = None):
     return tensors, meta
 
 
+def remove_stale_temp_files(directory) -> list:
+    """Delete the temp files that saves killed mid-write (SIGKILL, power loss) left in ``directory``.
+
+    Saves run one at a time in a run, so any such file is dead. Returns the paths removed."""
+    gone = []
+    for p in Path(directory).glob(".*.safetensors.*.tmp"):
+        p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save(path, tensors: dict, meta: dict) -> None:
-    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically (temp file, fsync, rename)."""
+    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically (temp file, fsync, rename).
+
+    The file gets the mode the umask allows (as ``open`` would give it), and temp files that
+    earlier killed saves left in the directory are removed first."""
     from safetensors.numpy import save as st_save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent)
     blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                    metadata={"backprop_gpu": json.dumps(meta, default=_json_default)})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()

@@ -267,6 +267,7 @@ class Trainer:
                             f"{cfg.model} on {cfg.dataset} with {cfg.optimizer} (lr {cfg.resolved_lr():g}"
                             + (f", {cfg.scheduler} schedule)" if cfg.scheduler != "none" else ")"))
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            checkpoint.remove_stale_temp_files(self.out)  # a clean exit leaves no killed save's debris
             shown = f"{100 * summary['test_metric']:.2f}%" if self.classify else f"{summary['test_metric']:.4f}"
             if self.epoch < cfg.epochs:
                 self.log(f"stopped after epoch {self.epoch} of {cfg.epochs}; continue with --resume {self.out}")
