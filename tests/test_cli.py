@@ -166,3 +166,20 @@ def test_bad_arguments(capsys):
         main(["train", "--hidden", "a,b"])
     code, _, err = run(["train", "--device", "tpu"], capsys)
     assert code == 2 and "unknown device" in err
+
+
+def test_resume_keeps_the_checkpoints_hyperparameters_and_refuses_others(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--hidden", "8", "--dataset", "spirals", "--optimizer", "sgd", "--device", "cpu",
+            "--no-progress", "--out", str(out)]
+    assert run(base + ["--epochs", "1", "--lr", "0.2", "--momentum", "0.5"], capsys)[0] == 0
+    before = (out / "checkpoint.safetensors").read_bytes()
+    code, _, err = run(base + ["--epochs", "2", "--lr", "0.05", "--resume", str(out)], capsys)
+    assert code == 2 and "--lr 0.05 (the checkpoint has 0.2)" in err  # was: printed 0.05, trained with 0.2
+    code, _, err = run(base + ["--epochs", "2", "--weight-decay", "0.1", "--resume", str(out)], capsys)
+    assert code == 2 and "--weight-decay 0.1 (the checkpoint has None)" in err
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    code, stdout, _ = run(base + ["--epochs", "2", "--resume", str(out)], capsys)  # no flags: the checkpoint's
+    rows = read_csv(out / "metrics.csv")
+    assert code == 0 and [float(r["lr"]) for r in rows] == [0.2, 0.2]
+    assert "with sgd lr 0.2," in stdout  # what is used is what is printed

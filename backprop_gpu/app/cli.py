@@ -98,6 +98,7 @@ def main(argv=None) -> int:
             dist.prepare(trainer.model)
             # weights each rank's gradient by its share of an unevenly split last batch
             trainer.loader = dist.wrap_loader(trainer.loader)
+            cfg = trainer.cfg  # a resumed run's hyperparameters are the checkpoint's
             log(f"training {cfg.model} on {cfg.dataset} ({len(trainer.train_set)} train / {len(trainer.test_set)} "
                 f"test) with {cfg.optimizer} lr {cfg.resolved_lr():g}"
                 + (f" ({cfg.scheduler} schedule)" if cfg.scheduler != "none" else "")

@@ -63,6 +63,8 @@ SCHEDULERS = {
 }
 #: the configuration a checkpoint must share with the run that resumes it
 RESUME_MUST_MATCH = ("dataset", "model", "hidden", "optimizer", "scheduler")
+#: hyperparameters a resume takes from the checkpoint (asking for other values is an error)
+RESUME_KEEPS = ("lr", "momentum", "weight_decay")
 
 
 def make_optimizer(cfg: TrainConfig, params):
@@ -178,12 +180,22 @@ class Trainer:
                  if k in saved and saved[k] != mine[k]]
         if diffs:
             raise ValueError("it comes from a run with another " + ", ".join(diffs))
+        # the optimizer's state was built on the checkpoint's hyperparameters, and they are what a resumed
+        # run uses: a different value asked for explicitly is refused, never silently ignored
+        asked = [f"--{k.replace('_', '-')} {mine[k]!r} (the checkpoint has {saved.get(k)!r})"
+                 for k in RESUME_KEEPS if mine[k] is not None and saved.get(k) != mine[k]]
+        if asked:
+            raise ValueError("a resumed run keeps the checkpoint's hyperparameters; drop " + ", ".join(asked)
+                             + " or start a new run")
 
     def _resume(self, path):
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT
         extra = checkpoint.restore(path, self.model, self.opt, self.scheduler, check_extra=self._check_resumable)
+        saved = extra.get("config", {})
+        # what the run now uses (restored with the optimizer), so that logs and plots print it
+        self.cfg = dataclasses.replace(self.cfg, **{k: saved[k] for k in RESUME_KEEPS if k in saved})
         self.epoch = int(extra["epoch"])
         self.loader.load_state_dict(extra["loader"])
         self.backend.set_rng_state(extra["backend_rng"])
