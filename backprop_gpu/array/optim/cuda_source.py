@@ -13,7 +13,9 @@ Kernel parameters: ``(T* p, const T* g, T* s0.., long long n, T <hyper>_..)``
 with one ``s<k>`` per state the variant keeps (``k`` as in
 ``rules.state_slots``) and the hypers in ``rule.hyper_names`` order. States the
 variant does not keep start at 0 and are not stored, as in
-``codegen.loop_source``.
+``codegen.loop_source``. The masked form (``masked=True``, for steps in which
+some parameters have no gradient) adds a last ``const unsigned char* m`` and
+skips the elements where it is 0.
 
 Only what the rules use is translated: assignments to names, one tuple return
 at the end, ``if``/``else``, conditional expressions, unary minus, ``+ - * /``,
