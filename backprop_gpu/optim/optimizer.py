@@ -254,8 +254,8 @@ class Optimizer:
                 raise ValueError(f"param group {gi}: state_dict has {len(saved['params'])} parameters, "
                                  f"the optimizer has {len(mine['params'])}")
             per_param = []
-            need = _rules.get(self.rule_name).state_names(_rules.get(self.rule_name).flags(
-                {**mine, **{k: v for k, v in saved.items() if k != "params"}}))
+            rule = _rules.get(self.rule_name)
+            need = rule.state_names(rule.flags({**mine, **{k: v for k, v in saved.items() if k != "params"}}))
             for idx, p in zip(saved["params"], mine["params"]):
                 st = state.get(idx, state.get(str(idx), {}))
                 step = _as_count(st.get("step", 0))
