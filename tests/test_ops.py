@@ -668,10 +668,9 @@ def _run_vjps(out, create_graph):
         xs, node_out = node.vjp_args(Tensor, create_graph)
         if create_graph:
             with bg.enable_grad():
-                gs = node.op.vjp(bg.ops, Tensor._make(g, node.backend), node_out, *xs, needs=node.needs,
-                                 **node.kwargs)
+                gs = node.op.call_vjp(bg.ops, Tensor._make(g, node.backend), node_out, xs, node.needs, node.kwargs)
         else:
-            gs = node.op.vjp(node.backend.F, g, node_out, *xs, needs=node.needs, **node.kwargs)
+            gs = node.op.call_vjp(node.backend.F, g, node_out, xs, node.needs, node.kwargs)
         for t, gi in zip(node.inputs, gs):
             if gi is not None and t.requires_grad:
                 yield node.op.name, t.dtype, gi.dtype

@@ -72,6 +72,57 @@ def test_first_gradient_goes_into_the_slot_the_optimizer_gave(backend):
     np.testing.assert_allclose(flat.grad, 2 * w.numpy().ravel(), rtol=1e-12)
 
 
+def test_weight_gradients_are_written_by_their_product_straight_into_the_slot(backend, monkeypatch):
+    """Linear's and matmul's weight gradients come out of the matrix product in the flat buffer
+    (``into``): ``deliver`` gets the slot's own array and copies nothing. A batched product,
+    whose gradient is summed over the batch, and a weight used twice, take the copying path."""
+    rng = np.random.default_rng(3)
+    x = bg.tensor(rng.standard_normal((5, 4)), device=backend)
+    x3 = bg.tensor(rng.standard_normal((2, 5, 3)), device=backend)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).to(backend).double()
+    m = _w(backend, 1, (3, 2))
+    b = _w(backend, 2, (3, 3))
+
+    def loss():
+        return (model(x).sum() + (x3 @ m).sum() + (model(x) @ b).sum() + (x3 @ b @ b).sum())
+
+    ref_loss = loss()
+    ref_loss.backward()
+    ref = {id(p): p.grad.numpy().copy() for p in [*model.parameters(), m, b]}
+    opt = optim.SGD([*model.parameters(), m, b], lr=0.1)
+    opt.zero_grad()
+    copied = {}
+    real = engine.deliver
+
+    def spy(leaf, g, *args, **kwargs):
+        copied.setdefault(id(leaf), g is not leaf._grad_slot.array)
+        return real(leaf, g, *args, **kwargs)
+    monkeypatch.setattr(engine, "deliver", spy)
+    loss().backward()
+    for p in [*model.parameters(), m, b]:
+        np.testing.assert_allclose(p.grad.numpy(), ref[id(p)], rtol=1e-12)
+        assert p.grad is p._grad_slot
+    w0, w1 = model[0].weight, model[2].weight
+    assert copied[id(w0)] is False and copied[id(w1)] is False  # written by the product itself
+    assert copied[id(m)] is True  # (2, 3, 2) per-batch products summed: no slot-shaped product
+
+
+def test_empty_slots_leave_out_a_tensor_that_is_two_inputs(backend):
+    w, v = _w(backend, 0), _w(backend, 1)
+    optim.SGD([w, v], lr=0.1).zero_grad()
+    assert engine.empty_slots((w, w)) == (None, None)
+    slots = engine.empty_slots((w, v))
+    assert slots[0] is w._grad_slot.array and slots[1] is v._grad_slot.array
+    (w * v).sum().backward()
+    assert engine.empty_slots((w, v)) == (None, None)  # they hold gradients now: accumulate instead
+
+
+def test_a_vjp_that_takes_into_must_take_needs():
+    with pytest.raises(TypeError, match="declares `into` but not `needs`"):
+        type("Bad", (Op,), {"name": "bad", "forward": staticmethod(lambda F, x: x),
+                            "vjp": staticmethod(lambda F, g, out, x, into: (g,))})
+
+
 class _ReadsUndeclared(Op):
     name = "reads_undeclared"
     saves = ()  # but the VJP below reads x

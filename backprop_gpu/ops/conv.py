@@ -38,7 +38,7 @@ class Im2Col(Op):
     forward = staticmethod(lambda F, x, kernel, stride, padding, fill: F.im2col(x, kernel, stride, padding, fill))
 
     @staticmethod
-    def vjp(F, g, out, x, kernel, stride, padding, fill, needs):
+    def vjp(F, g, out, x, kernel, stride, padding, fill):
         return (F.col2im(g, x.shape, kernel, stride, padding),)
 
 
@@ -50,7 +50,7 @@ class Col2Im(Op):
                                                                                      padding))
 
     @staticmethod
-    def vjp(F, g, out, cols, shape, kernel, stride, padding, needs):
+    def vjp(F, g, out, cols, shape, kernel, stride, padding):
         return (F.im2col(g, kernel, stride, padding),)
 
 
@@ -125,7 +125,7 @@ class MaxPool2d(Op):
     forward = staticmethod(lambda F, x, kernel, stride, padding: F.max_pool2d(x, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, g, out, x, kernel, stride, padding, needs):
+    def vjp(F, g, out, x, kernel, stride, padding):
         return (F.max_pool2d_backward(g, x, out, kernel, stride, padding),)
 
 
@@ -138,7 +138,7 @@ class MaxPoolScatter(Op):
                            F.max_pool2d_backward(g, x, out, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, gg, res, g, x, out, kernel, stride, padding, needs):
+    def vjp(F, gg, res, g, x, out, kernel, stride, padding):
         return F.max_pool2d_gather(gg, x, out, kernel, stride, padding), None, None
 
 
@@ -150,7 +150,7 @@ class MaxPoolGather(Op):
                            F.max_pool2d_gather(gx, x, out, kernel, stride, padding))
 
     @staticmethod
-    def vjp(F, gg, res, gx, x, out, kernel, stride, padding, needs):
+    def vjp(F, gg, res, gx, x, out, kernel, stride, padding):
         return F.max_pool2d_backward(gg, x, out, kernel, stride, padding), None, None
 
 

@@ -22,13 +22,13 @@ _TANH_C = math.sqrt(2 / math.pi)
 _TWO_OVER_SQRTPI = 2 / math.sqrt(math.pi)
 
 
-def _gelu_tanh_vjp(F, g, out, x, needs):
+def _gelu_tanh_vjp(F, g, out, x):
     t = F.tanh(_TANH_C * (x + 0.044715 * x ** 3))
     dt = (1 - t * t) * _TANH_C * (1 + 3 * 0.044715 * x * x)
     return (g * (0.5 * (1 + t) + 0.5 * x * dt),)
 
 
-def _gelu_vjp(F, g, out, x, needs):
+def _gelu_vjp(F, g, out, x):
     cdf = 0.5 * (1 + F.erf(x * _INV_SQRT2))
     pdf = F.exp(-0.5 * x * x) * _INV_SQRT2PI
     return (g * (cdf + x * pdf),)
@@ -36,44 +36,45 @@ def _gelu_vjp(F, g, out, x, needs):
 
 #: name: (forward(F, x), vjp(F, g, out, x, needs), saves, docstring)
 UNARY = {
-    "negative": (lambda F, x: -x, lambda F, g, out, x, needs: (-g,), (), "Elementwise ``-x``."),
-    "exp": (lambda F, x: F.exp(x), lambda F, g, out, x, needs: (g * out,), ("out",), "Elementwise e**x."),
-    "log": (lambda F, x: F.log(x), lambda F, g, out, x, needs: (g / x,), ("x",), "Elementwise natural logarithm."),
-    "sqrt": (lambda F, x: F.sqrt(x), lambda F, g, out, x, needs: (g * 0.5 / out,), ("out",),
+    "negative": (lambda F, x: -x, lambda F, g, out, x: (-g,), (), "Elementwise ``-x``."),
+    "exp": (lambda F, x: F.exp(x), lambda F, g, out, x: (g * out,), ("out",), "Elementwise e**x."),
+    "log": (lambda F, x: F.log(x), lambda F, g, out, x: (g / x,), ("x",), "Elementwise natural logarithm."),
+    "sqrt": (lambda F, x: F.sqrt(x), lambda F, g, out, x: (g * 0.5 / out,), ("out",),
              "Elementwise square root."),
-    "abs": (lambda F, x: F.abs(x), lambda F, g, out, x, needs: (g * F.sign(x),), ("x",),
+    "abs": (lambda F, x: F.abs(x), lambda F, g, out, x: (g * F.sign(x),), ("x",),
             "Elementwise absolute value; its gradient at 0 is 0."),
-    "relu": (lambda F, x: F.maximum(x, 0), lambda F, g, out, x, needs: (F.relu_backward(g, out),), ("out",),
+    "relu": (lambda F, x: F.maximum(x, 0), lambda F, g, out, x: (F.relu_backward(g, out),), ("out",),
              "``max(x, 0)``."),
     # tanh form: no overflow for large |x|
-    "sigmoid": (lambda F, x: 0.5 * (F.tanh(0.5 * x) + 1), lambda F, g, out, x, needs: (g * out * (1 - out),),
+    "sigmoid": (lambda F, x: 0.5 * (F.tanh(0.5 * x) + 1), lambda F, g, out, x: (g * out * (1 - out),),
                 ("out",), "``1 / (1 + e^-x)``, computed without overflow."),
-    "tanh": (lambda F, x: F.tanh(x), lambda F, g, out, x, needs: (g * (1 - out * out),), ("out",),
+    "tanh": (lambda F, x: F.tanh(x), lambda F, g, out, x: (g * (1 - out * out),), ("out",),
              "Hyperbolic tangent."),
-    "softplus": (lambda F, x: F.logaddexp(0, x), lambda F, g, out, x, needs: (g * F.sigmoid(x),), ("x",),
+    "softplus": (lambda F, x: F.logaddexp(0, x), lambda F, g, out, x: (g * F.sigmoid(x),), ("x",),
                  "``log(1 + e^x)``, stable for large |x|."),
-    "erf": (lambda F, x: F.erf(x), lambda F, g, out, x, needs: (g * _TWO_OVER_SQRTPI * F.exp(-x * x),), ("x",),
+    "erf": (lambda F, x: F.erf(x), lambda F, g, out, x: (g * _TWO_OVER_SQRTPI * F.exp(-x * x),), ("x",),
             "Elementwise error function."),
     "gelu_erf": (lambda F, x: x * (0.5 * (1 + F.erf(x * _INV_SQRT2))), _gelu_vjp, ("x",),
                  "Exact GELU, ``x * Phi(x)``."),
     "gelu_tanh": (lambda F, x: 0.5 * x * (1 + F.tanh(_TANH_C * (x + 0.044715 * x ** 3))), _gelu_tanh_vjp, ("x",),
                   "GELU's tanh approximation."),
-    "clone": (lambda F, x: x.copy(), lambda F, g, out, x, needs: (g,), (), "A copy of ``x`` that stays on the graph."),
+    "clone": (lambda F, x: x.copy(), lambda F, g, out, x: (g,), (), "A copy of ``x`` that stays on the graph."),
 }
 
 #: name: (forward(F, a, b), vjp(F, g, out, a, b, needs), saves, docstring)
 BINARY = {
-    "add": (lambda F, a, b: a + b, lambda F, g, out, a, b, needs: (g, g), (), "``a + b`` with broadcasting."),
-    "subtract": (lambda F, a, b: a - b, lambda F, g, out, a, b, needs: (g, -g), (), "``a - b`` with broadcasting."),
+    "add": (lambda F, a, b: a + b, lambda F, g, out, a, b: (g, g), (), "``a + b`` with broadcasting."),
+    "subtract": (lambda F, a, b: a - b, lambda F, g, out, a, b: (g, -g), (), "``a - b`` with broadcasting."),
     "multiply": (lambda F, a, b: a * b, lambda F, g, out, a, b, needs: (g * b if needs[0] else None,
                                                                         g * a if needs[1] else None),
                  ("a", "b"), "``a * b`` with broadcasting."),
-    "divide": (lambda F, a, b: a / b, lambda F, g, out, a, b, needs: (g / b, -g * a / (b * b)), ("a", "b"),
+    "divide": (lambda F, a, b: a / b, lambda F, g, out, a, b, needs: (g / b if needs[0] else None,
+                                                                      -g * a / (b * b) if needs[1] else None), ("a", "b"),
                "``a / b`` with broadcasting."),
     # where() on g keeps g's dtype; bool * 0.5 would promote to float64. Ties split the gradient.
-    "maximum": (lambda F, a, b: F.maximum(a, b), lambda F, g, out, a, b, needs: _tie_split(
+    "maximum": (lambda F, a, b: F.maximum(a, b), lambda F, g, out, a, b: _tie_split(
         g, F.where(a > b, g, F.where(a == b, 0.5 * g, 0))), ("a", "b"), "Elementwise maximum; ties split the gradient."),
-    "minimum": (lambda F, a, b: F.minimum(a, b), lambda F, g, out, a, b, needs: _tie_split(
+    "minimum": (lambda F, a, b: F.minimum(a, b), lambda F, g, out, a, b: _tie_split(
         g, F.where(a < b, g, F.where(a == b, 0.5 * g, 0))), ("a", "b"), "Elementwise minimum; ties split the gradient."),
 }
 
@@ -164,7 +165,7 @@ class PowScalar(Op):
     forward = staticmethod(lambda F, x, p: x ** p)
 
     @staticmethod
-    def vjp(F, g, out, x, p, needs):
+    def vjp(F, g, out, x, p):
         if p == 0:
             return (g * 0,)
         return (g * p * x ** (p - 1),)
@@ -178,16 +179,18 @@ class Pow(Op):
 
     @staticmethod
     def vjp(F, g, out, a, b, needs):
+        ga = g * b * a ** (b - 1) if needs[0] else None
+        if not needs[1]:
+            return ga, None
         pos = a > 0
-        log_a = F.log(F.where(pos, a, 1))
-        return g * b * a ** (b - 1), F.where(pos, g * out * log_a, 0)
+        return ga, F.where(pos, g * out * F.log(F.where(pos, a, 1)), 0)
 
 
 class LeakyRelu(Op):
     name = "leaky_relu"
     saves = ("x",)
     forward = staticmethod(lambda F, x, slope: F.where(x > 0, x, x * slope))
-    vjp = staticmethod(lambda F, g, out, x, slope, needs: (F.where(x > 0, g, g * slope),))
+    vjp = staticmethod(lambda F, g, out, x, slope: (F.where(x > 0, g, g * slope),))
 
 
 class Clip(Op):
@@ -197,7 +200,7 @@ class Clip(Op):
     forward = staticmethod(lambda F, x, lo, hi: F.clip(x, lo, hi))
 
     @staticmethod
-    def vjp(F, g, out, x, lo, hi, needs):
+    def vjp(F, g, out, x, lo, hi):
         inside = 1
         if lo is not None:
             inside = (x >= lo) * inside
@@ -212,7 +215,7 @@ class Where(Op):
     forward = staticmethod(lambda F, c, a, b: F.where(c, a, b))
 
     @staticmethod
-    def vjp(F, g, out, c, a, b, needs):
+    def vjp(F, g, out, c, a, b):
         return None, F.where(c, g, 0), F.where(c, 0, g)
 
 
@@ -221,7 +224,7 @@ class Astype(Op):
     saves = ()
     forward = staticmethod(lambda F, x, dtype: x.astype(dtype))
     # the gradient goes back in the input's dtype (float64 -> float32 for a .double() of float32)
-    vjp = staticmethod(lambda F, g, out, x, dtype, needs: (g.astype(x.dtype),))
+    vjp = staticmethod(lambda F, g, out, x, dtype: (g.astype(x.dtype),))
 
 
 class _AstypeNonFloat(Op):

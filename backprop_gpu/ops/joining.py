@@ -12,7 +12,7 @@ class Concatenate(Op):
     forward = staticmethod(lambda F, *xs, axis: F.concatenate(xs, axis=axis))
 
     @staticmethod
-    def vjp(F, g, out, *xs, axis, needs):
+    def vjp(F, g, out, *xs, axis):
         grads, start = [], 0
         lead = (slice(None),) * axis
         for x in xs:
@@ -28,7 +28,7 @@ class Stack(Op):
     forward = staticmethod(lambda F, *xs, axis: F.stack(xs, axis=axis))
 
     @staticmethod
-    def vjp(F, g, out, *xs, axis, needs):
+    def vjp(F, g, out, *xs, axis):
         lead = (slice(None),) * axis
         return tuple(g[lead + (i,)] for i in range(len(xs)))
 
@@ -39,7 +39,7 @@ class Pad(Op):
     forward = staticmethod(lambda F, x, pad_width, value: F.pad(x, pad_width, constant_values=value))
 
     @staticmethod
-    def vjp(F, g, out, x, pad_width, value, needs):
+    def vjp(F, g, out, x, pad_width, value):
         return (g[tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))],)
 
 

@@ -5,6 +5,16 @@ from ..tape.op import Op, apply, constant_like
 from ..tape.tensor import Tensor
 
 
+def matmul_into(F, a, b, dst):
+    """``F.matmul(a, b)`` of 2-D ``a`` and ``b``, written straight into ``dst`` when it is an
+    array (an empty gradient slot from a VJP's ``into``) of the product's shape and dtype: a
+    weight gradient then needs no copy into its flat buffer."""
+    if dst is None or a.ndim != 2 or b.ndim != 2 or dst.shape != (a.shape[0], b.shape[1]) \
+            or not a.dtype == b.dtype == dst.dtype:
+        return F.matmul(a, b)
+    return F.matmul(a, b, out=dst)
+
+
 class Matmul(Op):
     """``a @ b`` with NumPy's rules: 1-D operands are promoted and the added axis
     dropped; leading batch axes broadcast (the engine sums them back)."""
@@ -13,7 +23,7 @@ class Matmul(Op):
     forward = staticmethod(lambda F, a, b: F.matmul(a, b))
 
     @staticmethod
-    def vjp(F, g, out, a, b, needs):
+    def vjp(F, g, out, a, b, needs, into):
         a1, b1 = a.ndim == 1, b.ndim == 1
         # put back the axes NumPy dropped for 1-D operands
         gs = tuple(g.shape)
@@ -24,8 +34,9 @@ class Matmul(Op):
             b = F.reshape(b, b.shape + (1,))
             gs = gs + (1,)
         g = F.reshape(g, gs)
-        ga = F.matmul(g, F.swapaxes(b, -1, -2)) if needs[0] else None
-        gb = F.matmul(F.swapaxes(a, -1, -2), g) if needs[1] else None
+        dst_a, dst_b = into or (None, None)
+        ga = matmul_into(F, g, F.swapaxes(b, -1, -2), dst_a) if needs[0] else None
+        gb = matmul_into(F, F.swapaxes(a, -1, -2), g, dst_b) if needs[1] else None
         if a1 and ga is not None:
             ga = ga[..., 0, :]
         if b1 and gb is not None:

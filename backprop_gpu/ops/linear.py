@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..tape.op import Op, apply
+from .linalg import matmul_into
 
 
 class LinearNoBias(Op):
@@ -14,11 +15,11 @@ class LinearNoBias(Op):
 
 
     @staticmethod
-    def vjp(F, g, out, x, w, needs):
+    def vjp(F, g, out, x, w, needs, into):
         n_out, n_in = w.shape
         g2 = F.reshape(g, (-1, n_out))
         gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
-        gw = F.matmul(F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in))) if needs[1] else None
+        gw = matmul_into(F, F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in)), into and into[1]) if needs[1] else None
         return gx, gw
 
 
@@ -35,8 +36,8 @@ class LinearOp(Op):
 
 
     @staticmethod
-    def vjp(F, g, out, x, w, b, needs):
-        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2])
+    def vjp(F, g, out, x, w, b, needs, into):
+        gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into)
         gb = F.sum(F.reshape(g, (-1, w.shape[0])), axis=0) if needs[2] else None
         return gx, gw, gb
 
@@ -52,12 +53,12 @@ class LinearReLU(Op):
         return F.bias_relu_(x @ w.T, b[0] if b else None)
 
     @staticmethod
-    def vjp(F, g, out, x, w, *b, needs):
+    def vjp(F, g, out, x, w, *b, needs, into):
         if b and needs[2]:  # the bias gradient (column sums) in the same pass as the ReLU mask
             g, gb = F.relu_backward_colsum(g, out)
-            return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2]) + (gb,)
+            return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into) + (gb,)
         g = F.relu_backward(g, out)
-        grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2])
+        grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into)
         return grads + (None,) if b else grads
 
 

@@ -81,7 +81,7 @@ class CrossEntropy(Op):
         return (total / count).astype(x.dtype) if reduction == "mean" else total
 
     @staticmethod
-    def vjp(F, g, out, x, t, reduction, ignore, ls, count, needs):
+    def vjp(F, g, out, x, t, reduction, ignore, ls, count):
         n, c = x.shape
         e = F.exp(x - F.amax(x, axis=1, keepdims=True))
         p = e / F.sum(e, axis=1, keepdims=True)
@@ -108,7 +108,7 @@ class NLLLoss(Op):
         return (total / count).astype(x.dtype) if reduction == "mean" else total
 
     @staticmethod
-    def vjp(F, g, out, x, t, reduction, ignore, count, needs):
+    def vjp(F, g, out, x, t, reduction, ignore, count):
         n, c = x.shape
         valid = F.reshape(t != ignore, (n, 1))
         pick = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)

@@ -25,7 +25,7 @@ class Sum(Op):
                                                                keepdims=keepdims))
 
     @staticmethod
-    def vjp(F, g, out, x, axis, keepdims, needs):
+    def vjp(F, g, out, x, axis, keepdims):
         return (_expand_to(F, g, x.shape, axis, keepdims),)
 
 
@@ -34,7 +34,7 @@ class SumAll(Op):
     name = "sum"
     saves = ()
     forward = staticmethod(lambda F, x: x.sum())
-    vjp = staticmethod(lambda F, g, out, x, needs: (F.broadcast_to(g, x.shape),))
+    vjp = staticmethod(lambda F, g, out, x: (F.broadcast_to(g, x.shape),))
 
 
 class Mean(Op):
@@ -43,7 +43,7 @@ class Mean(Op):
     forward = staticmethod(lambda F, x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims))
 
     @staticmethod
-    def vjp(F, g, out, x, axis, keepdims, needs):
+    def vjp(F, g, out, x, axis, keepdims):
         n = 1
         for a in axis:
             n *= x.shape[a]
@@ -55,7 +55,7 @@ class _Extreme(Op):
     saves = ("x", "out")
 
     @staticmethod
-    def vjp(F, g, out, x, axis, keepdims, needs):
+    def vjp(F, g, out, x, axis, keepdims):
         ref = out if keepdims else F.reshape(out, tuple(1 if i in axis else n for i, n in enumerate(x.shape)))
         hit = x == ref
         gx = _expand_to(F, g, x.shape, axis, keepdims)
@@ -100,6 +100,8 @@ def _dims(what, dim, keepdim, axis, keepdims):
 
 def sum(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001 - PyTorch's name
     """Sum over ``dim`` (None: all dimensions; int or tuple)."""
+    if dim is None and keepdim is None and axis is None and keepdims is None:  # x.sum(), the usual loss
+        return apply(SumAll, x)
     axis, keepdims = _dims("sum", dim, keepdim, axis, keepdims)
     if axis is None and not keepdims:
         return apply(SumAll, x)
@@ -199,7 +201,7 @@ class Std(Op):
     forward = staticmethod(lambda F, v: F.sqrt(v))
 
     @staticmethod
-    def vjp(F, g, out, v, needs):
+    def vjp(F, g, out, v):
         zero = out == 0
         return (F.where(zero, 0, g / (2 * F.where(zero, 1, out))),)
 

@@ -12,7 +12,7 @@ class Reshape(Op):
     name = "reshape"
     saves = ()
     forward = staticmethod(lambda F, x, shape: x.reshape(shape))
-    vjp = staticmethod(lambda F, g, out, x, shape, needs: (F.reshape(g, x.shape),))
+    vjp = staticmethod(lambda F, g, out, x, shape: (F.reshape(g, x.shape),))
 
 
 class Transpose(Op):
@@ -21,7 +21,7 @@ class Transpose(Op):
     forward = staticmethod(lambda F, x, axes: F.transpose(x, axes))
 
     @staticmethod
-    def vjp(F, g, out, x, axes, needs):
+    def vjp(F, g, out, x, axes):
         inverse = [0] * len(axes)
         for i, a in enumerate(axes):
             inverse[a] = i
@@ -32,7 +32,7 @@ class BroadcastTo(Op):
     name = "broadcast_to"
     saves = ()
     forward = staticmethod(lambda F, x, shape: F.broadcast_view(x, shape))
-    vjp = staticmethod(lambda F, g, out, x, shape, needs: (g,))  # the engine sums g back to x's shape
+    vjp = staticmethod(lambda F, g, out, x, shape: (g,))  # the engine sums g back to x's shape
 
 
 class GetItem(Op):
@@ -43,7 +43,7 @@ class GetItem(Op):
     name = "getitem"
     saves = ()
     forward = staticmethod(lambda F, x, key: x[plain_key(key)])
-    vjp = staticmethod(lambda F, g, out, x, key, needs: (
+    vjp = staticmethod(lambda F, g, out, x, key: (
         F.index_backward(g, x.shape, key if F.records else plain_key(key)),))
 
 
@@ -62,7 +62,7 @@ class IndexBackward(Op):
             scatter_add(out, key, g)
         return out
 
-    vjp = staticmethod(lambda F, gg, out, g, shape, key, scatter_add, needs: (gg[plain_key(key)],))
+    vjp = staticmethod(lambda F, gg, out, g, shape, key, scatter_add: (gg[plain_key(key)],))
 
 
 def reshape(x, shape, *more):

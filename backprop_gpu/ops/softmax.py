@@ -15,7 +15,7 @@ class Softmax(Op):
         return e
 
     @staticmethod
-    def vjp(F, g, out, x, axis, needs):
+    def vjp(F, g, out, x, axis):
         return (out * (g - F.sum(g * out, axis=axis, keepdims=True)),)
 
 
@@ -29,7 +29,7 @@ class LogSoftmax(Op):
         return s - F.log(F.sum(F.exp(s), axis=axis, keepdims=True))
 
     @staticmethod
-    def vjp(F, g, out, x, axis, needs):
+    def vjp(F, g, out, x, axis):
         return (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),)
 
 

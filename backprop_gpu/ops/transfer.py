@@ -21,7 +21,7 @@ class To(Op):
         return _move(x, src, dst)
 
     @staticmethod
-    def vjp(F, g, out, x, src, dst, needs):
+    def vjp(F, g, out, x, src, dst):
         if isinstance(g, Tensor):
             return (to(g, src),)
         return (_move(g, dst, src),)

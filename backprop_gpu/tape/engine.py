@@ -7,17 +7,18 @@ nodes from a heap by decreasing creation number (a reverse topological order:
 an op's inputs always exist before it), calls each VJP with one calling
 convention and hands leaf gradients to :func:`deliver`.
 
-:func:`deliver` is the only code that knows a leaf may own a gradient slot
-(``Tensor._grad_slot``, a view into an optimizer's flat gradient buffer): it
-writes a leaf's first gradient there instead of into a new array. The engine
-imports nothing from ``optim``.
+:func:`deliver` and :func:`empty_slots` are the only code that knows a leaf may
+own a gradient slot (``Tensor._grad_slot``, a view into an optimizer's flat
+gradient buffer): a leaf's first gradient goes there instead of into a new
+array, written by the VJP itself when it declares ``into``. The engine imports
+nothing from ``optim``.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 
-from .mode import set_grad, state
+from .mode import state
 
 _sequence = itertools.count()
 
@@ -71,25 +72,21 @@ class Node:
     __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "backend", "seq", "needs", "saved_versions",
                  "__weakref__")
 
-    def __init__(self, op, inputs, out, out_version, kwargs, backend):
+    def __init__(self, op, inputs, out, out_version, kwargs, backend, needs=None):
         self.op = op
         self.inputs = inputs
         self.kwargs = kwargs
         self.backend = backend
         self.seq = next(_sequence)
-        # one and two inputs spelled out: a node is made per recorded op, and a small graph's
-        # cost is mostly such Python
         n = len(inputs)
-        if n == 1:
-            self.needs = (inputs[0].requires_grad,)
-        elif n == 2:
-            self.needs = (inputs[0].requires_grad, inputs[1].requires_grad)
-        else:
-            self.needs = tuple([t.requires_grad for t in inputs])
+        # ``apply`` passes ``needs``: it has just read every input's requires_grad
+        self.needs = tuple([t.requires_grad for t in inputs]) if needs is None else needs
         # the versions of what the VJP reads, checked at backward: a saved tensor changed in
         # place in between would silently give wrong gradients
-        saved = op._fixed if op._last_fixed < n else op.saved_inputs(n)
-        sv = [(inputs[i]._version, inputs[i]._version[0]) for i in saved] if saved else []
+        sv = []
+        for i in op._fixed if op._last_fixed < n else op.saved_inputs(n):  # a loop: no comprehension frame
+            v = inputs[i]._version
+            sv.append((v, v[0]))
         if kwargs:
             sv.extend((box, box[0]) for box in op.saved_versions(kwargs))
         if op.saves_out:
@@ -154,6 +151,7 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     results = [None] * len(inputs or ())
     pending, heap = {}, []  # node.seq -> gradient of its output; (-seq, node)
     push = heapq.heappush
+    plain = accumulate and not capture and not create_graph
 
     def leaf(t, g):
         if capture:
@@ -175,8 +173,9 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             pending[node.seq] = g
             push(heap, (-node.seq, node))
     anomaly = state.anomaly
-    plain = accumulate and not capture and not create_graph
-    prev_mode = set_grad(create_graph)
+    prev_mode = state.grad
+    if prev_mode != create_graph:  # set_grad, only when it changes something
+        state.set(grad=bool(create_graph))
     try:
         while heap:
             node = heapq.heappop(heap)[1]
@@ -201,12 +200,19 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     xs = (ins[0].array, ins[1].array)
                 else:
                     xs = [t.array for t in ins]
-            in_grads = node.op.vjp(F, g, out, *xs, needs=node.needs, **node.kwargs)
+            op = node.op
+            if not op._vjp_needs:  # Op.call_vjp, inlined
+                in_grads = op.vjp(F, g, out, *xs, **node.kwargs)
+            elif not op._vjp_into:
+                in_grads = op.vjp(F, g, out, *xs, needs=node.needs, **node.kwargs)
+            else:
+                in_grads = op.vjp(F, g, out, *xs, needs=node.needs, into=empty_slots(node.inputs) if plain else None,
+                                  **node.kwargs)
             for t, gi in zip(node.inputs, in_grads):
                 if gi is None or not t.requires_grad:
                     continue
-                if gi.shape != t.shape:
-                    gi = unbroadcast(F, gi, t.shape)
+                if gi.shape != t.array.shape:  # the array's: Tensor.shape is a property call
+                    gi = unbroadcast(F, gi, tuple(t.array.shape))
                 if anomaly:
                     check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {node.op.name}")
                 child = t._node
@@ -232,8 +238,24 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             if not retain_graph:
                 node.inputs = node.out = None
     finally:
-        set_grad(prev_mode)
+        if state.grad != prev_mode:
+            state.set(grad=prev_mode)
     return results
+
+
+def empty_slots(inputs) -> tuple:
+    """For each input, the array of its gradient slot when a VJP may write the input's first
+    gradient there (``Op`` ``into``), else ``None``: a leaf whose ``.grad`` is None, that has a
+    slot, and that appears once among the inputs (``F.linear(W, W)`` must not write both
+    gradients into one slot)."""
+    slots = []
+    for t in inputs:
+        s = t._grad_slot
+        if s is None or t.grad is not None or t._node is not None or sum(u is t for u in inputs) > 1:
+            slots.append(None)
+        else:
+            slots.append(s.array)
+    return tuple(slots)
 
 
 def deliver(leaf, g, Tensor, create_graph=False) -> None:
@@ -254,7 +276,8 @@ def deliver(leaf, g, Tensor, create_graph=False) -> None:
         return
     slot = leaf._grad_slot
     if slot is not None:
-        slot.array[...] = g
+        if g is not slot.array:  # else the VJP wrote it there itself (``into``)
+            slot.array[...] = g
         slot._version[0] += 1
         leaf.grad = slot
         return
@@ -290,5 +313,5 @@ def check_forward_anomaly(xp, arr, op_name, inputs):
     check_finite(xp, arr, f"op {op_name} (inputs of shapes {shapes})")
 
 
-__all__ = ["Node", "GraphFreedError", "graph_nodes", "Unsaved", "run_backward", "deliver", "unbroadcast", "check_saves",
-           "register_graph_namespace", "check_finite", "check_forward_anomaly"]
+__all__ = ["Node", "GraphFreedError", "graph_nodes", "Unsaved", "run_backward", "deliver", "empty_slots", "unbroadcast",
+           "check_saves", "register_graph_namespace", "check_finite", "check_forward_anomaly"]

@@ -12,7 +12,14 @@ what its VJP reads::
 * ``forward(F, *arrays, **kw)`` computes the output array with the backend's
   array namespace ``F`` (its ``xp`` plus the fused kernels of the hot ops);
 * ``vjp(F, g, out, *inputs, needs, **kw)`` returns one gradient per input (or
-  ``None``); ``needs`` says which inputs require a gradient. ``F`` is the array
+  ``None``); ``needs`` says which inputs require a gradient, and is passed only to
+  a VJP that declares it (most ignore it, and the keyword costs a call's worth of
+  time per node). A VJP that also declares ``into`` gets, in plain backward, one
+  array or ``None`` per input: the empty gradient slot of a leaf input (see
+  :func:`~backprop_gpu.tape.engine.empty_slots`). It may write that input's
+  gradient there and return the same array, which then becomes ``.grad``
+  without a copy (a weight gradient straight out of its matrix product).
+  Under ``create_graph`` ``into`` is ``None``. ``F`` is the array
   namespace in plain backward and :mod:`backprop_gpu.ops` under
   ``create_graph``, so one VJP gives first- and higher-order gradients.
 * ``saves`` names what the VJP reads. The engine version-checks exactly those
@@ -50,6 +57,8 @@ class Op:
     _n_named = 0            # how many named inputs forward takes before any ``*args``
     _saves_rest = False     # whether the ``*args`` inputs are all saved
     _last_fixed = -1        # the last of ``_fixed``, or a huge number when ``*args`` are saved
+    _vjp_needs = True       # whether the VJP declares ``needs``
+    _vjp_into = False       # whether it declares ``into`` (and then ``needs`` too)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -69,6 +78,22 @@ class Op:
         cls._fixed = tuple(i for i, n in enumerate(named) if n in cls.saves)
         cls._saves_rest = rest is not None and rest in cls.saves
         cls._last_fixed = (1 << 62) if cls._saves_rest else (cls._fixed[-1] if cls._fixed else -1)
+        vjp = inspect.getattr_static(cls, "vjp")
+        vjp = getattr(vjp, "__func__", vjp)  # staticmethod or classmethod: the function itself
+        vjp_params = inspect.signature(vjp).parameters
+        cls._vjp_needs = "needs" in vjp_params
+        cls._vjp_into = "into" in vjp_params
+        if cls._vjp_into and not cls._vjp_needs:
+            raise TypeError(f"{cls.__name__}.vjp declares `into` but not `needs`: declare both")
+
+    @classmethod
+    def call_vjp(cls, F, g, out, xs, needs, kwargs, into=None):
+        """``vjp`` with ``needs`` (and ``into``) when it declares them; the engine inlines this."""
+        if cls._vjp_into:
+            return cls.vjp(F, g, out, *xs, needs=needs, into=into, **kwargs)
+        if cls._vjp_needs:
+            return cls.vjp(F, g, out, *xs, needs=needs, **kwargs)
+        return cls.vjp(F, g, out, *xs, **kwargs)
 
     @classmethod
     def saved_inputs(cls, n: int) -> tuple:
@@ -103,6 +128,7 @@ class Op:
 
 
 _new = object.__new__
+_ONE_NEEDS = (True,)  # a recorded one-input op: its input requires grad
 
 
 def apply(op, *inputs: Tensor, **kw) -> Tensor:
@@ -115,20 +141,21 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
     # is such Python overhead
     if n == 1:
         record = x0.requires_grad
+        needs = _ONE_NEEDS
         out = op.forward(F, x0.array, **kw)
     elif n == 2:
         x1 = inputs[1]
         if x1.backend is not b and x1.backend.device != b.device:
             _devices_differ(op, inputs)
-        record = x0.requires_grad or x1.requires_grad
+        needs = (x0.requires_grad, x1.requires_grad)
+        record = needs[0] or needs[1]
         out = op.forward(F, x0.array, x1.array, **kw)
     else:
-        record = False
         for t in inputs:
             if t.backend is not b and t.backend.device != b.device:
                 _devices_differ(op, inputs)
-            if t.requires_grad:
-                record = True
+        needs = tuple([t.requires_grad for t in inputs])
+        record = True in needs
         out = op.forward(F, *[t.array for t in inputs], **kw)
     if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
         out = b.xp.asarray(out)
@@ -145,7 +172,7 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
     res._version = version = [0]
     if record and op.differentiable:
         res.requires_grad = True
-        res._node = engine.Node(op, inputs, out, version, kw, b)
+        res._node = engine.Node(op, inputs, out, version, kw, b, needs)
     else:
         res.requires_grad = False
         res._node = None
