@@ -22,7 +22,11 @@ from .ops import *  # noqa: F401,F403 - the op functions: bg.exp, bg.matmul, ...
 from .ops import __all__ as _ops_all
 from .tape.mode import (detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly,
                         set_grad_enabled)
-from .tape.tensor import Tensor, bool_, float16, float32, float64, grad, int32, int64, is_tensor
+from .tape.tensor import (Tensor, bool_, double, float16, float32, float64, grad, half, int8, int16, int32, int64,
+                          is_tensor, long, uint8)
+
+# PyTorch's dtype names that are also Python builtins: bg.float, bg.int, bg.bool
+float, int, bool = float32, int32, bool_  # noqa: A001
 
 __version__ = "0.1.0"
 
@@ -37,4 +41,4 @@ __all__ = sorted(set(_ops_all) | {
     "DeviceMismatchError", "GradcheckError", "available_backends", "default_backend", "get_backend", "manual_seed",
     "set_default_device", "device", "gradcheck", "grad", "is_tensor", "no_grad", "enable_grad", "set_grad_enabled",
     "is_grad_enabled", "detect_anomaly", "set_detect_anomaly", "float16", "float32", "float64", "int32", "int64",
-    "bool_"})
+    "bool_", "float", "int", "bool", "long", "half", "double", "int8", "int16", "uint8"})

@@ -511,17 +511,20 @@ def test_stack(backend, shape, data, seed):
 @SETTINGS
 @given(shape=NONEMPTY, data=st.data(), seed=SEEDS)
 def test_split(backend, shape, data, seed):
+    """torch.split: an int is each piece's size (the last one smaller), a list the sizes."""
     ax = data.draw(st.integers(0, len(shape) - 1))
     n = shape[ax]
     x = _vals(shape, seed)
-    sections = data.draw(st.sampled_from([k for k in range(1, n + 1) if n % k == 0]))
-    check(backend, lambda t: bg.split(t, sections, axis=ax), lambda a: np.split(a, sections, axis=ax), x)
+    size = data.draw(st.integers(1, n))
+    at = list(range(size, n, size))  # where the pieces of that size start
+    check(backend, lambda t: bg.split(t, size, dim=ax), lambda a: np.split(a, at, axis=ax), x)
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
-    check(backend, lambda t: bg.split(t, cuts, axis=ax - len(shape)), lambda a: np.split(a, cuts, axis=ax), x)
+    sizes = np.diff([0, *cuts, n]).tolist()
+    check(backend, lambda t: bg.split(t, sizes, dim=ax - len(shape)), lambda a: np.split(a, cuts, axis=ax), x)
     # one part used, or parts used twice: gradients land in the right places and add up
-    check(backend, lambda t: bg.split(t, sections, axis=ax)[-1] * 3, lambda a: np.split(a, sections, axis=ax)[-1] * 3, x)
-    check(backend, lambda t: sum(p * p for p in bg.split(t, sections, axis=ax)),
-          lambda a: sum(p * p for p in np.split(a, sections, axis=ax)), x)
+    check(backend, lambda t: bg.split(t, size, axis=ax)[-1] * 3, lambda a: np.split(a, at, axis=ax)[-1] * 3, x)
+    check(backend, lambda t: sum(p * p for p in bg.split(t, size, axis=ax)),
+          lambda a: sum(p * p for p in np.split(a, at, axis=ax)), x)
 
 
 @SETTINGS
@@ -621,7 +624,7 @@ ALL_OPS = {
     "getitem_int_array": _c(lambda x: x[idx(x.backend, [0, 2, 0]), 1:], [(3, 4)], True),
     "concatenate": _c(lambda a, b: bg.concatenate([a, b], axis=1), [(2, 3), (2, 1)], True),
     "stack": _c(lambda a, b: bg.stack([a, b], axis=-1), [(2, 3), (2, 3)], True),
-    "split": _c(lambda x: bg.split(x, [1], axis=1)[1], [(2, 3)], True),
+    "split": _c(lambda x: bg.split(x, [1, 2], dim=1)[1], [(2, 3)], True),
     "pad": _c(lambda x: bg.pad(x, ((1, 0), (0, 2)), value=0.5), [(2, 3)], True),
     "softmax": _c(lambda x: bg.softmax(x, axis=0), [(2, 3)]),
     "log_softmax": _c(lambda x: bg.log_softmax(x), [(2, 3)]),

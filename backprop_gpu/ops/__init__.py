@@ -11,23 +11,25 @@ from __future__ import annotations
 import sys
 
 from ..tape import engine
-from ..tape.op import DeviceMismatchError, Op, apply  # noqa: F401 - for ops defined outside this package
+from ..tape.op import DeviceMismatchError, Op, alias, apply  # noqa: F401 - for ops defined outside this package
 from ..tape.tensor import Tensor
 from . import elementwise as _elementwise
 from . import return_types
 from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
-from .creation import arange, empty, from_numpy, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
+                       ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
+from .indexing import gather, index_select, masked_fill, sort, take_along_dim, topk
 from .elementwise import (abs, add, astype, clip, clone, divide, equal, erf, exp, gelu, greater, greater_equal,
                           isfinite, leaky_relu, less, less_equal, log, logical_and, logical_or, maximum, minimum,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
                           subtract, tanh, where)
-from .joining import cat, concatenate, pad, split, stack
+from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul
 from .normalization import batch_norm_backward
 from .recorded import relu_backward, relu_backward_colsum
-from .reductions import amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, var
-from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, permute, reshape, squeeze,
-                    swapaxes, transpose, unsqueeze)
+from .reductions import all, amax, amin, any, argmax, argmin, cumsum, logsumexp, max, mean, min, norm, std, sum, var
+from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, narrow, permute, reshape,
+                    squeeze, swapaxes, t, transpose, unsqueeze)
 from .softmax import log_softmax, softmax
 from .transfer import to
 
@@ -39,6 +41,37 @@ def one_hot(labels, num_classes, dtype="float32"):
     """One-hot rows for integer ``labels`` (a constant: not differentiable)."""
     arr = labels.backend.F.one_hot(labels.array, num_classes, dtype)
     return Tensor._make(arr, labels.backend)
+
+
+def _matrix_product(what, ndim):
+    def f(a, b):
+        if a.ndim != ndim or b.ndim != ndim:
+            raise RuntimeError(f"{what}: expected two {ndim}-D tensors, got shapes {a.shape} and {b.shape}")
+        if ndim == 3 and a.shape[0] != b.shape[0]:
+            raise RuntimeError(f"{what}: batch sizes differ: shapes {a.shape} and {b.shape}")
+        return matmul(a, b)
+    f.__name__ = f.__qualname__ = what
+    f.__doc__ = f"``torch.{what}``: the product of two {'matrices' if ndim == 2 else 'batches of matrices'}, no broadcasting."
+    return f
+
+
+mm, bmm = _matrix_product("mm", 2), _matrix_product("bmm", 3)
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    """``torch.allclose``: whether ``|a - b| <= atol + rtol * |b|`` everywhere (a Python bool)."""
+    return bool(a.backend.xp.allclose(a.array, b.array if isinstance(b, Tensor) else b, rtol=rtol, atol=atol,
+                                      equal_nan=equal_nan))
+
+
+def numel(x) -> int:
+    """The number of elements of ``x``."""
+    return x.numel()
+
+
+def clamp(x, min=None, max=None, *, a_min=None, a_max=None):  # noqa: A002 - PyTorch's names
+    """``torch.clamp``: :func:`clip` with PyTorch's keyword names (NumPy's ``a_min``/``a_max`` too)."""
+    return clip(x, alias("clamp", min, "min", a_min, "a_min"), alias("clamp", max, "max", a_max, "a_max"))
 
 
 def _rev(fn):
@@ -54,12 +87,18 @@ METHODS = {
     "__gt__": greater, "__ge__": greater_equal, "__lt__": less, "__le__": less_equal,
     "__eq__": equal, "__ne__": not_equal, "__getitem__": getitem, "__hash__": lambda self: id(self),
     "T": property(lambda self: transpose(self)),
-    "view": reshape, "unsqueeze": expand_dims, "expand_dims": expand_dims, "clamp": clip, "pow": power,
+    "view": reshape, "unsqueeze": expand_dims, "expand_dims": expand_dims, "clamp": clamp, "pow": power,
     "add": add, "sub": subtract, "mul": multiply, "div": divide, "to": to, "clone": clone,
+    "eq": equal, "ne": not_equal, "lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
+    "neg": negative, "square": lambda self: multiply(self, self), "mm": mm, "bmm": bmm,
+    "view_as": lambda self, other: reshape(self, other.shape),
+    "reshape_as": lambda self, other: reshape(self, other.shape),
+    "expand_as": lambda self, other: expand(self, other.shape),
 }
 for _f in (exp, log, sqrt, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, softplus, gelu, sum, mean, max, min,
            amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
-           squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum):
+           squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum, all, any, cumsum, norm, t,
+           narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk):
     METHODS.setdefault(_f.__name__, _f)
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)
@@ -71,4 +110,6 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "cat", "concatenate", "pad", "split", "stack", "matmul", "amax", "amin", "argmax", "argmin", "return_types",
     "logsumexp", "max", "mean", "min", "std", "sum", "var", "broadcast_to", "expand", "expand_dims", "flatten", "permute", "reshape",
     "squeeze", "swapaxes", "transpose", "unsqueeze", "log_softmax", "softmax", "to", "one_hot", "conv2d",
-    "max_pool2d", "avg_pool2d"})
+    "max_pool2d", "avg_pool2d", "as_tensor", "empty_like", "eye", "full_like", "linspace", "rand_like", "randint",
+    "randn_like", "randperm", "gather", "index_select", "masked_fill", "sort", "take_along_dim", "topk", "chunk",
+    "unbind", "all", "any", "cumsum", "norm", "narrow", "t", "mm", "bmm", "allclose", "numel", "clamp"})

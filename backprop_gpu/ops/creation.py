@@ -86,3 +86,80 @@ def from_numpy(arr: np.ndarray, device=None) -> Tensor:
     """A tensor sharing ``arr``'s memory on the CPU (copied to other devices)."""
     b = get_backend(device)
     return Tensor._make(arr if b.is_host else b.asarray(arr), b)
+
+
+def _int_shape(size, what):
+    shape = _shape(size) if isinstance(size, tuple) else _shape((size,))
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{what}: negative dimension in size {shape}")
+    return shape
+
+
+def randint(low, high=None, size=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``torch.randint(high, size)`` or ``randint(low, high, size)``: uniform integers in [low, high)."""
+    if size is None:  # randint(high, size)
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint() missing the size: randint(high, size) or randint(low, high, size)")
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be larger than low ({low})")
+    dtype = np.dtype(dtype or np.int64)
+    if requires_grad:
+        raise TypeError(f"randint: only floating-point tensors can require grad, got dtype {dtype}")
+    b = get_backend(device)
+    return Tensor._make(b.asarray(b.rng.integers(low, high, _int_shape(size, "randint")).astype(dtype)), b)
+
+
+def randperm(n: int, *, dtype=None, device=None) -> Tensor:
+    """``torch.randperm``: a random permutation of ``0 .. n-1`` (int64)."""
+    if n < 0:
+        raise ValueError(f"randperm: n must be non-negative, got {n}")
+    b = get_backend(device)
+    return Tensor._make(b.asarray(b.permutation(int(n)).astype(np.dtype(dtype or np.int64))), b)
+
+
+def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``torch.linspace``: ``steps`` evenly spaced values from ``start`` to ``end`` inclusive (float32)."""
+    if steps < 0:
+        raise ValueError(f"linspace: steps must be non-negative, got {steps}")
+    b = get_backend(device)
+    arr = b.xp.linspace(start, end, int(steps), dtype=np.float64).astype(np.dtype(dtype or float32))
+    return Tensor._make(arr, b).requires_grad_(requires_grad)
+
+
+def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``torch.eye``: an ``n`` x ``m`` identity matrix (``m`` defaults to ``n``)."""
+    b = get_backend(device)
+    return Tensor._make(b.xp.eye(int(n), None if m is None else int(m), dtype=np.dtype(dtype or float32)),
+                        b).requires_grad_(requires_grad)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    """A tensor like ``t`` (shape, dtype, device) filled with ``fill_value``."""
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=t.backend, requires_grad=requires_grad)
+
+
+def empty_like(t: Tensor, dtype=None) -> Tensor:
+    """An uninitialised tensor like ``t``."""
+    return empty(t.shape, dtype=dtype or t.dtype, device=t.backend)
+
+
+def rand_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) samples shaped like ``t``, on its device."""
+    return rand(t.shape, dtype=dtype or t.dtype, device=t.backend, requires_grad=requires_grad)
+
+
+def randn_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    """Standard-normal samples shaped like ``t``, on its device."""
+    return randn(t.shape, dtype=dtype or t.dtype, device=t.backend, requires_grad=requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """``torch.as_tensor``: ``data`` itself when it already is a tensor of that dtype and device,
+    a tensor sharing a NumPy array's memory on the CPU, else a new tensor."""
+    if isinstance(data, Tensor):
+        return data.to(device=device, dtype=dtype)  # ``data`` itself when nothing changes
+    b = get_backend(device)
+    if isinstance(data, np.ndarray) and b.is_host and (dtype is None or np.dtype(dtype) == data.dtype):
+        return Tensor._make(data, b)
+    return Tensor(data, dtype=dtype, device=b)

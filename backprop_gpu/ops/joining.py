@@ -1,4 +1,4 @@
-"""Joining and splitting: concatenate, stack, split, pad."""
+"""Joining and splitting: concatenate, stack, split, chunk, unbind, pad."""
 from __future__ import annotations
 
 import numbers
@@ -80,19 +80,43 @@ def stack(tensors, dim=None, *, axis=None):
     return apply(Stack, *tensors, axis=ax)
 
 
-def split(x, indices_or_sections, axis=0):
-    """Split along ``axis`` as ``numpy.split``: a count of equal parts, or the split indices."""
-    ax = normalize_axis(axis, x.ndim)[0]
+def split(x, split_size_or_sections, dim=None, *, axis=None):
+    """``torch.split``: pieces of ``split_size_or_sections`` entries along ``dim`` (an int: that
+    size each, the last one smaller if need be; a list: those sizes, which must add up to the
+    dimension's size). Each piece is a view."""
+    ax = normalize_axis(alias("split", dim, "dim", axis, "axis", 0), x.ndim)[0]
     n = x.shape[ax]
-    if isinstance(indices_or_sections, numbers.Integral):
-        k = int(indices_or_sections)
-        if k <= 0 or n % k:
-            raise ValueError(f"cannot split an axis of size {n} into {k} equal parts")
-        bounds = [i * (n // k) for i in range(k + 1)]
+    if isinstance(split_size_or_sections, numbers.Integral):
+        k = int(split_size_or_sections)
+        if k <= 0 and not (k == 0 and n == 0):
+            raise ValueError(f"split: split_size must be a positive integer, got {k}")
+        sizes = [min(k, n - i) for i in range(0, n, k)] if n else [0]
     else:
-        bounds = [0] + [int(i) for i in indices_or_sections] + [n]
+        sizes = [int(v) for v in split_size_or_sections]
+        if any(v < 0 for v in sizes) or sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} must be non-negative and add up to {n}, the size of "
+                             f"dimension {ax} of a tensor of shape {x.shape}")
     lead = (slice(None),) * ax
-    return [x[lead + (slice(a, b),)] for a, b in zip(bounds[:-1], bounds[1:])]
+    out, start = [], 0
+    for v in sizes:
+        out.append(x[lead + (slice(start, start + v),)])
+        start += v
+    return tuple(out)
+
+
+def chunk(x, chunks, dim=0):
+    """``torch.chunk``: at most ``chunks`` views of ``ceil(size / chunks)`` entries along ``dim``."""
+    if not isinstance(chunks, numbers.Integral) or chunks < 1:
+        raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
+    n = x.shape[normalize_axis(dim, x.ndim)[0]]
+    return split(x, max(-(-n // int(chunks)), 1), dim)
+
+
+def unbind(x, dim=0):
+    """``torch.unbind``: the slices along ``dim``, that dimension removed."""
+    ax = normalize_axis(dim, x.ndim)[0]
+    lead = (slice(None),) * ax
+    return tuple(x[lead + (i,)] for i in range(x.shape[ax]))
 
 
 def pad(x, pad_width, value=0.0):

@@ -6,7 +6,7 @@ import numbers
 from ..tape.tensor import Tensor
 from ..tape.op import Op, alias, apply, normalize_axis
 from . import return_types
-from .elementwise import exp, log, maximum, minimum
+from .elementwise import abs as abs_, exp, log, maximum, minimum
 from .shape import expand_dims, squeeze
 
 
@@ -252,3 +252,82 @@ def logsumexp(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
         out = squeeze(out, axis=axes)
     return out
 
+
+
+class _Logical(Op):
+    differentiable = False
+
+
+class All(_Logical):
+    name = "all"
+    forward = staticmethod(lambda F, x, axis, keepdims: F.all(x, axis=axis, keepdims=keepdims))
+
+
+class Any(_Logical):
+    name = "any"
+    forward = staticmethod(lambda F, x, axis, keepdims: F.any(x, axis=axis, keepdims=keepdims))
+
+
+def all(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001 - PyTorch's name
+    """Whether every element (along ``dim``) is nonzero: a bool tensor, not differentiable."""
+    return _reduce(All, x, *_dims("all", dim, keepdim, axis, keepdims))
+
+
+def any(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """Whether any element (along ``dim``) is nonzero: a bool tensor, not differentiable."""
+    return _reduce(Any, x, *_dims("any", dim, keepdim, axis, keepdims))
+
+
+class Cumsum(Op):
+    name = "cumsum"
+    saves = ()
+    forward = staticmethod(lambda F, x, axis: F.cumsum(x, axis=axis))
+
+    @staticmethod
+    def vjp(F, g, out, x, axis):
+        rev = (slice(None),) * axis + (slice(None, None, -1),)
+        return (F.cumsum(g[rev], axis=axis)[rev],)  # the reversed running sum
+
+
+def cumsum(x, dim=None, *, axis=None, dtype=None):
+    """``torch.cumsum``: running sums along ``dim`` (required, as in PyTorch)."""
+    dim = alias("cumsum", dim, "dim", axis, "axis")
+    if dim is None:
+        raise TypeError("cumsum() missing the dimension: cumsum(x, dim)")
+    if dtype is not None:
+        x = x.astype(dtype)
+    elif x.dtype.kind in "bi" and x.dtype.itemsize < 8 or x.dtype.kind == "u":
+        x = x.astype("int64")  # integers accumulate in int64, as in PyTorch
+    return apply(Cumsum, x, axis=normalize_axis(dim, x.ndim or 1)[0] if x.ndim else 0)
+
+
+class Norm2(Op):
+    """The 2-norm; its gradient is 0 at a zero input, as in PyTorch (the composed form gives NaN)."""
+    name = "norm"
+    saves = ("x", "out")
+    forward = staticmethod(lambda F, x, axis, keepdims: F.sqrt(F.sum(x * x, axis=axis, keepdims=keepdims)))
+
+    @staticmethod
+    def vjp(F, g, out, x, axis, keepdims):
+        safe = F.where(out == 0, 1, out)
+        return (_expand_to(F, g / safe, x.shape, axis, keepdims) * x,)
+
+
+def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
+    """``torch.norm`` of a vector (or, with ``dim``, along dimensions): ``p`` of 2 / ``"fro"``
+    (the default), 1, ``inf``, ``-inf``, 0 (the count of nonzeros) or any other positive number."""
+    if dtype is not None:
+        x = x.astype(dtype)
+    axis = normalize_axis(dim, x.ndim) if x.ndim else ()
+    if p in ("fro", 2, 2.0):
+        return apply(Norm2, x, axis=axis, keepdims=bool(keepdim))
+    if p == float("inf"):
+        return amax(abs_(x), dim=axis, keepdim=keepdim)
+    if p == float("-inf"):
+        return amin(abs_(x), dim=axis, keepdim=keepdim)
+    if p == 0:
+        return sum((x != 0).astype(x.dtype), dim=axis, keepdim=keepdim)
+    if isinstance(p, numbers.Real) and p > 0:
+        s = sum(abs_(x) ** p, dim=axis, keepdim=keepdim)
+        return s if p == 1 else s ** (1.0 / p)
+    raise ValueError(f"norm: unsupported p={p!r} (2, 'fro', 1, inf, -inf, 0 or a positive number)")

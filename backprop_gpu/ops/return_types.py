@@ -18,4 +18,16 @@ class min(NamedTuple):  # noqa: A001, N801
     indices: Tensor
 
 
-__all__ = ["max", "min"]
+class sort(NamedTuple):  # noqa: N801
+    """``(values, indices)`` of ``sort(x, dim)``."""
+    values: Tensor
+    indices: Tensor
+
+
+class topk(NamedTuple):  # noqa: N801
+    """``(values, indices)`` of ``topk(x, k, dim)``."""
+    values: Tensor
+    indices: Tensor
+
+
+__all__ = ["max", "min", "sort", "topk"]

@@ -201,3 +201,22 @@ def getitem(x, key):
 def index_backward(g, shape, key):
     """Zeros of ``shape`` with ``g`` scatter-added at ``key`` (differentiable in ``g``)."""
     return apply(IndexBackward, g, shape=tuple(shape), key=key, scatter_add=g.backend.scatter_add)
+
+
+def t(x):
+    """``torch.t``: a matrix transposed; 0-d and 1-D tensors unchanged."""
+    if x.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with at most 2 dimensions, got shape {x.shape}; "
+                           "use transpose(dim0, dim1) or permute")
+    return x if x.ndim < 2 else swapaxes(x, 0, 1)
+
+
+def narrow(x, dim, start, length):
+    """``torch.narrow``: a view of ``length`` entries from ``start`` along ``dim``."""
+    ax = normalize_axis(dim, x.ndim)[0]
+    n = x.shape[ax]
+    start = int(start) + (n if start < 0 else 0)
+    if not 0 <= start <= n or length < 0 or start + length > n:
+        raise IndexError(f"narrow: start {start} and length {length} are out of range for dimension {dim} "
+                         f"of size {n}")
+    return getitem(x, (slice(None),) * ax + (slice(start, start + int(length)),))

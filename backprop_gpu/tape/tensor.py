@@ -20,6 +20,9 @@ float16 = np.dtype("float16")
 int32 = np.dtype("int32")
 int64 = np.dtype("int64")
 bool_ = np.dtype("bool")
+int8, int16, uint8 = np.dtype("int8"), np.dtype("int16"), np.dtype("uint8")
+#: PyTorch's other names (``bg.float``, ``bg.int`` and ``bg.bool`` are set in the package itself)
+long, half, double = int64, float16, float64
 
 
 def _default_dtype_for(data):
@@ -186,6 +189,48 @@ class Tensor:
     def long(self):
         return self.to(dtype=int64)
 
+    def int(self):
+        return self.to(dtype=int32)
+
+    def half(self):
+        return self.to(dtype=float16)
+
+    def bool(self):
+        return self.to(dtype=bool_)
+
+    def type(self, dtype=None):
+        """``dtype=None``: the type's name (``"backprop_gpu.float32"``); else :meth:`to` that dtype."""
+        return f"backprop_gpu.{self.dtype}" if dtype is None else self.to(dtype=dtype)
+
+    def is_contiguous(self) -> bool:
+        return bool(self.array.flags.c_contiguous)
+
+    def contiguous(self):
+        """``self`` when its storage is in row-major order, else a recorded copy that is."""
+        return self if self.is_contiguous() else self.clone()
+
+    # -- factories like this tensor (dtype and device) ------------------------
+    def new_tensor(self, data, dtype=None, requires_grad=False):
+        return Tensor(data.numpy() if isinstance(data, Tensor) else data, dtype=dtype or self.dtype,
+                      device=self.backend, requires_grad=requires_grad)
+
+    def _new_filled(self, size, fill, dtype, requires_grad):
+        shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], (int, np.integer)) else size
+        arr = self.backend.xp.full(tuple(int(s) for s in shape), fill, dtype=np.dtype(dtype or self.dtype))
+        return Tensor._make(arr, self.backend).requires_grad_(requires_grad)
+
+    def new_zeros(self, *size, dtype=None, requires_grad=False):
+        return self._new_filled(size, 0, dtype, requires_grad)
+
+    def new_ones(self, *size, dtype=None, requires_grad=False):
+        return self._new_filled(size, 1, dtype, requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, requires_grad=False):
+        return self._new_filled((size,), fill_value, dtype, requires_grad)
+
+    def new_empty(self, *size, dtype=None, requires_grad=False):
+        return self._new_filled(size, 0, dtype, requires_grad)
+
     # -- autograd -------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True):
         """Set ``requires_grad`` in place on a leaf; only floating tensors can require grad."""
@@ -310,6 +355,15 @@ class Tensor:
 
     def div_(self, other):
         return self._explicit_inplace("div_", other, self.backend.xp.divide)
+
+    def clamp_(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        """Clamp in place to ``[min, max]``."""
+        self._check_inplace("clamp_")
+        if min is None and max is None:
+            raise RuntimeError("clamp_: at least one of min and max must be given")
+        lo, hi = (self._operand(v) if v is not None else None for v in (min, max))
+        self.backend.xp.clip(self.array, lo, hi, out=self.array)
+        return self._bump()
 
     def _augmented(self, other, fn, fallback):
         r = self._inplace(other, fn)
