@@ -288,3 +288,34 @@ def test_sequential_fuses_batch_norm_then_relu(backend):
     np.testing.assert_allclose(model[1].running_mean.numpy(), rm, rtol=1e-6)
     model.eval()  # evaluation: running statistics, composed ops
     np.testing.assert_allclose(model(x).numpy(), bg.relu(model[1](model[0](x))).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("idx_shape, row", [((13,), (4,)), ((3, 5), (2, 3)), ((6,), ())])
+def test_index_backward_rows_match_reference(backend, dtype, idx_shape, row):
+    """An embedding's gradient: rows scatter-added at an integer index, repeats and negative
+    indices included, compiled where the backend compiles it."""
+    if type(bg.get_backend(backend).F).index_backward is ArrayNamespace.index_backward:
+        pytest.skip(f"the {backend.name} backend runs the reference index_backward")
+    b = bg.get_backend(backend)
+    rng = np.random.default_rng(2)
+    n = 7
+    k = b.asarray(rng.integers(-n, n, idx_shape))
+    (g,) = _arrays(backend, dtype, idx_shape + row)
+    for key in (k, (k,)):
+        res = b.F.index_backward(g, (n,) + row, key)
+        ref = reference(backend).index_backward(g, (n,) + row, key)
+        assert res.dtype == g.dtype and res.shape == (n,) + row
+        np.testing.assert_allclose(b.to_host(res), b.to_host(ref), rtol=1e-6 if dtype == "float32" else 1e-12)
+    with pytest.raises(IndexError, match="index 7 is out of bounds for dimension 0 with size 7"):
+        b.F.index_backward(g.reshape((-1,) + row)[:1], (n,) + row, b.asarray(np.array([7])))
+
+
+def test_embedding_gradient_through_the_compiled_rows(backend):
+    emb = nn.Embedding(10, 3).to(backend).double()
+    idx = bg.tensor(np.array([[1, 1, 9], [0, 9, 9]]), device=backend)
+    w = np.random.default_rng(0).standard_normal((2, 3, 3))
+    (emb(idx) * bg.tensor(w, device=backend)).sum().backward()
+    want = np.zeros((10, 3))
+    np.add.at(want, idx.numpy(), w)
+    np.testing.assert_allclose(emb.weight.grad.numpy(), want, rtol=1e-12)
