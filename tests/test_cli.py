@@ -183,3 +183,236 @@ def test_resume_keeps_the_checkpoints_hyperparameters_and_refuses_others(tmp_pat
     rows = read_csv(out / "metrics.csv")
     assert code == 0 and [float(r["lr"]) for r in rows] == [0.2, 0.2]
     assert "with sgd lr 0.2," in stdout  # what is used is what is printed
+
+
+# -- run directories (issue 12 item 7) -------------------------------------------------------------------
+TINY = ["--dataset", "spirals", "--hidden", "4", "--device", "numpy", "--no-progress"]
+
+
+def test_each_run_gets_its_own_directory_and_latest_links_the_newest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run(["train", "--epochs", "1"] + TINY, capsys)[0] == 0
+    first = (tmp_path / "runs" / "latest").resolve()
+    best = (first / "best.safetensors").read_bytes()
+    code, stdout, _ = run(["train", "--epochs", "2", "--stop-after", "1", "--seed", "1"] + TINY, capsys)
+    assert code == 0
+    second = (tmp_path / "runs" / "latest").resolve()
+    assert second != first and second.parent == first.parent  # was: both in runs/latest, the first overwritten
+    assert (first / "best.safetensors").read_bytes() == best
+    assert f"outputs in runs/{second.name}/" in stdout
+    # what the second run printed continues it, in its own directory, through the latest link
+    assert f"continue with: backprop-gpu train --resume runs/{second.name} " in stdout
+    code, stdout, _ = run(["train", "--epochs", "2", "--seed", "1", "--resume", "runs/latest"] + TINY, capsys)
+    assert code == 0 and f"resumed from runs/{second.name}/checkpoint.safetensors after epoch 1" in stdout
+    assert [r["epoch"] for r in read_csv(second / "metrics.csv")] == ["1", "2"]
+    assert len(read_csv(first / "metrics.csv")) == 1
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted([first.name, second.name, "latest"])
+    code, _, _ = run(["train", "--epochs", "1", "--name", "exp"] + TINY, capsys)
+    assert code == 0 and (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "exp"
+
+
+def test_another_runs_directory_is_refused_unless_resumed_or_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--epochs", "1", "--out", str(out)] + TINY, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, stdout, err = run(["train", "--epochs", "1", "--seed", "5", "--out", str(out)] + TINY, capsys)
+    assert code == 2 and err.count("\n") == 1 and f"{out} holds another run" in err and "--overwrite" in err
+    assert "training" not in stdout and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    code, _, err = run(["train", "--epochs", "1", "--name", "x", "--out", str(out)] + TINY, capsys)
+    assert code == 2 and "give --out or those" in err
+    code, _, _ = run(["train", "--epochs", "1", "--seed", "5", "--out", str(out), "--overwrite"] + TINY, capsys)
+    assert code == 0 and (out / "checkpoint.safetensors").read_bytes() != before["checkpoint.safetensors"]
+    assert json.loads((out / "run.json").read_text())["run_id"] != json.loads(before["run.json"])["run_id"]
+
+
+def test_resuming_a_finished_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["train", "--epochs", "1", "--out", str(out)] + TINY, capsys)[0] == 0
+    code, _, err = run(["train", "--epochs", "1", "--resume", str(out)] + TINY, capsys)
+    assert code == 2 and "nothing to train: the checkpoint is at epoch 1 and --epochs 1" in err
+    code, _, err = run(["train", "--epochs", "3", "--stop-after", "1", "--resume", str(out)] + TINY, capsys)
+    assert code == 2 and "--stop-after 1; pass a larger --stop-after" in err
+
+
+# -- user errors: one line, exit 2, before training (issue 12 items 13 and 14) ---------------------------
+def one_line_error(argv, capsys):
+    """stderr of a refused command line, which must be one line, with exit code 2."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    out = capsys.readouterr()
+    assert code == 2, (argv, out)
+    assert out.err.count("\n") == 1 and "Traceback" not in out.err, out.err
+    assert "epoch" not in out.out  # refused before training
+    return out.err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+    (["train", "--epochs", "-2"], "argument --epochs: expected a positive integer, got '-2'"),
+    (["train", "--stop-after", "0"], "argument --stop-after: expected a positive integer, got '0'"),
+    (["train", "--seed", "-1"], "argument --seed: expected an integer from 0 to 4294967295, got '-1'"),
+    (["train", "--seed", str(2 ** 32)], "argument --seed: expected an integer from 0 to 4294967295"),
+    (["train", "--batch-size", "abc"], "argument --batch-size: expected a positive integer or 'full'"),
+    (["train", "--batch-size", "0"], "argument --batch-size: expected a positive integer or 'full'"),
+    (["train", "--hidden", "a,b"], "argument --hidden: expected comma-separated integers"),
+    (["compare-optimizers", "--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+    (["compare-optimizers", "--seed", "-1"], "argument --seed: expected an integer from 0"),
+    (["optimizer-paths", "--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
+])
+def test_bad_flags_are_named_in_one_line(argv, expected, capsys):
+    assert expected in one_line_error(argv, capsys)
+
+
+def test_library_settings_are_checked_too():
+    from backprop_gpu.app.demos import compare_optimizers
+    from backprop_gpu.app.train import TrainConfig, Trainer
+
+    for kw, msg in ((dict(epochs=0), "--epochs must be a positive integer, got 0"),
+                    (dict(stop_after=0), "--stop-after must be a positive integer"),
+                    (dict(seed=-1), "--seed must be an integer from 0 to 4294967295, got -1")):
+        with pytest.raises(ValueError, match=msg):
+            Trainer(TrainConfig(**kw))
+    with pytest.raises(ValueError, match="--epochs must be a positive integer, got 0"):
+        compare_optimizers(epochs=0)  # was: IndexError after ten trainings of nothing
+
+
+def test_output_paths_that_are_files_are_refused(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("")
+    assert f"--out {f} is a file, not a directory" in one_line_error(["train", "--out", str(f)] + TINY, capsys)
+    assert f"{f} is a file" in one_line_error(["train", "--out", str(f / "sub")] + TINY, capsys)
+    for demo in (["compare-optimizers", "--epochs", "1"], ["optimizer-paths", "--steps", "1"]):
+        assert f"--out {f} is a file" in one_line_error(demo + ["--out", str(f)], capsys)
+
+
+def test_an_unwritable_output_directory_is_found_before_training(tmp_path, capsys):
+    from test_rundir import unwritable
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    with unwritable(d):
+        err = one_line_error(["train", "--out", str(d)] + TINY, capsys)
+        assert f"cannot write to the run directory {d}" in err
+        err = one_line_error(["train", "--runs-dir", str(d)] + TINY, capsys)
+        assert f"cannot create the run directory {d}" in err
+        err = one_line_error(["compare-optimizers", "--out", str(d), "--device", "numpy"], capsys)
+        assert f"cannot write to the run directory {d}" in err
+
+
+def test_a_failed_save_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full_disk(path, tensors, meta):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "save", full_disk)
+    out = tmp_path / "run"
+    code, _, err = run(["train", "--epochs", "2", "--out", str(out)] + TINY, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot write the run's outputs in {out} after epoch 1: No space left on device" in err
+
+
+def write_mnist(root, train_labels, test_labels, dtype=np.uint8, images=True):
+    from test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for split, labels in (("train", train_labels), ("t10k", test_labels)):
+        n = len(labels)
+        write_idx(root / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4), dtype=np.uint8))
+        write_idx(root / f"{split}-labels-idx1-ubyte", np.asarray(labels, dtype=dtype))
+
+
+def test_bad_labels_are_refused_before_training(tmp_path, capsys):
+    mnist = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--device", "numpy", "--out",
+             str(tmp_path / "out")]
+    write_mnist(tmp_path, [0, 1, -1, 2, -1, 1], [0, 1], dtype=">i4")
+    err = one_line_error(mnist, capsys)
+    assert "'mnist/train': 2 of 6 labels are negative (-1)" in err
+    write_mnist(tmp_path, [0, 1, 2, 1], [0, 3, 5, 3, 1], dtype=">i4")  # was: an IndexError after an epoch
+    err = one_line_error(mnist, capsys)
+    assert "'mnist/t10k': 3 of 5 test labels (3, 5) lie outside the training classes 0-2" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_mnist_file_is_refused(tmp_path, capsys):
+    mnist = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--device", "numpy", "--out",
+             str(tmp_path / "out")]
+    write_mnist(tmp_path, [], [], dtype=np.uint8)  # headers saying 0 images: was "cannot reshape array of size 0"
+    assert "the IDX files hold no images (images of shape (0, 4, 4))" in one_line_error(mnist, capsys)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"")
+    assert "not an IDX file" in one_line_error(mnist, capsys)
+
+
+def test_help_shows_every_default(monkeypatch, capsys):
+
+    from backprop_gpu.app.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100")
+    for command, defaults in (("train", ["(default: digits)", "(default: 15)", "(default: 32)", "(default: 0)",
+                                         "(default: runs)", "(default: 64)", "(default: a new directory under"]),
+                              ("compare-optimizers", ["(default: 10)", "(default: runs/compare)"]),
+                              ("optimizer-paths", ["(default: 500)", "(default: runs/paths)"])):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for d in defaults:
+            assert d in text, (command, d)
+        sub = build_parser()._subparsers._group_actions[0].choices[command]
+        shown = [a for a in sub._actions if a.option_strings and a.nargs != 0]  # options that take a value
+        marks = [" " + sub._get_formatter()._format_action_invocation(a) + " " for a in shown] + [None]
+        pos = text.index("options:")
+        for action, mark, following in zip(shown, marks, marks[1:]):  # each one's entry states its default
+            pos = text.index(mark, pos)
+            entry = text[pos:text.index(following, pos) if following else None]
+            assert "default" in entry, (command, entry)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, capsys):
+    import re
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # batch 1: an epoch of 1,347 steps, long enough for the signal to land inside one
+    common = ["--dataset", "digits", "--hidden", "8", "--batch-size", "1", "--epochs", "3", "--device", "numpy",
+              "--no-progress", "--scheduler", "warmup"]
+    out = tmp_path / "stopped"
+    p = subprocess.Popen([sys.executable, "-u", "-m", "backprop_gpu.app.cli", "train", "--out", str(out), *common],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("epoch   1/3"):
+                time.sleep(0.2)
+                p.send_signal(signal.SIGINT)
+        stdout, stderr = "".join(lines), p.stderr.read()
+        p.wait(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, (stdout, stderr)
+    m = re.search(r"^interrupted at epoch (\d) step (\d+); resume with: (backprop-gpu train --resume (\S+) .*)$",
+                  stdout, re.M)
+    assert m, stdout
+    assert "Traceback" not in stderr and int(m[1]) >= 2 and m[4] == str(out)
+    _, meta = checkpoint.load(out / "checkpoint.safetensors")
+    assert meta["extra"]["epoch"] == int(m[1]) - 1
+    assert meta["extra"].get("position", {"steps": 0})["steps"] == int(m[2])
+    argv = shlex.split(m[3])
+    code, resumed, _ = run(argv[1:], capsys)  # the printed command, as printed
+    assert code == 0 and "epoch   3/3" in resumed
+    straight = tmp_path / "straight"
+    assert run(["train", "--out", str(straight), *common], capsys)[0] == 0
+    a, b = params_of(straight), params_of(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+    def rows(d):
+        return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in read_csv(d / "metrics.csv")]
+    assert rows(straight) == rows(out) and len(rows(out)) == 3

@@ -41,9 +41,21 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs mpi4py and its mpi
 
 def launch(n, *args, mpi_args=(), timeout=120):
     """``python *args`` on ``n`` ranks (n=1: plain python, no MPI); returns (returncode, output, seconds)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    env.update(NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = ([MPIEXEC, *mpi_args, "-n", str(n)] if n > 1 else []) + [sys.executable, *map(str, args)]
+    return _run(cmd, timeout)
+
+
+def launch_each(*per_rank, timeout=120):
+    """One rank per argument list, ``python *args`` each (mpiexec's MPMD form ``-n 1 a : -n 1 b``)."""
+    cmd = [MPIEXEC]
+    for i, args in enumerate(per_rank):
+        cmd += ([":"] if i else []) + ["-n", "1", sys.executable, *map(str, args)]
+    return _run(cmd, timeout)
+
+
+def _run(cmd, timeout):
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "BACKPROP_GPU_DIST_TIMEOUT")}
+    env.update(NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                          start_new_session=True)
@@ -152,6 +164,25 @@ def test_a_world_of_one_under_mpiexec_n_1_does_not_import_mpi(monkeypatch):
     assert not dist.launched_under_mpi()
     monkeypatch.setenv("PMI_SIZE", "2")
     assert dist.launched_under_mpi()
+
+
+def test_config_differences_name_every_entry_and_each_ranks_value():
+    configs = [{"lr": 0.1, "seed": 0, "optimizer": "sgd"}, {"lr": 0.2, "seed": 0, "optimizer": "sgd"},
+               {"lr": 0.1, "seed": 0, "optimizer": "adam", "epochs": 3}]
+    from backprop_gpu.distributed.comm import _config_differences
+
+    assert _config_differences(configs) == ["lr 0.1 (ranks 0, 2) vs 0.2 (rank 1)",
+                                            "optimizer 'sgd' (ranks 0, 1) vs 'adam' (rank 2)",
+                                            "epochs (not set) (ranks 0, 1) vs 3 (rank 2)"]
+    assert _config_differences(configs[:1] * 3) == []
+
+
+def test_config_and_failure_hooks_in_a_world_of_one(capsys):
+    dist.check_same_config({"lr": 0.1})  # nothing to compare with
+    setup = dist.setup_for_training("cpu")
+    setup.prepare(bg.nn.Linear(2, 2), config={"lr": 0.1})
+    assert dist.fail_all_ranks("backprop-gpu: error: bad", 2) == 2  # returns: the caller exits
+    assert capsys.readouterr().err == "backprop-gpu: error: bad\n"  # one line, no rank in a world of one
 
 
 # -- under mpiexec -n 2 ----------------------------------------------------------------------
@@ -266,6 +297,35 @@ def test_the_cli_runs_under_mpiexec(tmp_path):
     assert out.count("epoch   1/1") == 1 and "2 ranks" in out  # rank 0 alone prints
     for f in ("checkpoint.safetensors", "metrics.csv", "curves.png", "summary.json"):
         assert (tmp_path / "run" / f).exists()
+
+
+TRAIN = ["-m", "backprop_gpu.app.cli", "train", "--epochs", 1, "--no-progress", "--hidden", 16]
+
+
+@needs_mpi
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_handled_error_on_one_rank_ends_every_rank_at_once(tmp_path, failing):
+    """Only one rank is given a checkpoint that does not exist. It prints the CLI's one-line error and
+    ends the job with exit 2 at once; the others no longer wait for it until the watchdog (300 s)."""
+    missing = tmp_path / "missing.safetensors"
+    per_rank = [[*TRAIN, "--out", tmp_path / "run"] + (["--resume", missing] if r == failing else [])
+                for r in range(2)]
+    rc, out, secs = launch_each(*per_rank, timeout=60)
+    assert rc == 2, out
+    # one line: the CLI's error (whatever its wording after the path) and which rank ended the job
+    assert re.search(rf"^backprop-gpu: error: checkpoint {re.escape(str(missing))} does not exist.* "
+                     rf"\(rank {failing} of 2; ending all ranks\)$", out, re.M), out
+    assert secs < 30 and "epoch   1/1" not in out, out
+
+
+@needs_mpi
+def test_ranks_started_with_different_settings_are_refused_before_training(tmp_path):
+    rc, out, secs = launch_each([*TRAIN, "--out", tmp_path / "run", "--lr", 0.1],
+                                [*TRAIN, "--out", tmp_path / "run", "--lr", 0.2, "--seed", 3], timeout=60)
+    assert rc == 2, out
+    assert "the ranks were started with different settings" in out
+    assert "lr 0.1 (rank 0) vs 0.2 (rank 1); seed 0 (rank 0) vs 3 (rank 1)" in out
+    assert secs < 30 and "epoch   1/1" not in out, out
 
 
 # -- GPU ---------------------------------------------------------------------------------------

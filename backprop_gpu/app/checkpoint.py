@@ -4,8 +4,21 @@ One file holds the model state, the optimizer state (its tensors as entries,
 the rest as JSON), the scheduler state, epoch/step, RNG states and the run's
 config. Saving writes a temporary file in the same directory, fsyncs it and
 renames it over the old one, so a crash mid-save leaves the previous
-checkpoint intact. Loading checks everything against the live objects before
-changing any of them.
+checkpoint intact.
+
+Restoring checks everything the file carries against the live objects before
+changing any of them: tensor names, shapes and dtypes, every optimizer
+hyperparameter (with the optimizer constructor's validation), step counts and
+moments, the scheduler's state and, through ``check_extra``, the run's own
+metadata. A bad entry raises :class:`CheckpointError` naming it, e.g.
+``checkpoint entry 'optimizer.param_groups[0].lr': -1.0 is not a valid
+learning rate``, and nothing is loaded.
+
+Dtypes must match exactly, a lossless upcast (float16 weights for a float32
+model) included: a run's own checkpoint always has the dtypes of its model and
+optimizer, so any difference means a damaged file or one from another setup,
+and resuming it would not continue the saved run. To load such weights on
+purpose, use ``Module.load_state_dict``, which casts as PyTorch's does.
 """
 from __future__ import annotations
 
@@ -22,7 +35,68 @@ FORMAT = "backprop_gpu.checkpoint.v1"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt, truncated, or for another model."""
+    """A checkpoint that is missing, corrupt, truncated, for another model, or with a bad entry.
+
+    ``entry`` names the offending entry where there is one (``'model.0.weight'``,
+    ``'optim.1.exp_avg'``, ``'optimizer.param_groups[0].lr'``, ``'extra.loader.rng'``), and
+    ``reason`` says what is wrong with it; both are None otherwise.
+    """
+
+    def __init__(self, message: str, entry: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.entry, self.reason = entry, reason
+
+
+def refuse(entry: str, reason: str) -> CheckpointError:
+    """The error for a bad entry (raise it): ``checkpoint entry '<entry>': <reason>``.
+
+    For ``check_extra`` functions given to :func:`restore`, which adds the file's path."""
+    return CheckpointError(f"checkpoint entry '{entry}': {reason}", entry, reason)
+
+
+def _layout_problem(given, like, where: str):
+    """``(entry, reason)`` for the first place where ``given`` differs in layout (keys, kinds of
+    values) from ``like``, plain JSON-able data; None if it has the same layout."""
+    if isinstance(like, dict):
+        if not isinstance(given, dict):
+            return where, f"a {type(given).__name__}, not a dict"
+        for k in like:
+            if k not in given:
+                return f"{where}.{k}", "missing"
+        for k in given:
+            if k not in like:
+                return f"{where}.{k}", f"unexpected (expected only {', '.join(map(str, like))})"
+        for k, v in like.items():
+            problem = _layout_problem(given[k], v, f"{where}.{k}")
+            if problem:
+                return problem
+        return None
+    if isinstance(like, int) and not isinstance(like, bool):
+        ok = isinstance(given, (int, np.integer)) and not isinstance(given, bool)
+    else:
+        ok = type(given) is type(like)
+    return None if ok else (where, f"{given!r} is not a{'n' if type(like).__name__[0] in 'aeiou' else ''} "
+                                   f"{type(like).__name__}")
+
+
+def check_generator_state(entry: str, state, generator) -> None:
+    """Raise :class:`CheckpointError` naming ``entry`` unless ``state`` is a state that ``generator``
+    (a NumPy ``Generator`` or bit generator) takes exactly; changes nothing.
+
+    The state must have the live state's layout, be accepted by a scratch bit generator of the same
+    kind, and read back unchanged (NumPy's setters silently truncate some bad values)."""
+    bitgen = getattr(generator, "bit_generator", generator)
+    kind = type(bitgen).__name__
+    problem = _layout_problem(state, bitgen.state, entry)
+    if problem:
+        raise refuse(*problem)
+    scratch = type(bitgen)()
+    try:
+        scratch.state = state
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
+        raise refuse(entry, f"not a valid {kind} state ({e})") from None
+    if scratch.state != state:
+        raise refuse(entry, f"not a valid {kind} state (a value is out of range: it does not read back)")
 
 
 def _host(v):
@@ -129,55 +203,131 @@ def load(path):
     return tensors, meta
 
 
-def _optimizer_state(tensors, meta):
-    om = meta["optimizer"]
-    state = {int(k): dict(v) for k, v in om["state"].items()}
+def _optimizer_state(tensors, om) -> dict:
+    """The optimizer's state_dict from the file: JSON ``om`` (steps, groups) and tensors ``optim.<i>.<name>``."""
+    state_meta = om.get("state", {})
+    if not isinstance(state_meta, dict):
+        raise refuse("optimizer.state", f"a {type(state_meta).__name__}, not a dict")
+    state = {}
+    for k, st in state_meta.items():
+        if not (k.isascii() and k.isdigit()):
+            raise refuse(f"optimizer.state[{k!r}]", "not a parameter index")
+        if not isinstance(st, dict):
+            raise refuse(f"optimizer.state[{k}]", f"a {type(st).__name__}, not a dict")
+        for name in st:
+            if name != "step":  # pack stores every tensor as a tensor entry, leaving only the step here
+                raise refuse(f"optimizer.state[{k}].{name}", f"unexpected: state tensors are stored as the "
+                             f"entries 'optim.{k}.<name>'")
+        state[int(k)] = dict(st)
     for key, arr in tensors.items():
         if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
+            _, idx, name = (key.split(".", 2) + ["", ""])[:3]
+            if not (idx.isascii() and idx.isdigit()) or not name:
+                raise refuse(key, "not named optim.<parameter index>.<state name>")
             state.setdefault(int(idx), {})[name] = arr
-    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in om["param_groups"]]
-    return {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": om.get("param_groups")}
+
+
+def _optimizer_entry(entry: tuple, tensors, om) -> str:
+    """The checkpoint's name for the optimizer state_dict entry at path ``entry`` (see check_state_dict)."""
+    if entry[0] == "state" and len(entry) == 3 and entry[2] != "step":
+        return f"optim.{entry[1]}.{entry[2]}"  # a tensor entry, present or missing
+    if entry[0] == "state" and len(entry) == 2 and str(entry[1]) not in om.get("state", {}):
+        return next((k for k in tensors if k.startswith(f"optim.{entry[1]}.")), f"optimizer.state[{entry[1]}]")
+    return "optimizer." + entry[0] + "".join(f"[{e}]" if isinstance(e, int) else f".{e}" for e in entry[1:])
 
 
 def restore(path, model=None, optimizer=None, scheduler=None, check_extra=None) -> dict:
     """Load ``path`` into the given objects, all or nothing; returns the ``extra`` dict.
 
-    A checkpoint for another architecture raises :class:`CheckpointError`
-    naming the mismatched entries, before anything is modified.
-    ``check_extra(extra)``, if given, vets the ``extra`` dict: it raises ``ValueError``
-    (or ``KeyError``) to refuse the checkpoint, also before anything is modified.
+    Everything the file carries is checked before anything is modified (see the module
+    docstring): its tensor names; the model's keys, shapes and dtypes (exactly the model's:
+    no casting, not even a lossless upcast); the optimizer's class, hyperparameters (as its
+    constructor validates them), step counts, moments and their shapes and dtypes; the
+    scheduler's class and state. ``check_extra(extra)``, if given, vets the ``extra`` dict,
+    also before anything is modified: it raises :func:`refuse` (naming the entry), ``ValueError``
+    or ``KeyError`` to refuse the checkpoint. Every refusal is a :class:`CheckpointError`;
+    one about a single entry reads ``checkpoint entry '<entry>': <reason> (in <path>; nothing
+    was loaded)`` and carries ``entry``.
     """
     tensors, meta = load(path)
-    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    opt_sd = None
+
+    def entry_error(entry, reason):
+        return CheckpointError(f"checkpoint entry '{entry}': {reason} (in {path}; nothing was loaded)", entry, reason)
+
+    def unfit(what):
+        return CheckpointError(f"checkpoint {path} does not fit: {what}")
+
     try:
+        for key in tensors:
+            if not key.startswith(("model.", "optim.")):
+                raise refuse(key, "neither a model tensor ('model.*') nor an optimizer one ('optim.*')")
+        extra = meta.get("extra", {})
+        if not isinstance(extra, dict):
+            raise refuse("extra", f"a {type(extra).__name__}, not a dict")
+        model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         if model is not None:
-            model.check_state_dict(model_sd)
+            try:
+                model.check_state_dict(model_sd)
+            except (RuntimeError, TypeError) as e:
+                raise unfit(e) from None
+            for k, t in model.state_dict().items():
+                if model_sd[k].dtype != t.dtype:
+                    raise refuse(f"model.{k}", f"dtype {model_sd[k].dtype}, the model's is {t.dtype} (a run's own "
+                                 f"checkpoint has its model's dtypes; Module.load_state_dict casts, if that is meant)")
+        opt_sd = None
         if optimizer is not None:
-            if "optimizer" not in meta:
-                raise ValueError("it holds no optimizer state")
-            saved_cls = meta["optimizer"].get("class", type(optimizer).__name__)
+            om = meta.get("optimizer")
+            if om is None:
+                raise unfit("it holds no optimizer state")
+            if not isinstance(om, dict):
+                raise refuse("optimizer", f"a {type(om).__name__}, not a dict")
+            saved_cls = om.get("class", type(optimizer).__name__)
             if saved_cls != type(optimizer).__name__:
-                raise ValueError(f"its optimizer state is for {saved_cls}, not {type(optimizer).__name__}")
-            opt_sd = _optimizer_state(tensors, meta)
-            optimizer.check_state_dict(opt_sd)
+                raise unfit(f"its optimizer state is for {saved_cls}, not {type(optimizer).__name__}")
+            opt_sd = _optimizer_state(tensors, om)
+            try:
+                optimizer.check_state_dict(opt_sd, same_dtype=True)
+            except (ValueError, TypeError) as e:
+                if getattr(e, "entry", None) is None:
+                    raise unfit(e) from None
+                raise refuse(_optimizer_entry(e.entry, tensors, om), e.reason) from None
+        # the run's metadata before the scheduler: a run configured with another scheduler is told so
         if check_extra is not None:
-            check_extra(meta.get("extra", {}))
-        if scheduler is not None and "scheduler" not in meta:
-            raise ValueError("it holds no scheduler state")
-        if scheduler is not None and meta["scheduler"].get("_class", type(scheduler).__name__) != \
-                type(scheduler).__name__:
-            raise ValueError(f"its scheduler state is for {meta['scheduler']['_class']}, "
-                             f"not {type(scheduler).__name__}")
-    except KeyError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit: it lacks the entry {e}") from None
-    except (RuntimeError, ValueError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {path} does not fit: {e}") from None
+            try:
+                check_extra(extra)
+            except CheckpointError:
+                raise
+            except KeyError as e:
+                raise unfit(f"it lacks the entry {e}") from None
+            except (RuntimeError, ValueError, TypeError, AttributeError) as e:
+                raise unfit(e) from None
+        sched_sd = None
+        if scheduler is not None:
+            sm = meta.get("scheduler")
+            if sm is None:
+                raise unfit("it holds no scheduler state")
+            if not isinstance(sm, dict):
+                raise refuse("scheduler", f"a {type(sm).__name__}, not a dict")
+            if sm.get("_class", type(scheduler).__name__) != type(scheduler).__name__:
+                raise unfit(f"its scheduler state is for {sm['_class']}, not {type(scheduler).__name__}")
+            sched_sd = {k: v for k, v in sm.items() if k != "_class"}
+            if hasattr(scheduler, "check_state_dict"):
+                try:
+                    scheduler.check_state_dict(sched_sd)
+                except (ValueError, TypeError) as e:
+                    if getattr(e, "entry", None) is None:
+                        raise unfit(e) from None
+                    raise refuse(f"scheduler.{e.entry[0]}", e.reason) from None
+    except CheckpointError as e:
+        if e.entry is not None:
+            raise entry_error(e.entry, e.reason) from None
+        raise
+    # everything checked: nothing below refuses what passed the checks above
     if model is not None:
         model.load_state_dict(model_sd)
     if optimizer is not None:
         optimizer.load_state_dict(opt_sd)
     if scheduler is not None:
-        scheduler.load_state_dict({k: v for k, v in meta["scheduler"].items() if k != "_class"})
-    return meta.get("extra", {})
+        scheduler.load_state_dict(sched_sd)
+    return extra

@@ -6,65 +6,128 @@ import logging
 import sys
 
 from .. import optim
-from .train import SCHEDULERS
+from .train import DEFAULT_LR, INTERRUPTED, SCHEDULERS
 
 
+# Type functions: argparse prefixes their message with the flag ("argument --epochs: ..."), so they
+# say what is expected and what was given.
 def _hidden(s: str) -> tuple:
     try:
         sizes = tuple(int(v) for v in s.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers like 16,16, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 16,16, got {s!r}") from None
     if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--hidden needs positive layer widths, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected positive layer widths like 16,16, got {s!r}")
     return sizes
+
+
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {2 ** 32 - 1}, got {s!r}")
+    return v
 
 
 def _batch(s: str):
     if s.lower() in ("none", "full", "all"):
         return None
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError("--batch-size must be >= 1, or 'full' for batch gradient descent")
-    return v
+    try:
+        return _positive(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full' (batch gradient descent), "
+                                         f"got {s!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the problem, then where to read more), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless it states the default itself; on/off
+    flags, off by default, show none."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if "default" in help or action.default is None or action.default is False or not action.option_strings:
+            return help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="backprop-gpu", description="Train neural networks with backprop_gpu.")
+    p = _Parser(prog="backprop-gpu", description="Train neural networks with backprop_gpu.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a classifier (default: an MLP on the bundled digits)")
-    t.add_argument("--dataset", default="digits", choices=["digits", "mnist", "spirals", "linear"])
-    t.add_argument("--data-dir", default=None, help="directory of MNIST IDX files (for --dataset mnist)")
-    t.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
-    t.add_argument("--hidden", type=_hidden, default=(64,), help="MLP hidden widths, e.g. 16,16")
-    t.add_argument("--optimizer", default="adam", choices=sorted(optim.OPTIMIZERS))
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: one tuned per optimizer)")
-    t.add_argument("--momentum", type=float, default=None, help="momentum (sgd, rmsprop)")
+    t = sub.add_parser("train", help="train a classifier (default: an MLP on the bundled digits)",
+                       formatter_class=_Help,
+                       description="Train a model; each run writes into a directory of its own "
+                                   "(runs/<YYYYmmdd-HHMMSS>/, with runs/latest linking to the newest). "
+                                   "Ctrl-C stops at the end of the current step and saves a checkpoint that "
+                                   "--resume continues.")
+    t.add_argument("--dataset", default="digits", choices=["digits", "mnist", "spirals", "linear"],
+                   help="the data set")
+    t.add_argument("--data-dir", default=None,
+                   help="directory of MNIST IDX files (default: none; --dataset mnist needs it)")
+    t.add_argument("--model", default="mlp", choices=["mlp", "cnn"], help="the model")
+    t.add_argument("--hidden", type=_hidden, default="64", help="MLP hidden widths, e.g. 16,16")
+    t.add_argument("--optimizer", default="adam", choices=sorted(optim.OPTIMIZERS), help="the optimizer")
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: one tuned per optimizer: "
+                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    t.add_argument("--momentum", type=float, default=None,
+                   help="momentum (sgd, rmsprop; default: the optimizer's)")
     t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd with --momentum)")
     t.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: the optimizer's)")
     t.add_argument("--scheduler", default="none", choices=list(SCHEDULERS),
                    help="learning-rate schedule: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULERS.items()))
     t.add_argument("--batch-size", type=_batch, default=32, help="1: stochastic, k: mini-batch, full: batch GD")
-    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--epochs", type=_positive, default=15, help="epochs to train")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or a backend name")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/latest", help="directory for metrics.csv, curves.png, checkpoints")
-    t.add_argument("--resume", default=None, help="checkpoint file or run directory to continue from")
-    t.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
-                   help="stop after this epoch as if interrupted (the schedule still spans --epochs)")
+    t.add_argument("--seed", type=_seed, default=0, help="seed of the initialisation and the shuffling")
+    t.add_argument("--out", default=None, metavar="DIR",
+                   help="the run directory itself, for metrics.csv, curves.png, checkpoints (default: a new "
+                        "directory under --runs-dir; with --resume, the checkpoint's directory)")
+    t.add_argument("--runs-dir", default=None, metavar="DIR",
+                   help="where new run directories go, each named by its start time, with a link 'latest' "
+                        "to the newest (default: runs)")
+    t.add_argument("--name", default=None,
+                   help="name the run directory under --runs-dir (default: the start time, YYYYmmdd-HHMMSS)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="let this run take over a directory that holds another run (whose outputs are deleted)")
+    t.add_argument("--resume", default=None, metavar="PATH",
+                   help="checkpoint file or run directory to continue from, e.g. runs/latest (default: none, "
+                        "a new run); the run continues in that directory unless --out or --name says otherwise")
+    t.add_argument("--stop-after", type=_positive, default=None, metavar="EPOCH",
+                   help="stop after this epoch as if interrupted (default: none; the schedule still spans --epochs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    c = sub.add_parser("compare-optimizers", help="every optimizer on one model from one initialisation")
-    c.add_argument("--epochs", type=int, default=10)
-    c.add_argument("--dataset", default="digits", choices=["digits", "spirals"])
-    c.add_argument("--hidden", type=_hidden, default=(64,), help="MLP hidden widths, e.g. 16,16")
-    c.add_argument("--device", default="auto")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default="runs/compare")
+    c = sub.add_parser("compare-optimizers", help="every optimizer on one model from one initialisation",
+                       formatter_class=_Help)
+    c.add_argument("--epochs", type=_positive, default=10, help="epochs per optimizer")
+    c.add_argument("--dataset", default="digits", choices=["digits", "spirals"], help="the data set")
+    c.add_argument("--hidden", type=_hidden, default="64", help="MLP hidden widths, e.g. 16,16")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or a backend name")
+    c.add_argument("--seed", type=_seed, default=0, help="seed of the initialisation and the shuffling")
+    c.add_argument("--out", default="runs/compare", metavar="DIR", help="directory for compare_optimizers.png")
 
-    o = sub.add_parser("optimizer-paths", help="optimizer trajectories on 2-D loss surfaces")
-    o.add_argument("--steps", type=int, default=500, help="optimizer steps per path")
-    o.add_argument("--out", default="runs/paths")
+    o = sub.add_parser("optimizer-paths", help="optimizer trajectories on 2-D loss surfaces", formatter_class=_Help)
+    o.add_argument("--steps", type=_positive, default=500, help="optimizer steps per path")
+    o.add_argument("--out", default="runs/paths", metavar="DIR", help="directory for optimizer_paths.png")
     return p
 
 
@@ -77,7 +140,8 @@ def train_config(args, device=None):
                        device=args.device if device is None else device, seed=args.seed, out=args.out,
                        resume=args.resume, data_dir=args.data_dir, progress=not args.no_progress,
                        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-                       scheduler=args.scheduler, stop_after=args.stop_after)
+                       scheduler=args.scheduler, stop_after=args.stop_after, name=args.name,
+                       runs_dir=args.runs_dir, overwrite=args.overwrite)
 
 
 def main(argv=None) -> int:
@@ -94,8 +158,14 @@ def main(argv=None) -> int:
             cfg = train_config(args, dist.device)
             log = print if dist.is_main else (lambda *a, **k: None)
             trainer = Trainer(cfg, log=log, is_main=dist.is_main, rank=dist.rank, world_size=dist.world_size,
-                              after_backward=dist.after_backward)
-            dist.prepare(trainer.model)
+                              after_backward=dist.after_backward,
+                              command=["backprop-gpu", *map(str, sys.argv[1:] if argv is None else argv)])
+            # ranks started with other settings (or resuming another epoch) would silently diverge or hang:
+            # compared across ranks, with the model, before training starts
+            same = ("dataset", "model", "hidden", "optimizer", "momentum", "nesterov", "weight_decay", "scheduler",
+                    "batch_size", "epochs", "stop_after", "seed")
+            dist.prepare(trainer.model, config={**{k: getattr(trainer.cfg, k) for k in same},
+                                                "lr": trainer.cfg.resolved_lr(), "resumed after epoch": trainer.epoch})
             # weights each rank's gradient by its share of an unevenly split last batch
             trainer.loader = dist.wrap_loader(trainer.loader)
             cfg = trainer.cfg  # a resumed run's hyperparameters are the checkpoint's
@@ -105,7 +175,8 @@ def main(argv=None) -> int:
                 + f", batch {cfg.batch_size}, on "
                 f"{trainer.backend.device} ({trainer.backend.name})"
                 + (f", {dist.world_size} ranks" if dist.world_size > 1 else ""))
-            trainer.fit()
+            if trainer.fit()["interrupted"]:  # by Ctrl-C, after saving a checkpoint and saying how to resume
+                return INTERRUPTED
         elif args.command == "compare-optimizers":
             from .demos import compare_optimizers
 
@@ -115,9 +186,15 @@ def main(argv=None) -> int:
             from .demos import optimizer_paths
 
             optimizer_paths(out=args.out, steps=args.steps)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"backprop-gpu: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing more was saved
+        from ..distributed import fail_all_ranks
+
+        return fail_all_ranks("backprop-gpu: interrupted (nothing saved since the last checkpoint)", INTERRUPTED)
+    except (ValueError, OSError, RuntimeError) as e:  # OSError: a full disk, a read-only directory, ...
+        from ..distributed import fail_all_ranks
+
+        # under mpiexec this ends every rank now (the others would wait for this one until the watchdog fires)
+        return fail_all_ranks(f"backprop-gpu: error: {e}", 2)
     return 0
 
 

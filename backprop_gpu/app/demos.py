@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import optim
-from . import models
+from . import models, rundir
 from ..tape.mode import no_grad
 from ..array import get_backend, manual_seed
 from ..utils.data import DataLoader
@@ -38,7 +38,12 @@ def compare_optimizers(out="runs/compare", epochs: int = 10, dataset: str = "dig
     """Train one model from one initialisation with each optimizer; plot test loss per epoch; rank them."""
     from .plots import loss_curves
 
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"--epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"--seed must be an integer from 0 to {2 ** 32 - 1}, got {seed!r}")
     backend = get_backend(device)
+    out = _output_dir(out)  # a file, or a directory that takes no file, found before ten trainings
     train_set, test_set = load(dataset)
     manual_seed(seed)
     init = models.mlp(train_set.x.shape[1], train_set.num_classes, hidden).to(backend).state_dict()
@@ -65,8 +70,6 @@ def compare_optimizers(out="runs/compare", epochs: int = 10, dataset: str = "dig
         results.append({"optimizer": label, "test_loss": losses[-1], "test_accuracy": acc,
                         "seconds": time.perf_counter() - t0})
         log(f"  {label:20s} test loss {losses[-1]:.4f}  accuracy {100 * acc:5.1f}%")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     loss_curves(curves, out / "compare_optimizers.png",
                 f"MLP {hidden} on {dataset}, same initialisation, {epochs} epochs", xlabel="epoch")
     results.sort(key=lambda r: r["test_loss"])
@@ -76,6 +79,19 @@ def compare_optimizers(out="runs/compare", epochs: int = 10, dataset: str = "dig
             f"{r['seconds']:6.1f}s")
     log(f"plot: {out / 'compare_optimizers.png'}")
     return results
+
+
+def _output_dir(out) -> Path:
+    """``out`` made (if need be) and proved writable, else ``ValueError`` naming it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise rundir.RunDirError(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise rundir.RunDirError(f"cannot create --out {out}: {e.strerror or e}") from None
+    rundir.probe(out)
+    return out
 
 
 def _rosenbrock(x, y):
@@ -119,6 +135,9 @@ def optimizer_paths(out="runs/paths", steps: int = 500, log=print) -> Path:
     """Each optimizer's trajectory over four 2-D loss surfaces, from the same start, on contour plots."""
     from .plots import contour_paths
 
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+    out = _output_dir(out)
     panels = []
     for name, f, start, (xlim, ylim), minimum, lrs in SURFACES:
         paths = {}
@@ -140,8 +159,6 @@ def optimizer_paths(out="runs/paths", steps: int = 500, log=print) -> Path:
             log(f"  {name:17s} {label:9s} lr {lrs[label]:<7g} after {len(tr) - 1:4d} steps: f = {final:.4g} at "
                 f"({tr[-1][0]:.3f}, {tr[-1][1]:.3f})")
         panels.append({"name": name, "f": f, "xlim": xlim, "ylim": ylim, "paths": paths, "minimum": minimum})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "optimizer_paths.png"
     contour_paths(panels, path, f"optimizer trajectories, {steps} steps from the same start (black dot), "
                   "lr tuned per optimizer and surface; red star: minimum")

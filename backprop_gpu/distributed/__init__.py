@@ -22,6 +22,10 @@ What it does
 ------------
 * :func:`init` returns ``(rank, world_size)``; :func:`is_initialized`,
   :func:`get_rank`, :func:`get_world_size`, :func:`barrier`.
+* :func:`check_same_config` checks that every rank runs with the same
+  settings (learning rate, optimizer, seed, ...: a dict; a
+  :class:`DistributedError` naming each differing entry and its value on every
+  rank otherwise); ``TrainingSetup.prepare(model, config=...)`` runs it first.
 * :func:`broadcast_parameters` checks that every rank built the same model
   (tensor count, sizes and a hash of shapes and dtypes, all-gathered; a clear
   :class:`DistributedError` on every rank otherwise) and copies rank 0's
@@ -39,7 +43,9 @@ What it does
   a deadline (``BACKPROP_GPU_DIST_TIMEOUT`` seconds, default 300). A rank that
   died, hung or left early makes the others print what they were waiting for
   and end the job with MPI_Abort. (A rank that crashes is usually reported at
-  once by ``mpiexec`` itself, which then stops the others.)
+  once by ``mpiexec`` itself, which then stops the others.) A rank that fails
+  with a handled error calls :func:`fail_all_ranks`, which prints its message
+  and ends every rank at once (``backprop-gpu`` does, with exit code 2).
 * Checkpoints: the model and optimizer state are identical on every rank and
   rank 0 writes them whole, and the data order depends on the seed only, so a
   checkpoint resumes with any number of ranks.
@@ -66,13 +72,13 @@ A training loop::
 from __future__ import annotations
 
 from .comm import (ABORT_CODE, DistributedError, abort, all_reduce_gradients, barrier, broadcast_parameters,
-                   check_same_model, default_timeout, get_comm, get_rank, get_world_size, init, is_initialized,
-                   launched_under_mpi, local_rank_and_size, wait)
+                   check_same_config, check_same_model, default_timeout, fail_all_ranks, get_comm, get_rank,
+                   get_world_size, init, is_initialized, launched_under_mpi, local_rank_and_size, wait)
 from .sampler import DistributedSampler, ShardedLoader, global_batch_sizes, shard_indices
 from .training import TrainingSetup, device_for_rank, limit_threads, setup_for_training
 
 __all__ = ["ABORT_CODE", "DistributedError", "DistributedSampler", "ShardedLoader", "TrainingSetup", "abort",
-           "all_reduce_gradients", "barrier", "broadcast_parameters", "check_same_model", "default_timeout",
-           "device_for_rank", "get_comm", "get_rank", "get_world_size", "global_batch_sizes", "init", "is_initialized",
-           "launched_under_mpi", "limit_threads", "local_rank_and_size", "setup_for_training", "shard_indices",
-           "wait"]
+           "all_reduce_gradients", "barrier", "broadcast_parameters", "check_same_config", "check_same_model",
+           "default_timeout", "device_for_rank", "fail_all_ranks", "get_comm", "get_rank", "get_world_size",
+           "global_batch_sizes", "init", "is_initialized", "launched_under_mpi", "limit_threads",
+           "local_rank_and_size", "setup_for_training", "shard_indices", "wait"]

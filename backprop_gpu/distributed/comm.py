@@ -102,6 +102,29 @@ def abort(message: str, code: int = ABORT_CODE):
     raise SystemExit(code)  # pragma: no cover - Abort does not return
 
 
+def fail_all_ranks(message: str, code: int) -> int:
+    """Report this rank's failure and, when it is one rank of several, end every rank of the job.
+
+    Prints ``message`` (one line) to stderr, followed in a world of several ranks by
+    ``(rank R of N; ending all ranks)``, and flushes stdout and stderr. Under
+    ``mpiexec`` it then calls MPI_Abort with ``code``, so that the job exits with
+    ``code`` within seconds: the other ranks would otherwise wait for this one in
+    their next collective until the watchdog fires (:func:`default_timeout`,
+    300 s by default). In a world of one it returns ``code``, to be returned or
+    passed to ``sys.exit``.
+    """
+    if _comm is not None:
+        message = f"{message} (rank {get_rank()} of {get_world_size()}; ending all ranks)"
+    print(message, file=sys.stderr, flush=True)
+    if _comm is None:
+        return code
+    sys.stdout.flush()
+    # MPI_Abort kills the job at once; give mpiexec a moment to forward what this rank just wrote
+    time.sleep(0.2)
+    _comm.Abort(code)
+    raise SystemExit(code)  # pragma: no cover - Abort does not return
+
+
 def wait(requests, what: str, timeout: float | None = None, poll=None) -> None:
     """Complete non-blocking MPI requests, aborting the job after ``timeout`` seconds.
 
@@ -201,6 +224,47 @@ def check_same_model(module_or_params, timeout: float | None = None) -> None:
                 f"rank {r} has {'nothing' if e is None else f'{e[0]} {e[1]}'}" for r, e in enumerate(row))
             break
     raise DistributedError(f"ranks built different models ({counts}){first}")
+
+
+def _config_differences(configs: list[dict]) -> list[str]:
+    """``'name A (rank 0) vs B (rank 1)'`` for every entry on which the ranks' ``configs`` disagree."""
+    missing = object()
+    names = list(dict.fromkeys(k for c in configs for k in c))  # rank 0's order first
+    diffs = []
+    for name in names:
+        groups: dict[str, list[int]] = {}  # the value's repr -> the ranks that have it
+        for r, c in enumerate(configs):
+            v = c.get(name, missing)
+            groups.setdefault("(not set)" if v is missing else repr(v), []).append(r)
+        if len(groups) > 1:
+            diffs.append(f"{name} " + " vs ".join(
+                f"{v} (rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))})" for v, rs in groups.items()))
+    return diffs
+
+
+def check_same_config(config: dict, timeout: float | None = None) -> None:
+    """Raise :class:`DistributedError` on every rank unless every rank passes an equal ``config``.
+
+    ``config`` maps names to plain values (numbers, strings, booleans, None,
+    tuples): the settings of a run that every rank must share, such as its
+    learning rate, optimizer and seed. Ranks started with different values would
+    otherwise train silently different models, or one would stop early and leave
+    the others waiting. One non-blocking all-gather of a hash under the watchdog;
+    on a mismatch the message names every entry that differs and its value on
+    each rank, e.g. ``lr 0.1 (rank 0) vs 0.2 (rank 1)``. A no-op in a world of one.
+    """
+    if _comm is None:
+        return
+    items = sorted(config.items())
+    digest = np.frombuffer(hashlib.sha256(repr(items).encode()).digest()[:16], np.int64)
+    allsigs = _allgather_array(digest, "the run-configuration check (every rank must call it)", timeout)
+    if (allsigs == allsigs[0]).all():
+        return
+    # Everyone is here and alive: exchange the settings themselves for a precise message.
+    configs = _comm.allgather(dict(items))
+    diffs = _config_differences(configs) or ["(the values differ only in type)"]
+    raise DistributedError("the ranks were started with different settings (every rank must run the same "
+                           "configuration): " + "; ".join(diffs))
 
 
 def broadcast_parameters(module_or_params, root: int = 0, timeout: float | None = None,

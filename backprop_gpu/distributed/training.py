@@ -81,16 +81,21 @@ class TrainingSetup:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def prepare(self, model, optimizer=None) -> None:
+    def prepare(self, model, optimizer=None, config: dict | None = None) -> None:
         """Check every rank built the same model, then start them all from rank 0's parameters and buffers.
 
         Call once after building (or resuming) the model, before the first
-        step. A mismatch raises :class:`DistributedError` on every rank. On GPU
-        with NCCL, also creates the NCCL communicator now, while all ranks are
-        known to be here.
+        step. ``config`` (optional): the run's settings that every rank must
+        share, as a dict of plain values (e.g. lr, optimizer, seed), compared
+        first (:func:`~backprop_gpu.distributed.check_same_config`). A mismatch
+        of either raises :class:`DistributedError` on every rank. On GPU with
+        NCCL, also creates the NCCL communicator now, while all ranks are known
+        to be here.
         """
         if not self.distributed:
             return
+        if config is not None:
+            _c.check_same_config(config, timeout=self.timeout)
         _c.broadcast_parameters(model, timeout=self.timeout)
         params = list(model.parameters()) if hasattr(model, "parameters") else list(model)
         gpus = sorted({p.backend.device.index or 0 for p in params if not p.backend.is_host})

@@ -5,6 +5,7 @@ Samples come from the tensor's backend generator, seeded by ``bg.manual_seed``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -66,36 +67,63 @@ def ones_(t):
     return _fill(t, 1)
 
 
+def _is_empty(t) -> bool:
+    """Whether ``t`` has no elements: filling it is a no-op (and its fans may be 0)."""
+    return 0 in tuple(t.shape)
+
+
 def xavier_uniform_(t, gain: float = 1.0):
-    """Glorot uniform: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out))."""
+    """Glorot uniform: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)).
+
+    A tensor with no elements is returned unchanged (torch divides by zero when both fans are 0).
+    """
     fan_in, fan_out = _calculate_fan_in_and_fan_out(t)
+    if _is_empty(t):
+        return t
     a = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(t, -a, a)
 
 
 def xavier_normal_(t, gain: float = 1.0):
-    """Glorot normal: N(0, std²) with std = gain * sqrt(2 / (fan_in + fan_out))."""
+    """Glorot normal: N(0, std²) with std = gain * sqrt(2 / (fan_in + fan_out)).
+
+    A tensor with no elements is returned unchanged (torch divides by zero when both fans are 0).
+    """
     fan_in, fan_out = _calculate_fan_in_and_fan_out(t)
+    if _is_empty(t):
+        return t
     return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
 def _kaiming_std(t, a, mode, nonlinearity):
+    """gain / sqrt(fan), or None (after torch's warning) for a tensor with no elements, whose fan may be 0."""
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    gain = calculate_gain(nonlinearity, a)  # arguments are checked even when there is nothing to fill
+    if _is_empty(t):
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return None
     fan_in, fan_out = _calculate_fan_in_and_fan_out(t)
     fan = fan_in if mode == "fan_in" else fan_out
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    return gain / math.sqrt(fan)
 
 
 def kaiming_uniform_(t, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
-    """He uniform: U(-b, b) with b = gain * sqrt(3 / fan)."""
-    bound = math.sqrt(3.0) * _kaiming_std(t, a, mode, nonlinearity)
-    return uniform_(t, -bound, bound)
+    """He uniform: U(-b, b) with b = gain * sqrt(3 / fan).
+
+    As in torch, a tensor with no elements is returned unchanged, with a warning.
+    """
+    std = _kaiming_std(t, a, mode, nonlinearity)
+    return t if std is None else uniform_(t, -math.sqrt(3.0) * std, math.sqrt(3.0) * std)
 
 
 def kaiming_normal_(t, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
-    """He normal: N(0, std²) with std = gain / sqrt(fan)."""
-    return normal_(t, 0.0, _kaiming_std(t, a, mode, nonlinearity))
+    """He normal: N(0, std²) with std = gain / sqrt(fan).
+
+    As in torch, a tensor with no elements is returned unchanged, with a warning.
+    """
+    std = _kaiming_std(t, a, mode, nonlinearity)
+    return t if std is None else normal_(t, 0.0, std)
 
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",

@@ -287,7 +287,9 @@ class Conv2d(Module):
         self.weight = Parameter(empty(out_channels, in_channels, kh, kw, device=device, dtype=dtype))
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if bias:
-            bound = 1 / math.sqrt(in_channels * kh * kw)
+            fan_in = in_channels * kh * kw
+            # no inputs (torch leaves such a bias uninitialised; U(0, 0), as Linear's, is defined)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             self.bias = Parameter(empty(out_channels, device=device, dtype=dtype))
             init.uniform_(self.bias, -bound, bound)
         else:

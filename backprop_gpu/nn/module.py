@@ -348,7 +348,12 @@ class Module:
         before anything is copied and reported together in one RuntimeError; nothing is
         loaded then. With ``strict=False`` missing and unexpected keys are allowed (and
         returned) but shapes must still match. Values are cast to each tensor's dtype and
-        moved to its device. Copying in place keeps the Parameter objects, so an
+        moved to its device, as torch's ``copy_`` does: float64 rounds to float32, integers
+        become floats, and a float loaded into an integer buffer is truncated. Casting
+        here is deliberate (it is how a float64 or half-precision state is loaded into a
+        float32 model on purpose); :func:`backprop_gpu.app.checkpoint.restore` instead
+        refuses any dtype that differs from the model's, since a resumed run's own
+        checkpoint always has its dtypes. Copying in place keeps the Parameter objects, so an
         optimizer (whose flat buffers the parameters are views of) sees the new values.
 
         Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.

@@ -5,6 +5,13 @@ from ..tape.op import Op, apply
 from .linalg import matmul_into
 
 
+def _rows(g) -> int:
+    n = 1
+    for d in g.shape[:-1]:
+        n *= d
+    return n
+
+
 class LinearNoBias(Op):
     name = "linear"
     saves = ("x", "w")
@@ -17,9 +24,10 @@ class LinearNoBias(Op):
     @staticmethod
     def vjp(F, g, out, x, w, needs, into):
         n_out, n_in = w.shape
-        g2 = F.reshape(g, (-1, n_out))
+        rows = _rows(g)  # written out: a -1 beside a 0-sized axis is ambiguous (nn.Linear(0, 5))
+        g2 = F.reshape(g, (rows, n_out))
         gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
-        gw = matmul_into(F, F.swapaxes(g2, 0, 1), F.reshape(x, (-1, n_in)), into and into[1]) if needs[1] else None
+        gw = matmul_into(F, F.swapaxes(g2, 0, 1), F.reshape(x, (rows, n_in)), into and into[1]) if needs[1] else None
         return gx, gw
 
 
@@ -38,7 +46,7 @@ class LinearOp(Op):
     @staticmethod
     def vjp(F, g, out, x, w, b, needs, into):
         gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into)
-        gb = F.sum(F.reshape(g, (-1, w.shape[0])), axis=0) if needs[2] else None
+        gb = F.sum(F.reshape(g, (_rows(g), w.shape[0])), axis=0) if needs[2] else None
         return gx, gw, gb
 
 

@@ -23,11 +23,19 @@ Users may replace a parameter's storage (``p.data = ...``, ``module.to(...)``)
 or its gradient (``p.grad = ...``). :meth:`FlatGroup.sync` notices and copies
 the new values back into the buffer (same shape and device), or reports that
 the group must be rebuilt (new shape, dtype or device).
+
+Buffers are made in native byte order: a big-endian parameter (``'>f4'``) is
+converted when its group is built, invisibly to correct programs. float16 and
+bfloat16 groups keep their parameters and gradients in 16 bits and their
+optimizer state in float32 (:attr:`FlatGroup.state_dtype`). A dtype the fused
+kernels cannot take (integers, complex, ...) is a TypeError before any
+parameter is rebound.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..array.optim.precision import compute_dtype, native
 from ..tape.tensor import Tensor
 
 
@@ -38,14 +46,17 @@ class FlatGroup:
         if not params:
             raise ValueError("a FlatGroup needs at least one parameter")
         b = params[0].backend
-        dtype = params[0].dtype
+        dtype = native(params[0].dtype)
         for p in params:
-            if p.backend.device != b.device or p.dtype != dtype:
+            if p.backend.device != b.device or native(p.dtype) != dtype:
                 raise ValueError(f"a FlatGroup holds one device and dtype; got {p.device}/{p.dtype} "
                                  f"beside {b.device}/{dtype}")
         xp = b.xp
         self.backend = b
+        #: the parameters' and gradients' dtype, in native byte order
         self.dtype = dtype
+        #: the optimizer state's dtype: float32 for float16/bfloat16 parameters, else ``dtype``
+        self.state_dtype = compute_dtype(dtype)
         self.params = list(params)
         self.offsets = []
         self.shapes = [p.shape for p in params]  # as flattened; a replaced parameter may differ
@@ -71,8 +82,8 @@ class FlatGroup:
             self._views.append((view, slot, gview))
 
     def new_state(self, fill: float = 0.0):
-        """A flat state buffer the size of the group."""
-        return self.backend.xp.full(self.numel, fill, dtype=self.dtype)
+        """A flat state buffer the size of the group, of :attr:`state_dtype`."""
+        return self.backend.xp.full(self.numel, fill, dtype=self.state_dtype)
 
     def slice_of(self, flat, i: int):
         """Parameter ``i``'s view of a flat buffer, in the parameter's shape."""
@@ -88,7 +99,7 @@ class FlatGroup:
         for i, (p, (view, gt, gview)) in enumerate(zip(self.params, self._views)):
             if p.array is not view:
                 a = p.array
-                if tuple(a.shape) != tuple(view.shape) or a.dtype != self.dtype or \
+                if tuple(a.shape) != tuple(view.shape) or native(a.dtype) != self.dtype or \
                         p.backend.device != self.backend.device:
                     return False
                 view[...] = a

@@ -26,6 +26,7 @@ import numpy as np
 from ..tape.mode import enable_grad, no_grad
 from ..tape.tensor import Tensor
 from ..array.optim import rules as _rules
+from ..array.optim.precision import compute_dtype, native
 from .flat import FlatGroup
 
 log = logging.getLogger("backprop_gpu")
@@ -33,13 +34,23 @@ log = logging.getLogger("backprop_gpu")
 
 def _as_count(step):
     """A saved step count as an int (torch saves it as a 0-d tensor), or None if it is not one."""
-    if hasattr(step, "item") and getattr(step, "size", 1) == 1:
-        step = step.item()
+    if hasattr(step, "item") and int(np.prod(tuple(getattr(step, "shape", ())))) == 1:
+        step = step.item()  # a one-element tensor or array: ours, NumPy's or torch's (whose .size is a method)
     if isinstance(step, float) and step.is_integer():
         step = int(step)
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         return None
     return int(step)
+
+
+def _check_dtype(p: Tensor, index: int, group: int | None = None) -> None:
+    """TypeError naming the parameter and its dtype if the fused kernels cannot step it."""
+    try:
+        compute_dtype(native(p.dtype))
+    except TypeError:
+        where = f"parameter {index}" + ("" if group is None else f" (in param group {group})")
+        raise TypeError(f"optimizer {where} of shape {p.shape} has dtype {p.dtype}; optimizers step "
+                        f"float16, bfloat16, float32 and float64 parameters") from None
 
 
 class _Flat:
@@ -95,9 +106,11 @@ class Optimizer:
             raise ValueError("a param group needs a 'params' entry")
         params = [params] if isinstance(params, Tensor) else list(params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
-        for p in params:
+        first = len(seen)  # parameters are numbered across groups, as in state_dict
+        for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer params must be Tensors, got {type(p).__name__}")
+            _check_dtype(p, first + i, len(self.param_groups))
             if not p.is_leaf:
                 raise ValueError(f"can't optimize a non-leaf tensor (shape {p.shape}); pass leaves, such as "
                                  f"module parameters or tensors made with requires_grad=True")
@@ -114,8 +127,10 @@ class Optimizer:
     @staticmethod
     def _flatten(params) -> list[_Flat]:
         buckets: dict[tuple, list] = {}
-        for p in params:
-            buckets.setdefault((str(p.device), p.backend.name, str(p.dtype)), []).append(p)
+        for i, p in enumerate(params):
+            _check_dtype(p, i)  # before any FlatGroup rebinds a parameter (a rebuild after p.data = ...)
+            # by native dtype: '>f4' and '<f4' parameters share one buffer (native, converted once)
+            buckets.setdefault((str(p.device), p.backend.name, native(p.dtype).str), []).append(p)
         return [_Flat(FlatGroup(ps)) for ps in buckets.values()]
 
     @property
@@ -176,7 +191,7 @@ class Optimizer:
         has = np.array(f.flat.has_grad())
         if not has.any():
             return
-        dtype = f.flat.dtype.type
+        dtype = f.flat.state_dtype.type  # float32 for float16/bfloat16: eps=1e-8 would be 0 in float16
         states = tuple(f.states[n] for n in rule.state_names(flags))
         for step in np.unique(f.steps[has]):
             which = has & (f.steps == step)
@@ -227,53 +242,206 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore hyperparameters and state saved by :meth:`state_dict`.
+        """Restore hyperparameters and state saved by :meth:`state_dict`, all or nothing.
 
-        Checks every group size and state shape first and changes nothing if any
-        does not match, so a bad checkpoint never leaves a half-loaded optimizer.
+        Everything is checked first, by :meth:`check_state_dict`: group and parameter counts,
+        every hyperparameter (with the constructor's own validation, so an ``lr`` of -1 is
+        refused), step counts, the moments those steps imply, and each state tensor's shape.
+        Any problem raises ValueError naming the entry, and the optimizer is left exactly as it
+        was. State tensors are cast to the dtype the state is kept in (the parameter's, or float32
+        for half-precision parameters), as ``torch.optim`` casts them to the parameter's.
         """
-        groups, plan = state_dict.get("param_groups"), self.check_state_dict(state_dict)
-        for gi, (saved, per_param) in enumerate(zip(groups, plan)):
-            group = self.param_groups[gi]
-            for k, v in saved.items():
-                if k != "params":
-                    group[k] = v
+        plan = self.check_state_dict(state_dict)
+        for gi, (hypers, per_param) in enumerate(plan):  # nothing below can fail on checked input
+            self.param_groups[gi].update(hypers)
             self._sync(gi)
             self._restore_group(gi, per_param, strict=True)
 
-    def check_state_dict(self, state_dict: dict) -> list:
-        """Raise ValueError if ``state_dict`` does not fit these parameters; returns the per-parameter state."""
+    def check_state_dict(self, state_dict: dict, *, same_dtype: bool = False) -> list:
+        """Check ``state_dict`` against this optimizer, changing nothing.
+
+        Returns what :meth:`load_state_dict` applies: per group, ``(hyperparameters,
+        per-parameter state)``, the state as host arrays in the parameters' dtypes. Raises
+        ValueError naming the first bad entry; the error's ``entry`` attribute holds its path
+        (``("param_groups", 0, "lr")``, ``("state", 3, "exp_avg")``) and ``reason`` the bare
+        reason, so that callers such as :func:`backprop_gpu.app.checkpoint.restore` can name the
+        entry their own way. Checked:
+
+        * the number of groups and of parameters in each; parameter indices (unique integers)
+          and that every state entry belongs to one of them;
+        * each hyperparameter: one this optimizer has, of the same kind (flag, number, pair),
+          finite, and accepted by the constructor's validation (alone and with the others);
+          ``initial_lr`` (a scheduler's) must be a valid learning rate. torch's implementation
+          switches (``foreach``, ``fused``, ``capturable``, ``differentiable``) are accepted and
+          dropped, and ``decoupled_weight_decay`` must say what this class does;
+        * each state: a name the rule keeps, a step count, every moment present after a step,
+          a numeric array of the parameter's shape; with ``same_dtype`` also of the dtype the
+          state is kept in (otherwise it is cast to it, as torch.optim casts to the parameter's).
+        """
+        cls = type(self).__name__
+
+        def refuse(entry, reason, message=None):
+            where = "state_dict" + "".join(f"[{e!r}]" for e in entry)
+            err = ValueError(message or f"{where}: {reason}")
+            err.entry, err.reason = entry, reason
+            return err
+
+        def real(v):
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+        nouns = {"lr": "learning rate", "initial_lr": "learning rate", "eps": "epsilon", "betas": "pair of betas",
+                 "weight_decay": "weight decay", "lr_decay": "lr decay",
+                 "initial_accumulator_value": "initial accumulator value"}
+        torch_switches = ("foreach", "fused", "capturable", "differentiable")
+
+        def hyper(gi, k, v, mine):
+            """``v`` as the value to store for hyperparameter ``k``, or None to drop it; raises if bad."""
+            noun = nouns.get(k, k)
+            if k in torch_switches:
+                if v is not None and not isinstance(v, (bool, np.bool_)):
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not None or a bool")
+                return None
+            if k == "decoupled_weight_decay":
+                decoupled = self.rule_name == "adamw"
+                if not isinstance(v, (bool, np.bool_)) or bool(v) != decoupled:
+                    raise refuse(("param_groups", gi, k), f"{v!r}: {cls} {'always' if decoupled else 'never'} "
+                                 f"decouples weight decay (use {'Adam' if decoupled else 'AdamW'})")
+                return None
+            if k not in mine and k != "initial_lr":
+                raise refuse(("param_groups", gi, k), f"{cls} has no hyperparameter {k!r} (it has "
+                             f"{', '.join(n for n in mine if n != 'params')})")
+            like = mine.get(k, 0.0)
+            if isinstance(like, (bool, np.bool_)):
+                if not isinstance(v, (bool, np.bool_)):
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not a bool")
+                return bool(v)
+            if isinstance(like, (tuple, list)):
+                if not isinstance(v, (tuple, list)) or len(v) != len(like) or not all(map(real, v)):
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not a valid {noun}: expected "
+                                 f"{len(like)} numbers")
+                v = tuple(x.item() if hasattr(x, "item") else x for x in v)
+                if not all(np.isfinite(v)):
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not a valid {noun}: not finite")
+                return v
+            if real(like):
+                if not real(v):
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not a valid {noun}: not a number")
+                v = v.item() if hasattr(v, "item") else v
+                if not np.isfinite(v):
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not a valid {noun}: not finite")
+                if k == "initial_lr" and v < 0:
+                    raise refuse(("param_groups", gi, k), f"{v!r} is not a valid {noun} (must be >= 0)")
+                return v
+            if type(v) is not type(like):
+                raise refuse(("param_groups", gi, k), f"{v!r} is not a {type(like).__name__}")
+            return v
+
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict expects a dict with 'state' and 'param_groups', "
+                            f"got {type(state_dict).__name__}")
         groups = state_dict.get("param_groups")
         state = state_dict.get("state", {})
-        if groups is None or len(groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {0 if groups is None else len(groups)} param group(s), "
-                             f"the optimizer has {len(self.param_groups)}")
-        plan = []
+        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+            n = len(groups) if isinstance(groups, (list, tuple)) else 0
+            raise refuse(("param_groups",), f"{n} param group(s), the optimizer has {len(self.param_groups)}",
+                         f"state_dict has {n} param group(s), the optimizer has {len(self.param_groups)}")
+        if not isinstance(state, dict):
+            raise refuse(("state",), f"a {type(state).__name__}, not a dict of per-parameter state")
+        rule = _rules.get(self.rule_name)
+        plan, listed = [], {}
+        # the dtype each parameter's state is kept in (float32 for half-precision parameters)
+        state_dtypes = {id(p): getattr(f.flat, "state_dtype", f.flat.dtype) for fl in self._flats for f in fl
+                        for p in f.flat.params if p.dtype == f.flat.dtype}
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
-            if len(saved["params"]) != len(mine["params"]):
-                raise ValueError(f"param group {gi}: state_dict has {len(saved['params'])} parameters, "
-                                 f"the optimizer has {len(mine['params'])}")
+            if not isinstance(saved, dict):
+                raise refuse(("param_groups", gi), f"a {type(saved).__name__}, not a dict")
+            ids = saved.get("params")
+            if not isinstance(ids, (list, tuple)):
+                raise refuse(("param_groups", gi, "params"), f"{ids!r} is not a list of parameter indices")
+            if len(ids) != len(mine["params"]):
+                raise refuse(("param_groups", gi, "params"), f"{len(ids)} parameters, the optimizer has "
+                             f"{len(mine['params'])}", f"param group {gi}: state_dict has {len(ids)} parameters, "
+                             f"the optimizer has {len(mine['params'])}")
+            for idx in ids:
+                if not isinstance(idx, (int, np.integer)) or isinstance(idx, bool):
+                    raise refuse(("param_groups", gi, "params"), f"parameter index {idx!r} is not an integer")
+                if int(idx) in listed:
+                    raise refuse(("param_groups", gi, "params"), f"parameter index {idx!r} is listed twice")
+                listed[int(idx)] = gi
+            # each hyperparameter alone against the constructor's validation (so the error names it), then
+            # together, for the rules that join several (Nesterov needs momentum and no dampening)
+            hypers = {}
+            for k, v in saved.items():
+                if k == "params":
+                    continue
+                v = hyper(gi, k, v, mine)
+                if v is None:
+                    continue
+                if k != "initial_lr":
+                    try:
+                        self._validate({**mine, k: v})
+                    except (ValueError, TypeError, KeyError) as e:
+                        raise refuse(("param_groups", gi, k), f"{v!r} is not a valid {nouns.get(k, k)} ({e})") \
+                            from None
+                hypers[k] = v
+            merged = {**mine, **hypers}
+            try:
+                self._validate(merged)
+            except (ValueError, TypeError, KeyError) as e:
+                raise refuse(("param_groups", gi), f"its hyperparameters do not go together ({e})") from None
+            need = rule.state_names(rule.flags(merged))
             per_param = []
-            rule = _rules.get(self.rule_name)
-            need = rule.state_names(rule.flags({**mine, **{k: v for k, v in saved.items() if k != "params"}}))
-            for idx, p in zip(saved["params"], mine["params"]):
+            for idx, p in zip(ids, mine["params"]):
                 st = state.get(idx, state.get(str(idx), {}))
+                if not isinstance(st, dict):
+                    raise refuse(("state", idx), f"a {type(st).__name__}, not a dict of state")
+                moments = [n for n, v in st.items() if n != "step" and v is not None]
+                if "step" not in st and moments:
+                    # torch's SGD keeps no step count, only its momentum buffer: that buffer means the
+                    # parameter was stepped, so the next step must use it (step 0 would overwrite it).
+                    # Every other torch optimizer saves a step; without one its moments are unusable.
+                    if self.rule_name != "sgd":
+                        raise refuse(("state", idx, "step"), f"missing beside state {moments}; {cls} needs the "
+                                     "step count its moments were made with")
+                    st = dict(st, step=1)
                 step = _as_count(st.get("step", 0))
                 if step is None:
-                    raise ValueError(f"param group {gi}, parameter {idx}: step {st.get('step')!r} is not a count")
-                missing = [n for n in need if n not in st]
+                    raise refuse(("state", idx, "step"), f"{st.get('step')!r} is not a step count",
+                                 f"param group {gi}, parameter {idx}: step {st.get('step')!r} is not a count")
+                missing = [n for n in need if st.get(n) is None]
                 if step > 0 and missing:
-                    raise ValueError(f"param group {gi}, parameter {idx}: state {missing} missing after {step} "
-                                     f"step(s); resuming would restart those moments from zero")
+                    raise refuse(("state", idx, missing[0]), f"missing after {step} step(s); resuming would "
+                                 f"restart that moment from zero",
+                                 f"param group {gi}, parameter {idx}: state {missing} missing after {step} "
+                                 f"step(s); resuming would restart those moments from zero")
+                entry, dtype = {"step": step}, state_dtypes.get(id(p), p.dtype)
                 for name, v in st.items():
-                    if name == "step":
+                    if name == "step" or v is None:  # None: a moment never made (torch's SGD without momentum)
                         continue
-                    shape = tuple(v.shape)
-                    if shape != p.shape:
-                        raise ValueError(f"param group {gi}, parameter {idx}: state '{name}' has shape {shape}, "
-                                         f"the parameter has shape {p.shape}")
-                per_param.append(st)
-            plan.append(per_param)
+                    if name not in rule.all_states:
+                        raise refuse(("state", idx, name), f"not a state {cls} keeps (it keeps "
+                                     f"{', '.join(rule.all_states)})")
+                    try:
+                        arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+                    except Exception as e:  # noqa: BLE001 - reported with the entry
+                        raise refuse(("state", idx, name), f"a {type(v).__name__} is not an array ({e})") from None
+                    if arr.dtype.kind not in "iuf":
+                        raise refuse(("state", idx, name), f"dtype {arr.dtype} is not numeric")
+                    if tuple(arr.shape) != p.shape:
+                        raise refuse(("state", idx, name), f"shape {tuple(arr.shape)}, the parameter's is {p.shape}",
+                                     f"param group {gi}, parameter {idx}: state '{name}' has shape "
+                                     f"{tuple(arr.shape)}, the parameter has shape {p.shape}")
+                    if same_dtype and arr.dtype != dtype:
+                        raise refuse(("state", idx, name), f"dtype {arr.dtype}, the optimizer keeps this "
+                                     f"parameter's state in {dtype}")
+                    entry[name] = arr.astype(dtype, copy=False)
+                per_param.append(entry)
+            plan.append((hypers, per_param))
+        for key in state:
+            idx = key if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else \
+                int(key) if isinstance(key, str) and key.isdigit() else None
+            if idx is None or int(idx) not in listed:
+                raise refuse(("state", key), "no param group lists this parameter")
         return plan
 
     def _restore_group(self, gi: int, per_param: list[dict], strict: bool) -> None:
@@ -300,7 +468,7 @@ class Optimizer:
                         if strict:
                             raise ValueError(f"state '{name}' shape {src.shape} != parameter shape {dst.shape}")
                         continue
-                    dst[...] = f.flat.backend.asarray(src.astype(f.flat.dtype, copy=False))
+                    dst[...] = f.flat.backend.asarray(src.astype(dst.dtype, copy=False))  # the state's dtype
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

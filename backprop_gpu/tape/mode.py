@@ -54,27 +54,27 @@ class _ModeSwitch(contextlib.ContextDecorator):
 
         @functools.wraps(func)
         def generator(*args, **kwargs):
-            # the mode holds while the generator body runs, and the caller's mode between yields
+            # The mode holds whenever the generator body runs (each send, throw and the final close)
+            # and the caller's mode holds between yields, as torch's _DecoratorContextManager does.
             gen = func(*args, **kwargs)
-            to_send = None
-            while True:
+            try:
                 with self._copy():
+                    response = gen.send(None)
+                while True:
                     try:
-                        item = gen.send(to_send)
-                    except StopIteration as stop:
-                        return stop.value
-                try:
-                    to_send = yield item
-                except GeneratorExit:
-                    gen.close()
-                    raise
-                except BaseException as e:  # noqa: BLE001 - thrown into the generator, as PyTorch does
-                    with self._copy():
-                        try:
-                            item = gen.throw(e)
-                        except StopIteration as stop:
-                            return stop.value
-                    to_send = yield item
+                        request = yield response
+                    except GeneratorExit:
+                        with self._copy():  # the body's finally blocks run under the mode too
+                            gen.close()
+                        raise
+                    except BaseException as e:  # noqa: BLE001 - thrown at us: passed on to the body
+                        with self._copy():
+                            response = gen.throw(e)
+                    else:
+                        with self._copy():
+                            response = gen.send(request)
+            except StopIteration as stop:  # the body returned: so do we, with its value
+                return stop.value
         return generator
 
 
@@ -90,14 +90,26 @@ class _GradMode(_ModeSwitch):
         return False
 
 
-class no_grad(_GradMode):
+class _NoParamGradMode(_GradMode):
+    """A grad switch that also decorates without parentheses (``@no_grad`` as well as ``@no_grad()``), as in PyTorch."""
+
+    def __new__(cls, orig_func=None):
+        if orig_func is None:
+            return super().__new__(cls)
+        if not callable(orig_func):
+            raise TypeError(f"{cls.__name__}() takes no arguments (or, as a bare decorator, the function to "
+                            f"decorate); got {orig_func!r}")
+        return cls()(orig_func)
+
+
+class no_grad(_NoParamGradMode):
     """Context manager and decorator (functions and generators) that stops recording ops, as in PyTorch."""
 
     mode = False
 
 
-class enable_grad(_GradMode):
-    """Context manager and decorator that turns recording back on inside ``no_grad``."""
+class enable_grad(_NoParamGradMode):
+    """Context manager and decorator (functions and generators) that turns recording back on inside ``no_grad``."""
 
     mode = True
 

@@ -104,6 +104,10 @@ def mnist(root):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise IDXError(f"{root}/{split}: images of shape {images.shape} do not match labels of shape "
                            f"{labels.shape}")
+        if images.size == 0:
+            raise IDXError(f"{root}/{split}: the IDX files hold no images (images of shape {images.shape})")
+        if labels.dtype.kind not in "iu":
+            raise IDXError(f"{root}/{split}: labels must be integers, the IDX file holds {labels.dtype}")
         x = (images.reshape(len(images), -1) / 255.0).astype(np.float32)
         out.append(ArrayDataset(x, labels.astype(np.int64), f"mnist/{split}"))
     return out[0], out[1]
@@ -139,8 +143,35 @@ def linear_regression(n: int = 512, features: int = 8, noise: float = 0.1, seed:
 DATASETS = {"digits": digits, "mnist": mnist, "spirals": spirals, "linear": linear_regression}
 
 
+def _values(v: np.ndarray, most: int = 5) -> str:
+    u = np.unique(v)
+    return ", ".join(str(int(x)) for x in u[:most]) + (f", ... ({len(u)} values)" if len(u) > most else "")
+
+
+def check_labels(train: ArrayDataset, test: ArrayDataset) -> None:
+    """Refuse class labels that training would trip over (``ValueError`` naming them), before any training:
+    negative labels, and test labels outside the training classes ``0 .. max(train label)``, which the
+    model (one output per training class) cannot score. Regression targets (floats) pass unchecked."""
+    if train.y.dtype.kind not in "iu":
+        return
+    for ds in (train, test):
+        neg = ds.y < 0
+        if neg.any():
+            raise ValueError(f"dataset {ds.name!r}: {int(neg.sum())} of {len(ds.y)} labels are negative "
+                             f"({_values(ds.y[neg])}); class labels must be 0, 1, 2, ...")
+    k = train.num_classes
+    out = test.y >= k
+    if out.any():
+        raise ValueError(f"dataset {test.name!r}: {int(out.sum())} of {len(test.y)} test labels "
+                         f"({_values(test.y[out])}) lie outside the training classes 0-{k - 1}: the model "
+                         f"gets one output per training class")
+
+
 def load(name: str, data_dir=None):
-    """(train, test) for a dataset name; ``data_dir`` is needed by ``mnist``."""
+    """(train, test) for a dataset name; ``data_dir`` is needed by ``mnist``. Class labels are
+    checked (:func:`check_labels`) here, so that bad ones stop a run before it trains."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir) if name == "mnist" else DATASETS[name]()
+    train, test = DATASETS[name](data_dir) if name == "mnist" else DATASETS[name]()
+    check_labels(train, test)
+    return train, test

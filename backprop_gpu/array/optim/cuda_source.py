@@ -15,7 +15,9 @@ with one ``s<k>`` per state the variant keeps (``k`` as in
 variant does not keep start at 0 and are not stored, as in
 ``codegen.loop_source``. The masked form (``masked=True``, for steps in which
 some parameters have no gradient) adds a last ``const unsigned char* m`` and
-skips the elements where it is 0.
+skips the elements where it is 0. For float16 and bfloat16 parameters ``T`` is
+``float`` (states, hypers, arithmetic) and ``p``, ``g`` are ``unsigned short``
+bit patterns, decoded and stored (rounded to nearest even) by ``CODEC_C``.
 
 Only what the rules use is translated: assignments to names, one tuple return
 at the end, ``if``/``else``, conditional expressions, unary minus, ``+ - * /``,
@@ -33,7 +35,45 @@ import numpy as np
 
 from . import rules
 
-_CTYPES = {"float32": ("float", "f32", "sqrtf"), "float64": ("double", "f64", "sqrt")}
+# parameter dtype: (compute C type, kernel-name suffix, sqrt); the 16-bit ones are stored as unsigned short
+_CTYPES = {"float32": ("float", "f32", "sqrtf"), "float64": ("double", "f64", "sqrt"),
+           "float16": ("float", "f16", "sqrtf"), "bfloat16": ("float", "bf16", "sqrtf")}
+# the codecs of precision.codecs in C, with the same operations (see there): float16/bfloat16
+# bits <-> float32, stores rounded to nearest even (NumPy's and ml_dtypes' casts, bit for bit)
+CODEC_C = r"""
+#ifndef BPG_HALF_CODECS
+#define BPG_HALF_CODECS
+#ifdef __CUDACC__
+#define BPG_FN __device__ __forceinline__
+BPG_FN float bpg_as_float(unsigned int u) { return __uint_as_float(u); }
+BPG_FN unsigned int bpg_as_bits(float x) { return __float_as_uint(x); }
+#else
+#include <string.h>
+#define BPG_FN static inline
+BPG_FN float bpg_as_float(unsigned int u) { float x; memcpy(&x, &u, 4); return x; }
+BPG_FN unsigned int bpg_as_bits(float x) { unsigned int u; memcpy(&u, &x, 4); return u; }
+#endif
+BPG_FN float bpg_f16_load(unsigned short h) {
+  unsigned int u = h, o = ((u & 0x7FFFu) << 13) + 0x38000000u, e = u & 0x7C00u, sign = (u & 0x8000u) << 16;
+  if (e == 0x7C00u) return bpg_as_float(sign | (o + 0x38000000u));  /* inf, NaN */
+  if (e == 0u) return bpg_as_float(sign | bpg_as_bits(bpg_as_float(o + 0x00800000u) - 6.103515625e-05f));
+  return bpg_as_float(sign | o);
+}
+BPG_FN unsigned short bpg_f16_store(float x) {
+  unsigned int u = bpg_as_bits(x), sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
+  return (unsigned short)(sign | (
+      a >= 0x47800000u ? (a > 0x7F800000u ? 0x7E00u : 0x7C00u) :  /* NaN, inf, beyond 65520 */
+      a < 0x38800000u ? bpg_as_bits(bpg_as_float(a) + 0.5f) - 0x3F000000u :  /* subnormal, zero */
+      ((a + ((a >> 13) & 1u) + 0x08000FFFu) >> 13) - 0x20000u));  /* normal, ties to even */
+}
+BPG_FN float bpg_bf16_load(unsigned short h) { return bpg_as_float(((unsigned int)h) << 16); }
+BPG_FN unsigned short bpg_bf16_store(float x) {
+  unsigned int u = bpg_as_bits(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)(((u >> 16) & 0x8000u) | 0x7FC0u);
+  return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+#endif
+"""
 _DEVICE_LOOP = "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; " \
                "i += (long long)blockDim.x * gridDim.x)"
 _HOST_LOOP = "for (long long i = 0; i < n; ++i)"
@@ -69,6 +109,8 @@ class _Translator:
     def __init__(self, rule_name: str, flags: tuple, dtype: str):
         self.rule = rules.get(rule_name)
         self.ctype, _, self.sqrt = _CTYPES[dtype]
+        # float16/bfloat16: p and g are 16-bit patterns, converted by the CODEC_C functions
+        self.codec = {"float16": "bpg_f16", "bfloat16": "bpg_bf16"}.get(dtype)
         fn = self.rule.math(flags, SQRT, MAXIMUM)
         self.where = f"rule {rule_name!r} (function {fn.__name__!r})"
         self.consts = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or ())))
@@ -247,17 +289,23 @@ class _Translator:
         loads = [(s, src or self.literal(0)) for s, src in loads if src or s in used]
         self.declared = {*self.params[:2], *(s for s, _ in loads), *self.hypers}
         self.assigned = set()
-        lines = [f"{indent}{t} {_mangle(self.params[0])} = p[i];", f"{indent}{t} {_mangle(self.params[1])} = g[i];"]
+        load = (lambda a: a) if self.codec is None else (lambda a: f"{self.codec}_load({a})")
+        lines = [f"{indent}{t} {_mangle(self.params[0])} = {load('p[i]')};",
+                 f"{indent}{t} {_mangle(self.params[1])} = {load('g[i]')};"]
         lines += [f"{indent}{t} {_mangle(s)} = {src};" for s, src in loads]
         lines += self.stmts(stmts[:-1], indent)
         outs = ["p"] + [None if k is None else f"s{k}" for k in self.slots]
-        lines += [f"{indent}{o}[i] = {self.expr(v)[0]};" for o, v in zip(outs, values) if o is not None]
+        exprs = [self.expr(v)[0] for v in values]
+        if self.codec is not None:
+            exprs[0] = f"{self.codec}_store({exprs[0]})"
+        lines += [f"{indent}{o}[i] = {e};" for o, e in zip(outs, exprs) if o is not None]
         return lines
 
     def signature(self, name: str, masked: bool) -> str:
         t = self.ctype
         kept = sorted(k for k in self.slots if k is not None)
-        args = [f"{t}* p", f"const {t}* g", *[f"{t}* s{k}" for k in kept], "long long n",
+        pt = t if self.codec is None else "unsigned short"
+        args = [f"{pt}* p", f"const {pt}* g", *[f"{t}* s{k}" for k in kept], "long long n",
                 *[f"{t} {_mangle(h)}" for h in self.hypers], *(["const unsigned char* m"] if masked else [])]
         return f"void {name}({', '.join(args)})"
 
@@ -269,10 +317,11 @@ def kernel_name(rule_name: str, flags: tuple, dtype, masked: bool = False) -> st
 
 
 def _dtype(dtype) -> str:
-    name = np.dtype(dtype).name
-    if name not in _CTYPES:
-        raise TypeError(f"the generated CUDA C optimizer kernels support float32 and float64, not {name}")
-    return name
+    dtype = np.dtype(dtype)
+    if dtype.name not in _CTYPES or not dtype.isnative:
+        raise TypeError(f"the generated CUDA C optimizer kernels support {', '.join(_CTYPES)} (native byte "
+                        f"order), not {dtype.str} ({dtype.name})")
+    return dtype.name
 
 
 @functools.lru_cache(maxsize=None)
@@ -281,6 +330,8 @@ def _source(rule_name: str, flags: tuple, dtype: str, host: bool, masked: bool) 
     name = kernel_name(rule_name, flags, dtype, masked)
     head = f"// {rule_name}, flags {flags}, {dtype}: generated by backprop_gpu.array.optim.cuda_source from " \
            f"rules.{type(tr.rule).__name__}.math\n"
+    if tr.codec is not None:
+        head += CODEC_C.lstrip("\n")
     if host:
         text = head + f"#include <math.h>\n{tr.signature(name, masked)} {{\n  {_HOST_LOOP} {{\n"
     else:

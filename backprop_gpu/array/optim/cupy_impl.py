@@ -12,6 +12,7 @@ import numpy as np
 
 from . import rules
 from .cuda_source import kernel_source
+from .precision import compute_dtype
 
 THREADS = 256
 OPTIONS = ("--std=c++14",)
@@ -32,7 +33,7 @@ def _cupy():
 
 
 def _kernel(cupy, rule_name, flags, dtype, device, masked):
-    key = (rule_name, flags, dtype.str, device.id, masked)
+    key = (rule_name, flags, dtype.name, device.id, masked)
     k = _kernels.get(key)
     if k is None:
         name, src = kernel_source(rule_name, flags, dtype, masked)
@@ -54,7 +55,9 @@ def build(rule_name, flags, dtype, masked=False):
     ``states`` are the variant's kept states (``rules.get(rule_name).state_names(flags)`` order) and
     ``hypers`` the rule's ``hyper_names`` values as Python numbers, cast here to ``dtype``.
     ``masked``: ``kernel(p, g, states, hypers, mask)`` updates only where the uint8 ``mask`` is nonzero.
-    Raises RuntimeError without CuPy or a GPU, TypeError for a dtype other than float32/float64.
+    float16 and bfloat16 ``p`` and ``g`` are computed in float32 on float32 states and stored rounded
+    to nearest even, in the same single launch (``cuda_source.CODEC_C``).
+    Raises RuntimeError without CuPy or a GPU, TypeError for a dtype the kernels do not take.
     """
     dtype = np.dtype(dtype)
     flags = tuple(flags)
@@ -62,14 +65,17 @@ def build(rule_name, flags, dtype, masked=False):
     cupy = _cupy()
     rule = rules.get(rule_name)
     n_states, n_hypers = len(rule.state_names(flags)), len(rule.hyper_names)
-    t = dtype.type
+    sdt = compute_dtype(dtype)
+    t = sdt.type
 
     def kernel(p, g, states, hypers, *mask):
         # a raw launch does not check its arguments: a wrong count or dtype would corrupt memory
-        if len(states) != n_states or len(hypers) != n_hypers or p.dtype != dtype or len(mask) != masked:
-            raise ValueError(f"{rule_name} kernel for {dtype}: got {len(states)} states, {len(hypers)} hypers and "
-                             f"a {p.dtype} p ({len(mask)} masks); expected {n_states}, {n_hypers} and {dtype} "
-                             f"({int(masked)} masks)")
+        if len(states) != n_states or len(hypers) != n_hypers or p.dtype != dtype or g.dtype != dtype \
+                or len(mask) != masked or any(s.dtype != sdt for s in states):
+            raise ValueError(f"{rule_name} kernel for {dtype}: got {len(states)} states "
+                             f"({', '.join(str(s.dtype) for s in states)}), {len(hypers)} hypers, a {p.dtype} p, "
+                             f"a {g.dtype} g ({len(mask)} masks); expected {n_states} {sdt} states, {n_hypers} "
+                             f"hypers and {dtype} p and g ({int(masked)} masks)")
         dev = p.device
         fn = _kernel(cupy, rule_name, flags, dtype, dev, masked)
         n = p.size

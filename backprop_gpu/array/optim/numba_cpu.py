@@ -18,6 +18,7 @@ Where that directory cannot be written, the loop is compiled in memory.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -27,8 +28,9 @@ import tempfile
 from pathlib import Path
 
 import numba
+import numpy as np
 
-from . import rules
+from . import precision, rules
 from .codegen import loop_source, n_hypers
 
 _JIT = dict(error_model="numpy")
@@ -56,9 +58,11 @@ def source_dir() -> Path:
     return Path(base) / "backprop_gpu" / "fused"
 
 
-def _module_from_file(src: str, stem: str, fn):
-    """Write ``src`` to ``<source_dir>/<stem>_<digest>.py`` (atomically) and import it with ``fn`` bound."""
-    digest = hashlib.sha256(rules.__name__.encode() + Path(rules.__file__).read_bytes() + src.encode()
+def _module_from_file(src: str, stem: str, globals_: dict):
+    """Write ``src`` to ``<source_dir>/<stem>_<digest>.py`` (atomically) and import it with ``globals_`` bound."""
+    # the digest covers the files whose functions the loop calls (rule, codecs): an edit is a new file
+    digest = hashlib.sha256(rules.__name__.encode() + Path(rules.__file__).read_bytes()
+                            + Path(precision.__file__).read_bytes() + src.encode()
                             + numba.__version__.encode()).hexdigest()[:16]
     d = source_dir()
     path = d / f"{stem}_{digest}.py"
@@ -71,38 +75,57 @@ def _module_from_file(src: str, stem: str, fn):
     name = f"_backprop_gpu_fused_{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    mod.fn = fn  # a global of the loop; the file name pins which variant it is
+    for k, v in globals_.items():  # globals of the loop (rule, codecs); the file name pins which variant
+        setattr(mod, k, v)
     spec.loader.exec_module(mod)
     sys.modules[name] = mod  # a cached loop's environment is found again by its module's name
     return mod
 
 
+@functools.lru_cache(maxsize=None)
+def _codecs() -> dict:
+    """The float16/bfloat16 codecs compiled for the CPU: ``{name: (load, store)}`` (see :mod:`.precision`)."""
+    jit = numba.njit(**_JIT)
+    cast = precision.codecs(jit(precision.numpy_as_float), jit(precision.numpy_as_bits))
+    return {name: (jit(load), jit(store)) for name, (load, store) in cast.items()}
+
+
 def build(rule_name, flags, dtype, masked=False):
     """``kernel(p, g, states, hypers)``: one in-place pass over 1-D contiguous arrays of ``dtype``,
     parallel from :data:`PARALLEL_MIN` elements. ``masked``: ``kernel(p, g, states, hypers, mask)``
-    updates only the elements where the uint8 ``mask`` is nonzero."""
+    updates only the elements where the uint8 ``mask`` is nonzero.
+
+    float16 and bfloat16 (which Numba's CPU target does not have): ``p`` and ``g`` are viewed as
+    uint16, each element decoded to float32, stepped on the float32 states and stored back rounded
+    to nearest even, in the same single pass."""
     _prefer_workqueue()
     py_fn = rules.scalar_fn(rule_name, flags, math.sqrt, max)
     slots = rules.state_slots(rule_name, flags)
-    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])", masked)
+    low = precision.is_low_precision(dtype)
+    names = (f"load_{dtype.name}", f"store_{dtype.name}") if low else None  # in the text: one file per dtype
+    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])", masked, names)
     fn = numba.njit(**_JIT)(py_fn)
-    stem = f"{rule_name}_{''.join('1' if f else '0' for f in flags)}{'_masked' if masked else ''}"
+    globals_ = {"fn": fn, **(dict(zip(names, _codecs()[dtype.name])) if low else {})}
+    stem = f"{rule_name}_{''.join('1' if f else '0' for f in flags)}{'_masked' if masked else ''}" \
+           f"{'_' + dtype.name if low else ''}"
     try:
-        py_loop = _module_from_file(src, stem, fn).loop
+        py_loop = _module_from_file(src, stem, globals_).loop
         cache = True
     except OSError:  # read-only home or cache dir: compile in memory, uncached
-        ns = {"fn": fn, "numba": numba}
+        ns = {**globals_, "numba": numba}
         exec(compile(src, f"<fused {rule_name} loop>", "exec"), ns)
         py_loop, cache = ns["loop"], False
     # both compile lazily, on first use; prange runs as range in the serial one
     serial = numba.njit(cache=cache, **_JIT)(py_loop)
     parallel = numba.njit(parallel=True, cache=cache, **_JIT)(py_loop)
-    t = dtype.type
+    t = precision.compute_dtype(dtype).type
     zero = t(0)
 
     def kernel(p, g, states, hypers, *mask):
         loop = parallel if p.shape[0] >= PARALLEL_MIN else serial
-        # hypers in the arrays' dtype: float32 arrays keep float32 arithmetic and one compiled signature
+        if low:
+            p, g = p.view(np.uint16), g.view(np.uint16)
+        # hypers in the compute dtype: float32 arrays keep float32 arithmetic and one compiled signature
         loop(p, g, *states, *[t(h) for h in hypers], zero, *mask)
     # for inspection (signatures, cache hits): the serial loop, which small buffers take
     kernel.dispatcher, kernel.parallel_dispatcher = serial, parallel

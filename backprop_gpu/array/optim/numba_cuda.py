@@ -12,26 +12,54 @@ the same kernel then compiles to PTX with no driver present, so
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from . import rules
+from . import precision, rules
 from .codegen import loop_source, n_hypers
 
 THREADS = 256
 _sm_count: dict = {}
 
 
-def _kernel_fn(rule_name, flags, masked=False):
+@functools.lru_cache(maxsize=None)
+def _codecs(simulated: bool) -> dict:
+    """The float16/bfloat16 codecs (:mod:`.precision`) as device functions ``{name: (load, store)}``.
+
+    The bit casts are libdevice's on a GPU (they compile to PTX without a driver); the simulator
+    has no libdevice, so there they are NumPy's scalar views, around the same codec functions."""
+    from numba import cuda, int32, uint32
+
+    dev = cuda.jit(device=True, inline="always")
+    if simulated:
+        as_float, as_bits = precision.numpy_as_float, precision.numpy_as_bits
+    else:
+        from numba.cuda import libdevice
+
+        def as_float(u):
+            return libdevice.int_as_float(int32(u))
+
+        def as_bits(x):
+            return uint32(libdevice.float_as_int(x))
+    cast = precision.codecs(dev(as_float), dev(as_bits))
+    return {name: (dev(load), dev(store)) for name, (load, store) in cast.items()}
+
+
+def _kernel_fn(rule_name, flags, masked=False, dtype=np.dtype(np.float32)):
     """The un-jitted grid-stride kernel (Python source) calling the rule as a device function."""
-    from numba import cuda
+    from numba import config, cuda
 
     py_fn = rules.scalar_fn(rule_name, flags, math.sqrt, max)
     slots = rules.state_slots(rule_name, flags)
+    low = precision.is_low_precision(dtype)
     src = loop_source("kern", slots, n_hypers(py_fn, len(slots)),
-                      "start = cuda.grid(1)\nstride = cuda.gridsize(1)", "range(start, p.shape[0], stride)", masked)
+                      "start = cuda.grid(1)\nstride = cuda.gridsize(1)", "range(start, p.shape[0], stride)", masked,
+                      ("load", "store") if low else None)
     ns = {"fn": cuda.jit(device=True, inline="always")(py_fn), "cuda": cuda}
+    if low:
+        ns["load"], ns["store"] = _codecs(bool(config.ENABLE_CUDASIM))[np.dtype(dtype).name]
     exec(compile(src, f"<fused {rule_name} cuda kernel>", "exec"), ns)
     return ns["kern"], slots, py_fn
 
@@ -51,33 +79,42 @@ def launch_config(n: int) -> tuple[int, int]:
 
 def build(rule_name, flags, dtype, masked=False):
     """``kernel(p, g, states, hypers)``: one grid-stride launch over 1-D contiguous arrays of ``dtype``;
-    ``masked``: ``kernel(p, g, states, hypers, mask)``, updating only where the uint8 ``mask`` is nonzero."""
+    ``masked``: ``kernel(p, g, states, hypers, mask)``, updating only where the uint8 ``mask`` is nonzero.
+
+    float16 and bfloat16: ``p`` and ``g`` are viewed as uint16 and converted in the kernel (computed in
+    float32 on float32 states, stored rounded to nearest even), in the same single launch."""
     from numba import cuda
 
-    kern, _, _ = _kernel_fn(rule_name, flags, masked)
+    kern, _, _ = _kernel_fn(rule_name, flags, masked, dtype)
     kern = cuda.jit(kern)
-    t = dtype.type
+    low = precision.is_low_precision(dtype)
+    t = precision.compute_dtype(dtype).type
     zero = t(0)
 
     def kernel(p, g, states, hypers, *mask):
         blocks, threads = launch_config(p.shape[0])
+        if low:  # CuPy, Numba device and (simulator) NumPy arrays all view
+            p, g = p.view(np.uint16), g.view(np.uint16)
         kern[blocks, threads](p, g, *states, *[t(h) for h in hypers], zero, *mask)
     return kernel
 
 
 def compile_ptx_check(rule_name, flags, dtype, cc=(9, 0), masked=False) -> str:
-    """PTX of one variant's whole grid-stride kernel for compute capability ``cc``, without a GPU.
+    """PTX of one variant's whole grid-stride kernel for compute capability ``cc``, without a GPU
+    (for ``dtype`` float16 or bfloat16: the uint16 form with its in-kernel conversions).
 
     Needs NVRTC (``pip install "numba-cuda[cu13]"``) and the simulator off. It
     type-checks the kernel for real CUDA, which the simulator never does.
     """
     from numba import cuda, from_dtype
 
-    kern, slots, py_fn = _kernel_fn(rule_name, flags, masked)
-    t = from_dtype(np.dtype(dtype))
+    dtype = np.dtype(dtype)
+    kern, slots, py_fn = _kernel_fn(rule_name, flags, masked, dtype)
+    t = from_dtype(precision.compute_dtype(dtype))
     arr = t[::1]
+    pg = from_dtype(np.dtype(np.uint16))[::1] if precision.is_low_precision(dtype) else arr
     n_kept = sum(k is not None for k in slots)
-    sig = (arr, arr) + (arr,) * n_kept + (t,) * n_hypers(py_fn, len(slots)) + (t,)
+    sig = (pg, pg) + (arr,) * n_kept + (t,) * n_hypers(py_fn, len(slots)) + (t,)
     if masked:
         from numba import uint8
         sig += (uint8[::1],)
