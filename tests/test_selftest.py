@@ -52,3 +52,12 @@ def test_bench_half_writes_a_full_report(tmp_path):
             assert r["launches_per_step"] == 1 and r["gb_per_s"] > 0  # one fused launch per buffer
     md = (tmp_path / "selftest.md").read_text()
     assert md.startswith("# backprop-gpu selftest on ") and "| optimizer | numpy | adam 100,000 as 200 |" in md
+
+
+def test_cli_runs_it_and_names_a_backend_it_cannot_use(tmp_path, capsys):
+    from backprop_gpu.app.cli import main
+
+    assert main(["selftest", "--backends", "numpy", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "| optim adam |" not in (tmp_path / "selftest.md").read_text()  # numpy is the reference itself
+    assert main(["selftest", "--backends", "nope", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "unknown backend 'nope'; the backends are numpy, numba" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ``backprop-gpu`` command line: train, compare-optimizers, optimizer-paths."""
+"""The ``backprop-gpu`` command line: train, compare-optimizers, optimizer-paths, selftest."""
 from __future__ import annotations
 
 import argparse
@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("optimizer-paths", help="optimizer trajectories on 2-D loss surfaces", formatter_class=_Help)
     o.add_argument("--steps", type=_positive, default=500, help="optimizer steps per path")
     o.add_argument("--out", default="runs/paths", metavar="DIR", help="directory for optimizer_paths.png")
+
+    s = sub.add_parser("selftest", help="check every backend here against the NumPy reference; --bench measures",
+                       formatter_class=_Help)
+    s.add_argument("--bench", action="store_true", help="also measure copy bandwidth, optimizer steps and the "
+                   "MLP step beside torch (sized for a GPU; see --scale)")
+    s.add_argument("--backends", default=None, metavar="NAMES",
+                   help="comma-separated backends (default: every available one; --bench: the GPU ones, if any)")
+    s.add_argument("--scale", type=float, default=1.0, help="multiply every bench size by this (0.01 on a CPU)")
+    s.add_argument("--repeats", type=_positive, default=10, help="timed repeats per bench row")
+    s.add_argument("--out", default="runs/selftest", metavar="DIR", help="directory for selftest.json and selftest.md")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -186,6 +197,14 @@ def main(argv=None) -> int:
             from .demos import optimizer_paths
 
             optimizer_paths(out=args.out, steps=args.steps)
+        elif args.command == "selftest":
+            from .selftest import main as selftest
+
+            if not 0 < args.scale <= 1000:
+                raise ValueError(f"--scale must be in (0, 1000], got {args.scale}")
+            backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
+            return selftest(bench=args.bench, out=args.out, backends=backends, scale=args.scale,
+                            repeats=args.repeats, progress=not args.no_progress)
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing more was saved
         from ..distributed import fail_all_ranks
 

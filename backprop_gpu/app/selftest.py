@@ -107,13 +107,26 @@ def _max_rel_err(got, want) -> float:
     return err
 
 
+def _usable(backends) -> list[str]:
+    """``backends`` as a list, each one known and usable here, else a ValueError naming it and why."""
+    from ..array.registry import BACKENDS, backend_availability
+
+    for name in backends or ():
+        if name not in BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; the backends are {', '.join(BACKENDS)}")
+        why = backend_availability(name)
+        if why:
+            raise ValueError(f"backend {name!r} is not usable here: {why}")
+    return list(backends or ())
+
+
 def run_checks(backends=None, progress: bool = True, checks=None) -> list[dict]:
     """Run every check (or those named in ``checks``) on every backend in ``backends`` (default:
     all available) and on the reference; one row per (check, backend) with its largest relative
     error and the verdict."""
     from tqdm import tqdm
 
-    names = list(backends or available_backends())
+    names = _usable(backends) or available_backends()
     if REFERENCE not in names:
         names.insert(0, REFERENCE)
     rows = []
@@ -275,7 +288,7 @@ def run_bench(backends=None, scale: float = 1.0, repeats: int = 10, progress: bo
     from tqdm import tqdm
 
     avail = available_backends()
-    names = list(backends or ([n for n in avail if get_backend(n).device.type == "cuda"] or avail))
+    names = _usable(backends) or [n for n in avail if get_backend(n).device.type == "cuda"] or avail
     jobs = []
     for name in names:
         b = get_backend(name)
