@@ -1,12 +1,13 @@
 """``bg.autograd``: PyTorch's ``torch.autograd`` surface over the tape.
 
-``grad``, ``backward``, the grad-mode switches, anomaly detection and
-``gradcheck``.
+``grad``, ``backward``, ``Function``, the grad-mode switches, anomaly detection
+and ``gradcheck``.
 """
 from ..tape.engine import GraphFreedError
 from ..tape.mode import (detect_anomaly, enable_grad, is_anomaly_enabled, is_grad_enabled, no_grad,
                          set_detect_anomaly, set_grad_enabled)
 from ..tape.tensor import grad
+from .function import Function, FunctionCtx
 from .gradcheck import GradcheckError, gradcheck
 
 
@@ -23,5 +24,5 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
         t.backward(g, retain_graph=keep or i < len(ts) - 1, create_graph=create_graph)
 
 
-__all__ = ["grad", "backward", "gradcheck", "GradcheckError", "GraphFreedError", "no_grad", "enable_grad",
+__all__ = ["Function", "FunctionCtx", "grad", "backward", "gradcheck", "GradcheckError", "GraphFreedError", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled"]
