@@ -6,6 +6,7 @@ uninterrupted one exactly.
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 
@@ -170,6 +171,185 @@ class LinearLR(LRScheduler):
 
 
 LinearWarmup = LinearLR
+
+
+class MultiStepLR(LRScheduler):
+    """lr = base * gamma ** (number of milestones <= epoch); a milestone listed twice counts twice."""
+
+    def __init__(self, optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
+        ms = sorted(int(m) for m in milestones)
+        if any(m < 0 for m in ms):
+            raise ValueError(f"MultiStepLR milestones must be >= 0, got {list(milestones)}")
+        self.milestones, self.gamma = ms, float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, base_lr, epoch):
+        return base_lr * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+
+    def state_dict(self) -> dict:  # the milestones are the constructor's, not state
+        return {k: v for k, v in super().state_dict().items() if k != "milestones"}
+
+
+class LambdaLR(LRScheduler):
+    """lr = base * lr_lambda(epoch), one function for every group or a list of one per group.
+    As in PyTorch, ``state_dict`` leaves the functions out (they are code, not state)."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch: int = -1):
+        n = len(optimizer.param_groups)
+        fns = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * n
+        if len(fns) != n:
+            raise ValueError(f"LambdaLR expected {n} lr_lambdas (one per param group), got {len(fns)}")
+        if not all(callable(f) for f in fns):
+            raise TypeError("LambdaLR lr_lambda must be a function or a list of functions")
+        self.lr_lambdas = fns
+        super().__init__(optimizer, last_epoch)
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        for g, base, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            g["lr"] = base * fn(self.last_epoch)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (PyTorch's ``OneCycleLR``, per batch): lr rises from ``max_lr / div_factor``
+    to ``max_lr`` over ``pct_start`` of the steps, then anneals to ``initial / final_div_factor``;
+    with ``cycle_momentum`` the momentum (or Adam's beta1) moves the opposite way."""
+
+    _limits = {**LRScheduler._limits, "total_steps": (lambda v: v >= 1, "must be >= 1")}
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+                 div_factor=25.0, final_div_factor=1e4, three_phase=False, last_epoch=-1):
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError("OneCycleLR needs total_steps, or both epochs and steps_per_epoch")
+            if epochs < 1 or steps_per_epoch < 1:
+                raise ValueError(f"OneCycleLR epochs and steps_per_epoch must be >= 1, got {epochs}, {steps_per_epoch}")
+            total_steps = epochs * steps_per_epoch
+        if total_steps < 1:
+            raise ValueError(f"OneCycleLR total_steps must be >= 1, got {total_steps}")
+        if not 0 <= pct_start <= 1:
+            raise ValueError(f"OneCycleLR pct_start must lie in [0, 1], got {pct_start}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"OneCycleLR anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        n = len(optimizer.param_groups)
+        per_group = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * n  # noqa: E731
+        self.total_steps, self.anneal_strategy = int(total_steps), anneal_strategy
+        end = float(pct_start * self.total_steps) - 1
+        if three_phase:
+            self.phases = [(end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                           (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum",
+                            "max_momentum"),
+                           (self.total_steps - 1.0, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
+        else:
+            self.phases = [(end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                           (self.total_steps - 1.0, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        self.cycle_momentum = bool(cycle_momentum)
+        for g, mx, bm, xm in zip(optimizer.param_groups, per_group(max_lr), per_group(base_momentum),
+                                 per_group(max_momentum)):
+            if last_epoch == -1:
+                g["initial_lr"] = mx / div_factor
+                g["max_lr"], g["min_lr"] = mx, g["initial_lr"] / final_div_factor
+            if self.cycle_momentum:
+                if "momentum" not in g and "betas" not in g:
+                    raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+                if last_epoch == -1:
+                    g["max_momentum"], g["base_momentum"] = xm, bm
+                    self._set_momentum(g, xm)
+        super().__init__(optimizer, last_epoch)
+
+    @staticmethod
+    def _set_momentum(g, m):
+        if "betas" in g:
+            g["betas"] = (m, *g["betas"][1:])
+        else:
+            g["momentum"] = m
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _at(self, g, step):
+        """(lr, momentum) of group ``g`` at ``step``, as PyTorch's get_lr computes them."""
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR stepped {step} times, more than total_steps={self.total_steps}")
+        start = 0.0
+        for i, (end, lr0, lr1, m0, m1) in enumerate(self.phases):
+            if step <= end or i == len(self.phases) - 1:
+                pct = (step - start) / (end - start)
+                lr = self._anneal(g[lr0], g[lr1], pct)
+                mom = self._anneal(g[m0], g[m1], pct) if self.cycle_momentum else None
+                return lr, mom
+            start = end
+
+    def state_dict(self) -> dict:  # the phases follow from the constructor's arguments
+        return {k: v for k, v in super().state_dict().items() if k != "phases"}
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        for g in self.optimizer.param_groups:
+            lr, mom = self._at(g, self.last_epoch)
+            g["lr"] = lr
+            if mom is not None:
+                self._set_momentum(g, mom)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+class SequentialLR:
+    """Run ``schedulers`` one after another, switching at each of ``milestones`` (PyTorch's rules:
+    the next scheduler starts from its own epoch 0 at its milestone)."""
+
+    def __init__(self, optimizer, schedulers, milestones, last_epoch: int = -1):
+        schedulers = list(schedulers)
+        if len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"SequentialLR expects {len(schedulers) - 1} milestone(s) for {len(schedulers)} "
+                             f"schedulers, got {len(milestones)}")
+        for i, s in enumerate(schedulers):
+            if getattr(s, "optimizer", None) is not optimizer:
+                raise ValueError(f"SequentialLR: scheduler {i} ({type(s).__name__}) belongs to another optimizer")
+        self.optimizer, self._schedulers, self._milestones = optimizer, schedulers, list(milestones)
+        self.last_epoch = last_epoch + 1
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"]
+        for s in schedulers:  # undo the step each took when it was built
+            s.last_epoch -= 1
+        schedulers[0].step()
+        self._last_lr = schedulers[0].get_last_lr()
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        i = bisect.bisect_right(self._milestones, self.last_epoch)
+        s = self._schedulers[i]
+        if i > 0 and self._milestones[i - 1] == self.last_epoch:
+            s.last_epoch = -1  # its epoch 0
+        s.step()
+        self._last_lr = s.get_last_lr()
+
+    get_last_lr = LRScheduler.get_last_lr
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch, "_milestones": list(self._milestones),
+                "_last_lr": list(self._last_lr), "_schedulers": [s.state_dict() for s in self._schedulers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """All or nothing: every sub-scheduler's state is checked before any is set."""
+        if not isinstance(state, dict) or set(state) != set(self.state_dict()):
+            raise ValueError(f"SequentialLR state_dict must have the entries {sorted(self.state_dict())}")
+        subs = state["_schedulers"]
+        if not isinstance(subs, list) or len(subs) != len(self._schedulers):
+            raise ValueError(f"SequentialLR state_dict entry '_schedulers': expected {len(self._schedulers)} states")
+        checked = [s.check_state_dict(st) for s, st in zip(self._schedulers, subs)]
+        if state["_milestones"] != self._milestones:
+            raise ValueError(f"SequentialLR state_dict entry '_milestones': {state['_milestones']!r}, this "
+                             f"scheduler has {self._milestones}")
+        for s, values in zip(self._schedulers, checked):
+            s.__dict__.update(values)
+        self.last_epoch, self._last_lr = int(state["last_epoch"]), list(state["_last_lr"])
 
 
 class ReduceLROnPlateau:
