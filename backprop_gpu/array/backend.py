@@ -99,9 +99,24 @@ class Backend:
             get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype, True)(p, g, states, hypers, mask)
         self.launch_count += 1
 
+    def __reduce__(self):
+        # pickled and deep-copied by name: the one backend of that device in the receiving process
+        spec = self.name if self.device.type == "cpu" else f"{self.name}:{self.device.index or 0}"
+        return _backend_named, (spec,)
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __repr__(self):
         sim = " (simulated)" if self.simulated else ""
         return f"<Backend {self.name} on {self.device}{sim}>"
 
 
 __all__ = ["Backend"]
+
+
+def _backend_named(spec: str) -> "Backend":
+    from .registry import get_backend  # the registry builds backends: imported when one is unpickled
+
+    return get_backend(spec)
+

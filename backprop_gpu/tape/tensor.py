@@ -7,6 +7,8 @@ op's forward and VJP sit side by side.
 from __future__ import annotations
 
 
+import copy
+
 import numpy as np
 
 from ..array import Backend, get_backend
@@ -231,6 +233,30 @@ class Tensor:
     def new_empty(self, *size, dtype=None, requires_grad=False):
         return self._new_filled(size, 0, dtype, requires_grad)
 
+    # -- copying and pickling ---------------------------------------------------
+    def __deepcopy__(self, memo):
+        """A leaf copy with its own storage and gradient, on the same device, outside any optimizer's
+        flat buffer (``copy.deepcopy(model)`` for a best-so-far snapshot, as in PyTorch)."""
+        if self._node is not None:
+            raise RuntimeError("only leaf tensors (made by the user, not by an op) support deepcopy; "
+                               "use .detach().clone()")
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.array = self.array.copy()
+        new.backend = self.backend
+        new.requires_grad = self.requires_grad
+        new._grad_slot = None
+        new._node = None
+        new._version = [0]
+        new.grad = None if self.grad is None else copy.deepcopy(self.grad, memo)
+        return new
+
+    def __reduce_ex__(self, protocol):
+        if self._node is not None and self.requires_grad:
+            raise RuntimeError("cannot pickle a tensor that requires grad and is not a leaf; pickle .detach()")
+        return _rebuild, (type(self), self.numpy(), self.backend, self.requires_grad,
+                          None if self.grad is None else self.grad.detach())
+
     # -- autograd -------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True):
         """Set ``requires_grad`` in place on a leaf; only floating tensors can require grad."""
@@ -380,6 +406,19 @@ class Tensor:
 
     def __itruediv__(self, other):
         return self._augmented(other, self.backend.xp.divide, Tensor.__truediv__)
+
+
+def _rebuild(cls, host, backend, requires_grad, grad):
+    """A pickled tensor, back on its device (see :meth:`Tensor.__reduce_ex__`)."""
+    t = object.__new__(cls)
+    t.array = backend.asarray(host)
+    t.backend = backend
+    t.requires_grad = requires_grad
+    t.grad = grad
+    t._grad_slot = None
+    t._node = None
+    t._version = [0]
+    return t
 
 
 def plain_key(key):
