@@ -193,3 +193,12 @@ def test_bad_arguments_name_what_is_wrong(backend):
         x.narrow(1, 3, 2)
     with pytest.raises(TypeError, match=r"cumsum\(\) missing the dimension"):
         x.cumsum()
+
+
+def test_equal_is_one_bool_as_torch_equal_and_eq_is_elementwise(backend):
+    x, tx = _pair(backend, (2, 3), grad=False)
+    for ours, theirs in ((bg.equal(x, x.clone()), torch.equal(tx, tx.clone())), (x.equal(x * 2), tx.equal(tx * 2)),
+                         (bg.equal(x, x[:1]), torch.equal(tx, tx[:1]))):
+        assert type(ours) is bool and ours == theirs
+    e = bg.eq(x, x * 1)
+    assert e.dtype == np.bool_ and e.shape == (2, 3) and bool(e.all())

@@ -19,10 +19,11 @@ from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_bac
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
                        ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
 from .indexing import gather, index_select, masked_fill, sort, take_along_dim, topk
-from .elementwise import (abs, add, astype, clip, clone, divide, equal, erf, exp, gelu, greater, greater_equal,
+from .elementwise import (abs, add, astype, clip, clone, divide, erf, exp, gelu, greater, greater_equal,
                           isfinite, leaky_relu, less, less_equal, log, logical_and, logical_or, maximum, minimum,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
                           subtract, tanh, where)
+from .elementwise import equal as eq
 from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul
 from .normalization import batch_norm_backward
@@ -64,6 +65,14 @@ def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
                                       equal_nan=equal_nan))
 
 
+def equal(a, b) -> bool:
+    """``torch.equal``: whether ``a`` and ``b`` have the same shape and the same elements (a Python
+    bool; :func:`eq` is the elementwise comparison)."""
+    if tuple(a.shape) != tuple(b.shape):
+        return False
+    return bool(a.backend.xp.array_equal(a.array, b.array if isinstance(b, Tensor) else b))
+
+
 def numel(x) -> int:
     """The number of elements of ``x``."""
     return x.numel()
@@ -85,11 +94,11 @@ METHODS = {
     "__pow__": power, "__rpow__": _rev(power), "__matmul__": matmul, "__rmatmul__": _rev(matmul),
     "__neg__": negative, "__pos__": lambda self: self, "__abs__": abs,
     "__gt__": greater, "__ge__": greater_equal, "__lt__": less, "__le__": less_equal,
-    "__eq__": equal, "__ne__": not_equal, "__getitem__": getitem, "__hash__": lambda self: id(self),
+    "__eq__": eq, "__ne__": not_equal, "__getitem__": getitem, "__hash__": lambda self: id(self),
     "T": property(lambda self: transpose(self)),
     "view": reshape, "unsqueeze": expand_dims, "expand_dims": expand_dims, "clamp": clamp, "pow": power,
     "add": add, "sub": subtract, "mul": multiply, "div": divide, "to": to, "clone": clone,
-    "eq": equal, "ne": not_equal, "lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
+    "eq": eq, "equal": equal, "ne": not_equal, "lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
     "neg": negative, "square": lambda self: multiply(self, self), "mm": mm, "bmm": bmm,
     "view_as": lambda self, other: reshape(self, other.shape),
     "reshape_as": lambda self, other: reshape(self, other.shape),
@@ -112,4 +121,4 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "squeeze", "swapaxes", "transpose", "unsqueeze", "log_softmax", "softmax", "to", "one_hot", "conv2d",
     "max_pool2d", "avg_pool2d", "as_tensor", "empty_like", "eye", "full_like", "linspace", "rand_like", "randint",
     "randn_like", "randperm", "gather", "index_select", "masked_fill", "sort", "take_along_dim", "topk", "chunk",
-    "unbind", "all", "any", "cumsum", "norm", "narrow", "t", "mm", "bmm", "allclose", "numel", "clamp"})
+    "unbind", "all", "any", "cumsum", "norm", "narrow", "t", "mm", "bmm", "allclose", "numel", "clamp", "eq"})
