@@ -7,26 +7,13 @@ import numpy as np
 import pytest
 
 import backprop_gpu as bg
+from helpers import trained
 from backprop_gpu import nn, optim
 from backprop_gpu.app import checkpoint, models
 from backprop_gpu.app.checkpoint import CheckpointError
 from backprop_gpu.app.cli import main
 from backprop_gpu.app.train import TrainConfig, Trainer
 from backprop_gpu.optim import lr_scheduler
-
-
-def trained(hidden=(8,), steps=3, seed=0, opt_cls=optim.Adam, **opt_kw):
-    bg.manual_seed(seed)
-    m = models.mlp(4, 3, hidden)
-    opt = opt_cls(m.parameters(), **({"lr": 0.01} | opt_kw))
-    sched = lr_scheduler.StepLR(opt, 2, 0.5)
-    x = bg.tensor(np.random.default_rng(seed).random((6, 4)).astype(np.float32))
-    for _ in range(steps):
-        opt.zero_grad()
-        (m(x) ** 2).mean().backward()
-        opt.step()
-        sched.step()
-    return m, opt, sched
 
 
 def plain(v):

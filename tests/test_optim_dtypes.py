@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -29,6 +28,7 @@ import backprop_gpu as bg
 from backprop_gpu import optim
 from backprop_gpu.array.optim import cuda_source, get_kernel, rules
 
+from helpers import compile_host_c
 from test_optim_kernels import VARIANTS, group_for
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -408,17 +408,9 @@ def host_lib(tmp_path_factory):
     """Every float16/bfloat16 variant's host C (``cuda_source.host_source``) in one shared library."""
     import ctypes
 
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler (cc/gcc) to build the generated C for the host")
     d = tmp_path_factory.mktemp("host_c_low")
     keys = [(n, f, dt, m) for n, f in ALL for dt in LOW_NAMES for m in (False, True)]
-    (d / "optim.c").write_text("\n".join(cuda_source.host_source(*k)[1] for k in keys))
-    out = subprocess.run([cc, "-std=c99", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
-                          "-o", str(d / "optim.so"), str(d / "optim.c"), "-lm"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
-    lib = ctypes.CDLL(str(d / "optim.so"))
+    lib = compile_host_c(d, "\n".join(cuda_source.host_source(*k)[1] for k in keys))
     fns = {}
     for name, flags, dt, masked in keys:
         rule = rules.get(name)

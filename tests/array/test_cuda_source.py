@@ -10,7 +10,6 @@
 import inspect
 import itertools
 import re
-import shutil
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from backprop_gpu.array.optim import cuda_source, get_kernel, rules
+from helpers import compile_host_c
 
 DTYPES = ("float32", "float64")
 # host C vs NumPy: both round every operation to the dtype, so these are a few ulps at most
@@ -225,18 +225,9 @@ def host_lib(tmp_path_factory):
     """Every variant's host C in one shared library: ``{(name, flags, dtype): ctypes function}``."""
     import ctypes
 
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler (cc/gcc) to build the generated C for the host")
     d = tmp_path_factory.mktemp("host_c")
     keys = [(n, f, dt, m) for n, f in ALL for dt in DTYPES for m in (False, True)]
-    (d / "optim.c").write_text("\n".join(cuda_source.host_source(*k)[1] for k in keys))
-    # no FMA contraction: NumPy rounds every operation, and so must this to compare within ulps
-    out = subprocess.run([cc, "-std=c99", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
-                          "-o", str(d / "optim.so"), str(d / "optim.c"), "-lm"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
-    lib = ctypes.CDLL(str(d / "optim.so"))
+    lib = compile_host_c(d, "\n".join(cuda_source.host_source(*k)[1] for k in keys))
     fns = {}
     for name, flags, dt, masked in keys:
         rule = rules.get(name)
