@@ -13,7 +13,7 @@ The package is layered, and imports only ever point down (a test checks it):
 6. ``app``: training loop, CLI, checkpoints, datasets, demos, plots.
 """
 
-from . import autograd, nn, ops, optim, utils
+from . import autograd, cuda, nn, ops, optim, utils
 from .array import (Backend, BackendUnavailableError, Device, available_backends, default_backend, get_backend,
                     manual_seed, set_default_device)
 from .array.devices import DeviceMismatchError
@@ -24,6 +24,7 @@ from .tape.mode import (detect_anomaly, enable_grad, is_grad_enabled, no_grad, s
                         set_grad_enabled)
 from .tape.tensor import (Tensor, bool_, double, float16, float32, float64, grad, half, int8, int16, int32, int64,
                           is_tensor, long, uint8)
+from .utils.serialization import load, save
 
 # PyTorch's dtype names that are also Python builtins: bg.float, bg.int, bg.bool
 float, int, bool = float32, int32, bool_  # noqa: A001
@@ -37,7 +38,8 @@ def device(spec=None) -> Device:
 
 
 __all__ = sorted(set(_ops_all) | {
-    "autograd", "nn", "optim", "utils", "Tensor", "Device", "Backend", "BackendUnavailableError",
+    "autograd", "cuda", "nn", "optim", "utils", "save", "load", "Tensor", "Device", "Backend",
+    "BackendUnavailableError",
     "DeviceMismatchError", "GradcheckError", "available_backends", "default_backend", "get_backend", "manual_seed",
     "set_default_device", "device", "gradcheck", "grad", "is_tensor", "no_grad", "enable_grad", "set_grad_enabled",
     "is_grad_enabled", "detect_anomaly", "set_detect_anomaly", "float16", "float32", "float64", "int32", "int64",

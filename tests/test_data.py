@@ -114,3 +114,57 @@ def test_loader_errors():
 def test_spirals_are_balanced():
     train, test = spirals(n_per_class=40, classes=3)
     assert train.x.shape == (120, 2) and np.bincount(train.y).tolist() == [40, 40, 40] and len(test) == 30
+
+
+def test_loader_over_a_tensor_dataset_matches_torch(backend):
+    torch = pytest.importorskip("torch")
+    from backprop_gpu.utils.data import TensorDataset
+
+    x, y = np.arange(14, dtype=np.float32).reshape(7, 2), np.arange(7)
+    ours = DataLoader(TensorDataset(bg.tensor(x, device=backend), bg.tensor(y, device=backend)), batch_size=3)
+    theirs = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y)),
+                                         batch_size=3)
+    assert len(ours) == len(theirs) == 3
+    for a, b in zip(ours, theirs):
+        assert type(a) is type(b) is list and len(a) == 2
+        for s, t in zip(a, b):
+            assert s.device == backend.device and str(s.dtype) == str(t.dtype).removeprefix("torch.")
+            np.testing.assert_array_equal(s.numpy(), t.numpy())
+    # shuffled: every sample once per epoch, rows kept together, the order resumable from state_dict
+    shuf = DataLoader(TensorDataset(bg.tensor(x), bg.tensor(y)), batch_size=2, shuffle=True, seed=5)
+    state = shuf.state_dict()
+    e1 = [(xb.numpy(), yb.numpy()) for xb, yb in shuf]
+    assert sorted(np.concatenate([yb for _, yb in e1]).tolist()) == list(range(7))
+    for xb, yb in e1:
+        np.testing.assert_array_equal(xb, x[yb])
+    again = DataLoader(TensorDataset(bg.tensor(x), bg.tensor(y)), batch_size=2, shuffle=True, seed=99)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(np.concatenate([yb.numpy() for _, yb in again]),
+                                  np.concatenate([yb for _, yb in e1]))
+    # device given: batches move there
+    moved = next(iter(DataLoader(TensorDataset(bg.tensor(x)), batch_size=2, device=backend)))[0]
+    assert moved.device == backend.device
+
+
+def test_loader_over_a_map_style_dataset_with_collate_fn_and_generator():
+    from backprop_gpu.utils.data import Dataset
+
+    class Squares(Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return {"i": i, "sq": np.float32(i * i)}
+
+    batches = list(DataLoader(Squares(), batch_size=2))
+    assert [b["i"].numpy().tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+    assert batches[0]["sq"].dtype == np.float32 and batches[0]["i"].dtype == np.int64
+    sums = list(DataLoader(Squares(), batch_size=5, collate_fn=lambda s: sum(d["sq"] for d in s)))
+    assert sums == [30.0]
+    order = [b["i"].numpy().tolist() for b in DataLoader(Squares(), 5, shuffle=True,
+                                                         generator=np.random.default_rng(3))]
+    assert order == [np.random.default_rng(3).permutation(5).tolist()]
+    with pytest.raises(TypeError, match="generator must be a numpy.random.Generator"):
+        DataLoader(Squares(), 2, generator=3)
+    with pytest.raises(TypeError, match="collate_fn must be callable"):
+        DataLoader(Squares(), 2, collate_fn="stack")

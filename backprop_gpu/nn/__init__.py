@@ -2,11 +2,15 @@
 
 ``import backprop_gpu.nn.functional as F`` gives the functional forms and the losses.
 """
-from . import functional, init
+from . import functional, init, utils
 from .layers import (GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Identity,
-                     LayerNorm, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, Softmax, Softplus, Tanh)
-from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential
+                     LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ReLU, Sigmoid, Softmax, Softplus, Tanh)
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss,
+                   SmoothL1Loss)
+from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 
 __all__ = ["Module", "ModuleList", "Parameter", "Sequential", "IncompatibleKeys", "Linear", "ReLU", "Tanh",
            "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten", "Dropout", "LayerNorm",
-           "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "functional", "init"]
+           "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "LogSoftmax", "ModuleDict",
+           "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "SmoothL1Loss",
+           "HuberLoss", "functional", "init", "utils"]

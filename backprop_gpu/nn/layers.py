@@ -322,3 +322,30 @@ class AvgPool2d(MaxPool2d):
 
 __all__ = ["Linear", "ReLU", "Tanh", "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten",
            "Dropout", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d"]
+
+
+class LogSoftmax(Module):
+    """``log(softmax(x))`` along ``dim``, computed stably, as ``torch.nn.LogSoftmax``.
+
+    ``dim=None`` picks torch's legacy implicit dimension (0 for 0-, 1- and 3-d inputs, else 1)
+    with the same warning."""
+
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        dim = self.dim
+        if dim is None:
+            import warnings
+
+            warnings.warn("Implicit dimension choice for log_softmax has been deprecated. "
+                          "Change the call to include dim=X as an argument.", UserWarning, stacklevel=2)
+            dim = 0 if x.ndim in (0, 1, 3) else 1
+        return F.log_softmax(x, dim=dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+__all__ += ["LogSoftmax"]

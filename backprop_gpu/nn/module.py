@@ -535,3 +535,81 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    """Modules by name, registered in insertion order, as ``torch.nn.ModuleDict``.
+
+    Indexing, ``in``, ``len``, iteration (over the keys), ``keys``/``values``/``items``,
+    ``update``, ``pop`` and ``clear`` behave as on a dict; every value must be a Module."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    @staticmethod
+    def _check(key, module):
+        if not isinstance(key, str):
+            raise TypeError(f"ModuleDict keys must be strings, got {type(key).__name__} {key!r}")
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict takes Modules, got {type(module).__name__} for key {key!r}")
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self._check(key, module)
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+        object.__delattr__(self, key)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        """The names, in order."""
+        return self._modules.keys()
+
+    def values(self):
+        """The modules, in order."""
+        return self._modules.values()
+
+    def items(self):
+        """``(name, module)`` pairs, in order."""
+        return self._modules.items()
+
+    def clear(self) -> None:
+        """Remove every module."""
+        for k in list(self._modules):
+            del self[k]
+
+    def pop(self, key: str) -> Module:
+        """Remove ``key`` and return its module."""
+        m = self[key]
+        del self[key]
+        return m
+
+    def update(self, modules) -> None:
+        """Add the modules of a mapping or of an iterable of ``(name, module)`` pairs (all checked first)."""
+        if hasattr(modules, "keys") and hasattr(modules, "__getitem__"):
+            pairs = [(k, modules[k]) for k in modules.keys()]
+        else:
+            pairs = []
+            for i, kv in enumerate(modules):
+                if not isinstance(kv, (tuple, list)) or len(kv) != 2:
+                    raise TypeError(f"ModuleDict.update: element #{i} should be a (name, module) pair, "
+                                    f"got {type(kv).__name__}")
+                pairs.append(tuple(kv))
+        for k, m in pairs:
+            self._check(k, m)
+        for k, m in pairs:
+            self.add_module(k, m)

@@ -1,4 +1,4 @@
 """``bg.utils``: PyTorch's ``torch.utils`` surface (``bg.utils.data``)."""
-from . import data
+from . import data, serialization
 
-__all__ = ["data"]
+__all__ = ["data", "serialization"]

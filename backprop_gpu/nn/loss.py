@@ -1,0 +1,170 @@
+"""Loss modules with ``torch.nn``'s constructors, thin Modules over :mod:`backprop_gpu.nn.functional`.
+
+Each takes torch's constructor arguments. An argument whose functional form here has no
+counterpart (``weight`` of the class losses, the legacy ``size_average``/``reduce``) raises
+NotImplementedError naming it when it is set, rather than being silently ignored. ``weight``
+and ``pos_weight`` are registered as buffers (in ``state_dict`` when set), as torch's are.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import ops
+from ..tape.tensor import Tensor
+from . import functional as F
+from .module import Module
+
+
+def _legacy(cls, size_average, reduce):
+    for name, v in (("size_average", size_average), ("reduce", reduce)):
+        if v is not None:
+            raise NotImplementedError(f"{cls}: the deprecated argument {name}={v!r} is not supported; "
+                                      f"use reduction='mean'|'sum'|'none'")
+
+
+def _as_tensor(cls, name, value):
+    if value is None or isinstance(value, Tensor):
+        return value
+    raise TypeError(f"{cls}: {name} must be a Tensor or None, got {type(value).__name__}")
+
+
+class _Loss(Module):
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__()
+        _legacy(type(self).__name__, size_average, reduce)
+        F._check_reduction(reduction)
+        self.reduction = reduction
+
+    def extra_repr(self):
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class _WeightedLoss(_Loss):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", _as_tensor(type(self).__name__, "weight", weight))
+
+
+class L1Loss(_Loss):
+    """Mean absolute error, as ``torch.nn.L1Loss`` (over :func:`~backprop_gpu.nn.functional.l1_loss`)."""
+
+    def forward(self, input, target):
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class MSELoss(_Loss):
+    """Mean squared error, as ``torch.nn.MSELoss`` (over :func:`~backprop_gpu.nn.functional.mse_loss`)."""
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """Smooth L1 loss with threshold ``beta``, as ``torch.nn.SmoothL1Loss``."""
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0):
+        super().__init__(size_average, reduce, reduction)
+        if beta < 0:
+            raise ValueError(f"SmoothL1Loss beta must be non-negative, got {beta}")
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    """Huber loss with threshold ``delta``, as ``torch.nn.HuberLoss``."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction=reduction)
+        if not delta > 0:
+            raise ValueError(f"HuberLoss delta must be positive, got {delta}")
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood of log-probabilities, as ``torch.nn.NLLLoss``; ``weight`` (per-class
+    weights) is not supported and raises NotImplementedError."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean"):
+        if weight is not None:
+            raise NotImplementedError("NLLLoss: weight (per-class weights) is not supported by nn.functional.nll_loss")
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, reduction=self.reduction, ignore_index=self.ignore_index)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """Cross-entropy of logits against class indices, as ``torch.nn.CrossEntropyLoss`` (one fused op);
+    ``weight`` (per-class weights) is not supported and raises NotImplementedError."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean", label_smoothing: float = 0.0):
+        if weight is not None:
+            raise NotImplementedError("CrossEntropyLoss: weight (per-class weights) is not supported by "
+                                      "nn.functional.cross_entropy")
+        super().__init__(weight, size_average, reduce, reduction)
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, reduction=self.reduction, ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing)
+
+
+def _weighted(loss, weight, reduction):
+    """``loss`` (unreduced) times the broadcast ``weight``, then reduced: torch's elementwise weight."""
+    if weight is not None:
+        w = weight if weight.dtype == loss.dtype else weight.astype(loss.dtype)
+        loss = loss * w.detach()
+    return F._reduce(loss, reduction)
+
+
+#: torch clamps BCE's logs at -100; taking the log of max(p, e^-100) gives the same values
+_TINY = math.exp(-100.0)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
+    """-(t log x + (1 - t) log(1 - x)) of probabilities ``input``, each log at least -100 as torch's
+    (so that x = 0 or 1 gives a finite loss, 100 per element).
+
+    The logs are taken of ``max(x, e^-100)`` and ``max(1 - x, e^-100)``, so the gradient is finite
+    everywhere; where x is exactly 0 or 1 it is 0 (torch's is ±1e12 there). Inputs outside
+    [0, 1] are not checked (that would synchronise with the device)."""
+    target = F._float_pair("binary_cross_entropy", input, target, reduction)
+    log_x = ops.log(ops.clamp(input, min=_TINY))
+    log_1mx = ops.log(ops.clamp(1.0 - input, min=_TINY))
+    return _weighted(-(target * log_x + (1.0 - target) * log_1mx), weight, reduction)
+
+
+class BCELoss(_WeightedLoss):
+    """Binary cross-entropy of probabilities, as ``torch.nn.BCELoss``; ``weight`` rescales each element."""
+
+    def forward(self, input, target):
+        return binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
+class BCEWithLogitsLoss(_WeightedLoss):
+    """Binary cross-entropy of logits (stable, one op), as ``torch.nn.BCEWithLogitsLoss``; ``weight``
+    rescales each element and ``pos_weight`` the positive term."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean", pos_weight=None):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.register_buffer("pos_weight", _as_tensor("BCEWithLogitsLoss", "pos_weight", pos_weight))
+
+    def forward(self, input, target):
+        if self.weight is None:
+            return F.binary_cross_entropy_with_logits(input, target, self.reduction, self.pos_weight)
+        loss = F.binary_cross_entropy_with_logits(input, target, "none", self.pos_weight)
+        return _weighted(loss, self.weight, self.reduction)
+
+
+__all__ = ["L1Loss", "MSELoss", "SmoothL1Loss", "HuberLoss", "NLLLoss", "CrossEntropyLoss", "BCELoss",
+           "BCEWithLogitsLoss", "binary_cross_entropy"]
