@@ -29,7 +29,7 @@ def params_for(backend, sizes):
     rng = np.random.default_rng(0)
     ps = [bg.tensor(rng.standard_normal(n, dtype=np.float32), device=backend, requires_grad=True) for n in sizes]
     for p in ps:
-        p.grad = bg.tensor(rng.standard_normal(p.size, dtype=np.float32) * 0.01, device=backend)
+        p.grad = bg.tensor(rng.standard_normal(p.numel(), dtype=np.float32) * 0.01, device=backend)
     return ps
 
 

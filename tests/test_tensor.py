@@ -94,7 +94,10 @@ def test_numpy_is_a_host_copy(backend):
 def test_metadata(backend):
     t = bg.tensor(np.arange(24.0).reshape(2, 3, 4), device=backend)
     assert t.shape == (2, 3, 4) and isinstance(t.shape, tuple)
-    assert t.dtype == np.float64 and t.ndim == 3 == t.dim() and t.size == 24 == t.numel()
+    assert t.dtype == np.float64 and t.ndim == 3 == t.dim() and t.numel() == 24
+    assert t.size() == (2, 3, 4) and t.size(1) == 3 == t.size(-2) and t.size().numel() == 24  # torch's size()
+    with pytest.raises(IndexError, match="dimension 3 is out of range for a tensor with 3 dimension"):
+        t.size(3)
     assert len(t) == 2
     assert t.T.shape == (4, 3, 2)
     np.testing.assert_array_equal(t.T.numpy(), np.arange(24.0).reshape(2, 3, 4).T)

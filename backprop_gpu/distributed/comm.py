@@ -209,7 +209,7 @@ def check_same_model(module_or_params, timeout: float | None = None) -> None:
     named = _named_tensors(module_or_params)
     text = ";".join(f"{_describe(t)}" for _, t in named).encode()
     digest = np.frombuffer(hashlib.sha256(text).digest()[:16], np.int64)
-    mine = np.array([len(named), sum(int(t.size) for _, t in named), *digest], np.int64)
+    mine = np.array([len(named), sum(t.numel() for _, t in named), *digest], np.int64)
     allsigs = _allgather_array(mine, "the model check (every rank must call broadcast_parameters)", timeout)
     if (allsigs == allsigs[0]).all():
         return

@@ -116,7 +116,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                                           f"{t.device}")
     shape = (1, c) + (1,) * (x.ndim - 2)
     if training:
-        n = x.size // c
+        n = x.numel() // c
         if n < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {x.shape}")
         b = x.backend

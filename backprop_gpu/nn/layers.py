@@ -263,7 +263,7 @@ class Embedding(Module):
             idx = Tensor(np.asarray(idx), device=self.weight.backend)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding takes integer indices, got dtype {idx.dtype}")
-        if idx.size:
+        if idx.numel():
             host = idx.numpy()
             lo, hi = host.min(), host.max()
             if lo < 0 or hi >= self.num_embeddings:

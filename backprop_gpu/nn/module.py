@@ -204,7 +204,7 @@ class Module:
 
     def num_parameters(self, only_trainable: bool = False) -> int:
         """Total number of parameter scalars (shared parameters counted once)."""
-        return sum(p.size for p in self.parameters() if p.requires_grad or not only_trainable)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
     def apply(self, fn):
         """Call ``fn`` on every submodule (children first) and then on this module; returns self."""

@@ -68,9 +68,9 @@ BINARY = {
     "multiply": (lambda F, a, b: a * b, lambda F, g, out, a, b, needs: (g * b if needs[0] else None,
                                                                         g * a if needs[1] else None),
                  ("a", "b"), "``a * b`` with broadcasting."),
-    "divide": (lambda F, a, b: a / b, lambda F, g, out, a, b, needs: (g / b if needs[0] else None,
-                                                                      -g * a / (b * b) if needs[1] else None), ("a", "b"),
-               "``a / b`` with broadcasting."),
+    "divide": (lambda F, a, b: _true_divide(a, b),
+               lambda F, g, out, a, b, needs: (g / b if needs[0] else None, -g * a / (b * b) if needs[1] else None),
+               ("a", "b"), "``a / b`` with broadcasting; integers divide to float32, as in PyTorch."),
     # where() on g keeps g's dtype; bool * 0.5 would promote to float64. Ties split the gradient.
     "maximum": (lambda F, a, b: F.maximum(a, b), lambda F, g, out, a, b: _tie_split(
         g, F.where(a > b, g, F.where(a == b, 0.5 * g, 0))), ("a", "b"), "Elementwise maximum; ties split the gradient."),
@@ -89,6 +89,13 @@ COMPARISON = {
     "logical_and": (lambda F, a, b: F.logical_and(a, b), "logical and"),
     "logical_or": (lambda F, a, b: F.logical_or(a, b), "logical or"),
 }
+
+
+def _true_divide(a, b):
+    # integer / integer is float32 in PyTorch (its default dtype); NumPy gives float64
+    if a.dtype.kind in "iub" and b.dtype.kind in "iub":
+        return a.astype("float32") / b.astype("float32")
+    return a / b
 
 
 def _tie_split(g, ga):
@@ -237,6 +244,8 @@ class _AstypeNonFloat(Op):
 def power(a, b):
     """``a ** b``; a constant Python exponent takes a cheaper path."""
     if isinstance(a, Tensor) and isinstance(b, numbers.Real) and not isinstance(b, bool):
+        if a.dtype.kind in "iu" and not isinstance(b, numbers.Integral):
+            a = astype(a, "float32")  # int ** 0.5 is float32 in PyTorch (its default dtype)
         # a Python number, so a NumPy float64 exponent does not promote a float32 tensor
         return apply(PowScalar, a, p=int(b) if isinstance(b, numbers.Integral) else float(b))
     return binary(Pow, a, b)

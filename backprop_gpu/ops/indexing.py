@@ -88,10 +88,16 @@ def _order(x, dim, descending):
     """Indices that sort ``x`` along ``dim``, stably (ties keep their order)."""
     xp = x.backend.xp
     a = x.array
-    if descending:
-        # negate, keeping integer extremes in range; a stable sort of -x keeps ties in order
-        a = -a.astype(xp.float64) if a.dtype.kind in "iub" else -a
-    return xp.argsort(a, axis=dim, kind="stable")
+    if not descending:
+        return xp.argsort(a, axis=dim, kind="stable")
+    # negate, keeping integer extremes in range; a stable sort of -x keeps ties in order
+    if a.dtype.kind in "iub":
+        return xp.argsort(-a.astype(xp.float64), axis=dim, kind="stable")
+    # NaN counts as the largest value (PyTorch's order), so it leads a descending sort: a second,
+    # stable sort on "is not NaN" moves the NaNs to the front and keeps the rest in order
+    order = xp.argsort(-a, axis=dim, kind="stable")
+    nan_last = ~xp.isnan(xp.take_along_axis(a, order, axis=dim))
+    return xp.take_along_axis(order, xp.argsort(nan_last, axis=dim, kind="stable"), axis=dim)
 
 
 def sort(input, dim=-1, descending=False, stable=False):  # noqa: A002

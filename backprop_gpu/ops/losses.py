@@ -4,6 +4,8 @@ Their argument checks live in :mod:`backprop_gpu.nn.functional`, which applies t
 """
 from __future__ import annotations
 
+import math
+
 from ..tape.op import Op
 
 
@@ -32,7 +34,7 @@ class BCEWithLogits(Op):
 
     @staticmethod
     def vjp(F, g, out, x, t, *pw, reduction, needs):
-        scale = g / x.size if reduction == "mean" else g
+        scale = g / math.prod(x.shape) if reduction == "mean" else g  # x is a tensor under create_graph
         gx = gt = None
         if pw:
             p = pw[0]

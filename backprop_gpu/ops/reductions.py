@@ -93,8 +93,15 @@ def _reduce(op, x, axis, keepdims):
     return apply(op, x, axis=normalize_axis(axis, x.ndim), keepdims=bool(keepdims))
 
 
+#: PyTorch's reductions whose ``dim=()`` (an empty list of dims) reduces over every dimension
+_EMPTY_DIM_IS_ALL = {"sum", "mean", "amax", "amin", "var"}
+
+
 def _dims(what, dim, keepdim, axis, keepdims):
-    """PyTorch's ``dim``/``keepdim`` or NumPy's ``axis``/``keepdims``, as (axis, keepdims)."""
+    """PyTorch's ``dim``/``keepdim`` or NumPy's ``axis``/``keepdims``, as (axis, keepdims). NumPy's
+    ``axis=()`` reduces nothing; PyTorch's ``dim=()`` reduces everything for these reductions."""
+    if what in _EMPTY_DIM_IS_ALL and isinstance(dim, (tuple, list)) and len(dim) == 0:
+        dim = None
     return alias(what, dim, "dim", axis, "axis"), bool(alias(what, keepdim, "keepdim", keepdims, "keepdims", False))
 
 
@@ -115,14 +122,16 @@ def mean(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
 
 def amax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     """Maximum over ``dim`` (int or tuple; None: all); ties share the gradient equally, as in PyTorch."""
-    _nonempty(x, "amax")
-    return _reduce(Max, x, *_dims("amax", dim, keepdim, axis, keepdims))
+    axis, keepdims = _dims("amax", dim, keepdim, axis, keepdims)
+    _nonempty(x, "amax", axis)
+    return _reduce(Max, x, axis, keepdims)
 
 
 def amin(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     """Minimum over ``dim`` (int or tuple; None: all); ties share the gradient equally."""
-    _nonempty(x, "amin")
-    return _reduce(Min, x, *_dims("amin", dim, keepdim, axis, keepdims))
+    axis, keepdims = _dims("amin", dim, keepdim, axis, keepdims)
+    _nonempty(x, "amin", axis)
+    return _reduce(Min, x, axis, keepdims)
 
 
 def _extreme_along(what, x, dim, keepdims, arg):
@@ -175,22 +184,26 @@ min.__doc__ = """PyTorch's ``min``: as :func:`max`, for the smallest element."""
 max.__name__, min.__name__ = "max", "min"
 
 
-def _nonempty(x, what):
-    if x.size == 0:
-        raise ValueError(f"{what} of an empty tensor of shape {x.shape}")
+def _nonempty(x, what, axis=None, error=ValueError):
+    """Refuse a reduction with no identity over nothing: over all of an empty tensor, or over
+    a dimension of size 0 (reducing an empty tensor along a non-empty dimension is fine).
+    Over a named dimension it is an IndexError, as in PyTorch."""
+    if x.numel() == 0 and (axis is None or 0 in [x.shape[a] for a in normalize_axis(axis, x.ndim)]):
+        raise (error if axis is None else IndexError)(
+            f"{what} of an empty tensor of shape {x.shape}" + ("" if axis is None else f" over dim {axis}"))
 
 
 def argmax(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     """Index of the first maximum along ``dim`` (None: of the flattened tensor); int64, not differentiable."""
     axis, keepdims = _dims("argmax", dim, keepdim, axis, keepdims)
-    _nonempty(x, "argmax")
+    _nonempty(x, "argmax", axis, IndexError)  # PyTorch: IndexError
     return apply(Argmax, x, axis=axis, keepdims=keepdims)
 
 
 def argmin(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     """Index of the first minimum along ``dim``; int64, not differentiable."""
     axis, keepdims = _dims("argmin", dim, keepdim, axis, keepdims)
-    _nonempty(x, "argmin")
+    _nonempty(x, "argmin", axis, IndexError)  # PyTorch: IndexError
     return apply(Argmin, x, axis=axis, keepdims=keepdims)
 
 
@@ -241,11 +254,12 @@ def logsumexp(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     """log(sum(exp(x))) along ``dim``, shifted by the max so it never overflows."""
     axis, keepdims = _dims("logsumexp", dim, keepdim, axis, keepdims)
     axes = normalize_axis(axis, x.ndim)
-    _nonempty(x, "logsumexp")
     # The shift is a constant (its gradient cancels), so it is taken on the arrays, unrecorded.
     # Where the max is infinite the shift is 0, so all -inf gives -inf and +inf gives +inf (not NaN).
     xp = x.backend.xp
-    m = xp.max(x.array, axis=axes, keepdims=True)
+    # over nothing it is log(0) = -inf, as in PyTorch (the max has no identity: shift by 0)
+    m = xp.max(x.array, axis=axes, keepdims=True) if x.numel() else xp.zeros(
+        [1 if i in axes else n for i, n in enumerate(x.shape)], dtype=x.dtype)
     m = Tensor._make(xp.asarray(xp.where(xp.isfinite(m), m, 0), dtype=x.dtype), x.backend)
     out = log(sum(exp(x - m), axis=axes, keepdims=True)) + m
     if not keepdims:

@@ -74,9 +74,10 @@ def reshape(x, shape, *more):
     for s in shape:
         if s != -1:
             n_known *= s
-    if shape.count(-1) > 1 or (-1 not in shape and n_known != x.size) or \
-            (-1 in shape and (n_known == 0 or x.size % n_known)):
-        raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) into {shape}")
+    size = x.numel()
+    if shape.count(-1) > 1 or (-1 not in shape and n_known != size) or \
+            (-1 in shape and (n_known == 0 or size % n_known)):
+        raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({size} elements) into {shape}")
     if shape == x.shape:
         return x
     return share_version_if_view(apply(Reshape, x, shape=shape), x)

@@ -10,6 +10,8 @@ class Softmax(Op):
 
     @staticmethod
     def forward(F, x, axis):
+        if x.size == 0:  # amax has no identity; an empty softmax is empty, as in PyTorch
+            return x.copy()
         e = F.exp(x - F.amax(x, axis=axis, keepdims=True))
         e /= F.sum(e, axis=axis, keepdims=True)
         return e
@@ -25,6 +27,8 @@ class LogSoftmax(Op):
 
     @staticmethod
     def forward(F, x, axis):
+        if x.size == 0:
+            return x.copy()
         s = x - F.amax(x, axis=axis, keepdims=True)
         return s - F.log(F.sum(F.exp(s), axis=axis, keepdims=True))
 

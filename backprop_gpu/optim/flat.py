@@ -62,8 +62,8 @@ class FlatGroup:
         self.shapes = [p.shape for p in params]  # as flattened; a replaced parameter may differ
         n = 0
         for p in params:
-            self.offsets.append((n, n + p.size))
-            n += p.size
+            self.offsets.append((n, n + p.numel()))
+            n += p.numel()
         self.numel = n
         self.data = xp.empty(n, dtype=dtype)
         self.grad = xp.zeros(n, dtype=dtype)

@@ -52,7 +52,10 @@ class Unsaved:
 
     def __init__(self, arr, what):
         self.shape, self.dtype, self.ndim = tuple(arr.shape), arr.dtype, len(arr.shape)
-        self.size = int(arr.size)
+        n = 1
+        for d in self.shape:  # a tensor's size() is torch's method, an array's .size the count
+            n *= d
+        self.size = n
         self._what = what
 
     def _refuse(self, *args, **kwargs):

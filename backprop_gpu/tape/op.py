@@ -213,11 +213,22 @@ def constant_like(x, ref: Tensor) -> Tensor:
     return Tensor._make(ref.backend.asarray(x), ref.backend)
 
 
+def _float_for(t: Tensor, scalar) -> Tensor:
+    """An integer tensor met by a Python float, as float32 (PyTorch's default dtype: ``int * 1.5``
+    is float32 there, float64 under NumPy's promotion); anything else unchanged. An integer
+    tensor never requires grad, so the cast loses no graph."""
+    if isinstance(scalar, float) and t.dtype.kind in "iu":
+        return Tensor._make(t.array.astype("float32"), t.backend)
+    return t
+
+
 def binary(op, a, b, **kw) -> Tensor:
     """Apply a two-input op, turning a non-tensor operand into a constant like the other."""
     if not isinstance(a, Tensor):
+        b = _float_for(b, a)
         a = constant_like(a, b)
     elif not isinstance(b, Tensor):
+        a = _float_for(a, b)
         b = constant_like(b, a)
     try:
         return apply(op, a, b, **kw)

@@ -39,6 +39,19 @@ def _default_dtype_for(data):
     raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
 
 
+class Size(tuple):
+    """PyTorch's ``torch.Size``: a tensor's shape, a tuple of ints."""
+
+    def numel(self) -> int:
+        n = 1
+        for d in self:
+            n *= d
+        return n
+
+    def __repr__(self):
+        return f"Size({list(self)})"
+
+
 class Tensor:
     """A multi-dimensional array on one backend, recorded on the tape when it requires grad.
 
@@ -107,12 +120,18 @@ class Tensor:
     def ndim(self) -> int:
         return self.array.ndim
 
-    @property
-    def size(self) -> int:
-        return int(self.array.size)
+    def size(self, dim=None):
+        """PyTorch's ``size()``: the shape as a :class:`Size` (a tuple), or with ``dim`` the length of
+        that dimension. (NumPy's ``.size``, the element count, is :meth:`numel`.)"""
+        if dim is None:
+            return Size(self.array.shape)
+        nd = self.array.ndim
+        if not -max(nd, 1) <= dim < max(nd, 1):
+            raise IndexError(f"dimension {dim} is out of range for a tensor with {nd} dimension(s)")
+        return self.array.shape[dim]
 
     def numel(self) -> int:
-        return self.size
+        return int(self.array.size)
 
     def dim(self) -> int:
         return self.ndim
@@ -141,7 +160,7 @@ class Tensor:
         return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
 
     def __bool__(self):
-        if self.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous")
         return bool(self.item())
 
@@ -155,7 +174,7 @@ class Tensor:
 
     def item(self):
         """The single value of a one-element tensor as a Python number."""
-        if self.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.numpy().reshape(()).item()
 
@@ -169,7 +188,7 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.dtype.kind not in "iu" or self.size != 1:
+        if self.dtype.kind not in "iu" or self.array.size != 1:
             raise TypeError(f"only integer tensors of one element can be used as an index, "
                             f"got dtype {self.dtype} shape {self.shape}")
         return int(self.item())
@@ -436,7 +455,7 @@ def _initial_grad(t: Tensor, gradient, create_graph: bool, fresh: bool = False):
     """The seed gradient of ``t``: ``gradient``, or 1 for a scalar. ``fresh`` (and ``create_graph``)
     rule out the shared read-only cached seed, for seeds that may be handed back to the user."""
     if gradient is None:
-        if t.size != 1:
+        if t.array.size != 1:
             raise RuntimeError(f"grad can be created implicitly only for scalar outputs; this tensor has "
                                f"shape {t.shape}: pass backward(gradient=...) of that shape")
         g = t.backend.xp.ones(t.array.shape, dtype=t.dtype) if fresh or create_graph else _ones_like_scalar(t)
