@@ -176,12 +176,14 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             pending[node.seq] = g
             push(heap, (-node.seq, node))
     anomaly = state.anomaly
+    special = create_graph or _check_saves  # VJPs get tensors, or stand-ins for unsaved inputs
+    pop = heapq.heappop
     prev_mode = state.grad
     if prev_mode != create_graph:  # set_grad, only when it changes something
         state.set(grad=bool(create_graph))
     try:
         while heap:
-            node = heapq.heappop(heap)[1]
+            node = pop(heap)[1]
             g = pending.pop(node.seq)
             if node.inputs is None:
                 raise GraphFreedError(
@@ -192,7 +194,7 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             for box, v in node.saved_versions:
                 if box[0] != v:
                     node.check_versions()  # raises, naming the op and shapes
-            if create_graph or _check_saves:
+            if special:
                 F = _graph_namespace if create_graph else node.backend.F
                 xs, out = node.vjp_args(Tensor, create_graph)
             else:  # the common case, inlined: this loop is most of a small graph's backward
