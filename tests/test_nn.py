@@ -19,7 +19,7 @@ class Block(nn.Module):
         self.fc = nn.Linear(3, 4, device=device)
         self.norm = nn.BatchNorm1d(4, device=device)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(4, 2, device=device))
-        self.shared = self.fc  # registered twice, counted once
+        self.shared = self.fc  # registered twice: parameters() once, state_dict() under both names (torch)
 
     def forward(self, x):
         return self.head(self.norm(self.fc(x)))
@@ -55,7 +55,7 @@ def test_registration_and_traversal_of_nested_modules():
     assert [id(p) for p in m.parameters()] == [id(p) for _, p in m.named_parameters()]
     assert all(isinstance(p, nn.Parameter) for p in m.parameters())
     assert m.num_parameters() == 3 * 4 + 4 + 4 + 4 + 4 * 2 + 2
-    assert [n for n, _ in m.named_buffers()] == ["norm.running_mean", "norm.running_var"]
+    assert [n for n, _ in m.named_buffers()] == ["norm.running_mean", "norm.running_var", "norm.num_batches_tracked"]
     assert [n for n, _ in m.named_modules()] == ["", "fc", "norm", "head", "head.0", "head.1"]
     assert [type(c).__name__ for c in m.children()] == ["Linear", "BatchNorm1d", "Sequential"]
     assert len(list(m.modules())) == 6
@@ -161,7 +161,8 @@ def test_state_dict_round_trip(backend):
     a(bg.randn(6, 3, device=backend))  # training step: running stats move off their init
     sd = a.state_dict()
     assert list(sd) == ["fc.weight", "fc.bias", "norm.weight", "norm.bias", "norm.running_mean",
-                        "norm.running_var", "head.1.weight", "head.1.bias"]
+                        "norm.running_var", "norm.num_batches_tracked", "head.1.weight", "head.1.bias",
+                        "shared.weight", "shared.bias"]
     assert all(isinstance(v, bg.Tensor) and not v.requires_grad and v.is_leaf for v in sd.values())
     assert sd["fc.weight"].array is a.fc.weight.array  # detached, sharing storage
     params_before = {n: id(p) for n, p in b.named_parameters()}
@@ -423,7 +424,7 @@ def test_batch_norm_train_updates_running_stats_and_eval_uses_them(backend):
     rng = np.random.default_rng(2)
     bn = nn.BatchNorm1d(3, momentum=0.1, device=backend)
     assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
-    assert [n for n, _ in bn.named_buffers()] == ["running_mean", "running_var"]
+    assert [n for n, _ in bn.named_buffers()] == ["running_mean", "running_var", "num_batches_tracked"]
     rm, rv = np.zeros(3), np.ones(3)
     for step in range(2):
         xn = (rng.standard_normal((8, 3)) * 2 + 1).astype(np.float32)
@@ -466,8 +467,8 @@ def test_batch_norm_three_dims_and_gradients(backend):
     free.eval()  # no running stats: batch statistics even in eval
     out = free(bg.tensor(xn.astype(np.float32), device=backend)).numpy()
     np.testing.assert_allclose(out, (xn - mu) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="momentum must be a number in"):
-        nn.BatchNorm1d(2, momentum=None)
+    with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\] or None .*got 1.5"):
+        nn.BatchNorm1d(2, momentum=1.5)
 
 
 # --- Embedding -------------------------------------------------------------------------------

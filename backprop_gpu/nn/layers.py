@@ -199,8 +199,9 @@ class BatchNorm1d(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None):
         super().__init__()
-        if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
-            raise ValueError(f"{type(self).__name__} momentum must be a number in [0, 1], got {momentum!r}")
+        if momentum is not None and (not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1):
+            raise ValueError(f"{type(self).__name__} momentum must be a number in [0, 1] or None (a cumulative "
+                             f"average), got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
@@ -212,14 +213,17 @@ class BatchNorm1d(Module):
         if track_running_stats:
             self.register_buffer("running_mean", zeros(num_features, device=device, dtype=dtype))
             self.register_buffer("running_var", ones(num_features, device=device, dtype=dtype))
+            self.register_buffer("num_batches_tracked", zeros((), device=device, dtype="int64"))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self):
         if self.running_mean is not None:
             init.zeros_(self.running_mean)
             init.ones_(self.running_var)
+            self.num_batches_tracked.zero_()
 
     def forward(self, x):
         return self._normalize(x, F.batch_norm)
@@ -235,7 +239,13 @@ class BatchNorm1d(Module):
             raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {x.shape}; "
                              f"expected {dims} input with {self.num_features} channels on axis 1")
         use_batch = self.training or self.running_mean is None
-        return fn(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, self.momentum, self.eps)
+        momentum = self.momentum
+        if self.training and self.running_mean is not None:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # the cumulative moving average, as torch
+                momentum = 1.0 / int(self.num_batches_tracked.item())
+        return fn(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, momentum or 0.0,
+                  self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

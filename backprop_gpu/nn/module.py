@@ -272,15 +272,20 @@ class Module:
 
     # -- state ---------------------------------------------------------------------
     def _state_tensors(self) -> "OrderedDict[str, Tensor]":
-        """Parameters then buffers of each module in turn (PyTorch's order), by dotted name.
-        A tensor shared between modules appears once, under its first name."""
-        out, seen = OrderedDict(), set()
-        for mname, m in self.named_modules():
+        """Parameters then buffers of each module in turn (PyTorch's order), by dotted name. As in
+        PyTorch, a module or tensor registered under several names appears under each of them
+        (tied weights, ``Sequential(l, l)``), so torch's state_dicts load strictly."""
+        out = OrderedDict()
+
+        def walk(prefix, m):
             for store in (m._parameters, m._buffers):
                 for k, t in store.items():
-                    if t is not None and id(t) not in seen:
-                        seen.add(id(t))
-                        out[f"{mname}.{k}" if mname else k] = t
+                    if t is not None:
+                        out[prefix + k] = t
+            for k, c in m._modules.items():
+                if c is not None:
+                    walk(f"{prefix}{k}.", c)
+        walk("", self)
         return out
 
     def state_dict(self) -> "OrderedDict[str, Tensor]":

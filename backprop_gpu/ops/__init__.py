@@ -38,8 +38,11 @@ from .transfer import to
 records = True
 
 
-def one_hot(labels, num_classes, dtype="float32"):
-    """One-hot rows for integer ``labels`` (a constant: not differentiable)."""
+def one_hot(labels, num_classes=-1, dtype="int64"):
+    """One-hot rows for integer ``labels``, int64 as ``torch.nn.functional.one_hot`` (a constant: not
+    differentiable); ``num_classes=-1`` takes one more than the largest label."""
+    if num_classes == -1:
+        num_classes = int(labels.numpy().max()) + 1 if labels.numel() else 0
     arr = labels.backend.F.one_hot(labels.array, num_classes, dtype)
     return Tensor._make(arr, labels.backend)
 
