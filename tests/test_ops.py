@@ -122,6 +122,13 @@ UNARY = {
     "gelu": Case(bg.gelu, _gelu_ref, U),
     "gelu_tanh": Case(lambda x: bg.gelu(x, approximate="tanh"), _gelu_tanh_ref, U),
     "erf": Case(bg.erf, scipy.special.erf, U),
+    "log1p": Case(bg.log1p, np.log1p, POS),
+    "expm1": Case(bg.expm1, np.expm1, U),
+    "rsqrt": Case(bg.rsqrt, lambda x: 1 / np.sqrt(x), POS),
+    "reciprocal": Case(bg.reciprocal, np.reciprocal, POS),
+    "floor": Case(bg.floor, np.floor, uniform(R, kinks=(-1, 0, 1)), linear=True),
+    "ceil": Case(bg.ceil, np.ceil, uniform(R, kinks=(-1, 0, 1)), linear=True),
+    "round": Case(bg.round, np.round, uniform(R, kinks=(-1.5, -0.5, 0.5, 1.5)), linear=True),
     "square": Case(lambda x: x * x, np.square, U),  # one tensor in both slots: gradients add up
     "pow_2": Case(lambda x: x ** 2, np.square, U),
     "pow_3": Case(lambda x: x.pow(3), lambda x: x ** 3, U),

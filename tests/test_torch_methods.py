@@ -49,6 +49,11 @@ CASES = {
     "bmm": (lambda m, x, ix: m.bmm(x.reshape(2, 3, 2), x.reshape(2, 2, 3)), (3, 4)),
     "clamp": (lambda m, x, ix: m.clamp(x, min=-0.5, max=0.7), (3, 4)),
     "contiguous": (lambda m, x, ix: x.t().contiguous(), (3, 4)),
+    "log1p": (lambda m, x, ix: x.abs().log1p(), (3, 4)),
+    "expm1": (lambda m, x, ix: m.expm1(x), (3, 4)),
+    "rsqrt": (lambda m, x, ix: (x.abs() + 0.5).rsqrt(), (3, 4)),
+    "reciprocal": (lambda m, x, ix: m.reciprocal(x.abs() + 0.5), (3, 4)),
+    "floor_ceil_round": (lambda m, x, ix: x.floor() * x + m.ceil(x * 2) * x + (x * 3).round() * x, (3, 4)),
 }
 
 

@@ -24,6 +24,7 @@ from .elementwise import (abs, add, astype, clip, clone, divide, erf, exp, gelu,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
                           subtract, tanh, where)
 from .elementwise import equal as eq
+from .elementwise import ceil, expm1, floor, log1p, reciprocal, round, rsqrt  # noqa: A004 - torch's names
 from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul
 from .normalization import batch_norm_backward
@@ -110,7 +111,8 @@ METHODS = {
 for _f in (exp, log, sqrt, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, softplus, gelu, sum, mean, max, min,
            amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
            squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum, all, any, cumsum, norm, t,
-           narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk):
+           narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk, ceil, expm1, floor, log1p,
+           reciprocal, round, rsqrt):
     METHODS.setdefault(_f.__name__, _f)
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)

@@ -59,6 +59,16 @@ UNARY = {
     "gelu_tanh": (lambda F, x: 0.5 * x * (1 + F.tanh(_TANH_C * (x + 0.044715 * x ** 3))), _gelu_tanh_vjp, ("x",),
                   "GELU's tanh approximation."),
     "clone": (lambda F, x: x.copy(), lambda F, g, out, x: (g,), (), "A copy of ``x`` that stays on the graph."),
+    "log1p": (lambda F, x: F.log1p(x), lambda F, g, out, x: (g / (1 + x),), ("x",), "``log(1 + x)``, exact near 0."),
+    "expm1": (lambda F, x: F.expm1(x), lambda F, g, out, x: (g * (out + 1),), ("out",), "``e**x - 1``, exact near 0."),
+    "rsqrt": (lambda F, x: 1 / F.sqrt(x), lambda F, g, out, x: (g * -0.5 * out * out * out,), ("out",),
+              "``1 / sqrt(x)``."),
+    "reciprocal": (lambda F, x: 1 / x, lambda F, g, out, x: (-g * out * out,), ("out",), "``1 / x``."),
+    # piecewise constant: gradient 0 everywhere, as in PyTorch
+    "floor": (lambda F, x: F.floor(x), lambda F, g, out, x: (g * 0,), (), "Round down (gradient 0)."),
+    "ceil": (lambda F, x: F.ceil(x), lambda F, g, out, x: (g * 0,), (), "Round up (gradient 0)."),
+    "round": (lambda F, x: F.round(x), lambda F, g, out, x: (g * 0,), (),
+              "Round half to even, as ``torch.round`` (gradient 0)."),
 }
 
 #: name: (forward(F, a, b), vjp(F, g, out, a, b, needs), saves, docstring)
@@ -156,6 +166,8 @@ for _name, _fwd in {"sign": lambda F, x: F.sign(x), "isfinite": lambda F, x: F.i
 negative, exp, log, sqrt, abs, relu, sigmoid, tanh, softplus, erf, clone = (  # noqa: A001 - NumPy's names
     FUNCTIONS[n] for n in ("negative", "exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "softplus", "erf",
                            "clone"))
+log1p, expm1, rsqrt, reciprocal, floor, ceil, round = (  # noqa: A001 - torch's names
+    FUNCTIONS[n] for n in ("log1p", "expm1", "rsqrt", "reciprocal", "floor", "ceil", "round"))
 add, subtract, multiply, divide, maximum, minimum = (
     FUNCTIONS[n] for n in ("add", "subtract", "multiply", "divide", "maximum", "minimum"))
 greater, greater_equal, less, less_equal, equal, not_equal, logical_and, logical_or = (
