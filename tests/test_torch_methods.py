@@ -53,6 +53,14 @@ CASES = {
     "expm1": (lambda m, x, ix: m.expm1(x), (3, 4)),
     "rsqrt": (lambda m, x, ix: (x.abs() + 0.5).rsqrt(), (3, 4)),
     "reciprocal": (lambda m, x, ix: m.reciprocal(x.abs() + 0.5), (3, 4)),
+    "flip": (lambda m, x, ix: m.flip(x, (0, 1)), (3, 4)),
+    "roll": (lambda m, x, ix: m.roll(x, (1, -2), (0, 1)), (3, 4)),
+    "roll_flat": (lambda m, x, ix: x.roll(5), (3, 4)),
+    "repeat": (lambda m, x, ix: x.repeat(2, 1, 3), (3, 4)),
+    "unflatten": (lambda m, x, ix: x.unflatten(1, (2, 2)), (3, 4)),
+    "tril": (lambda m, x, ix: m.tril(x, -1), (3, 4)),
+    "triu": (lambda m, x, ix: x.triu(1), (3, 4)),
+    "outer": (lambda m, x, ix: m.outer(x[0], x[1]), (3, 4)),
     "floor_ceil_round": (lambda m, x, ix: x.floor() * x + m.ceil(x * 2) * x + (x * 3).round() * x, (3, 4)),
 }
 
@@ -207,3 +215,16 @@ def test_equal_is_one_bool_as_torch_equal_and_eq_is_elementwise(backend):
         assert type(ours) is bool and ours == theirs
     e = bg.eq(x, x * 1)
     assert e.dtype == np.bool_ and e.shape == (2, 3) and bool(e.all())
+
+
+def test_argsort_isclose_nonzero_match_torch(backend):
+    x, tx = _pair(backend, (3, 4), seed=6, grad=False)
+    np.testing.assert_array_equal(bg.argsort(x, 0, descending=True).numpy(), torch.argsort(tx, 0, True).numpy())
+    np.testing.assert_array_equal(x.argsort().numpy(), tx.argsort().numpy())
+    y, ty = x + 1e-9, tx + 1e-9
+    np.testing.assert_array_equal(bg.isclose(x, y).numpy(), torch.isclose(tx, ty).numpy())
+    m, tm = x > 0.3, tx > 0.3
+    np.testing.assert_array_equal(bg.nonzero(m).numpy(), torch.nonzero(tm).numpy())
+    for p, q in zip(m.nonzero(as_tuple=True), tm.nonzero(as_tuple=True)):
+        assert p.dtype == np.int64
+        np.testing.assert_array_equal(p.numpy(), q.numpy())

@@ -15,6 +15,7 @@ from ..tape.op import DeviceMismatchError, Op, alias, apply  # noqa: F401 - for 
 from ..tape.tensor import Tensor
 from . import elementwise as _elementwise
 from . import return_types
+from .arrangement import argsort, flip, isclose, nonzero, outer, repeat, roll, tril, triu, unflatten
 from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
                        ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
@@ -112,7 +113,7 @@ for _f in (exp, log, sqrt, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, sof
            amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
            squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum, all, any, cumsum, norm, t,
            narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk, ceil, expm1, floor, log1p,
-           reciprocal, round, rsqrt):
+           reciprocal, round, rsqrt, flip, roll, repeat, unflatten, tril, triu, argsort, isclose, nonzero):
     METHODS.setdefault(_f.__name__, _f)
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)
@@ -126,4 +127,5 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "squeeze", "swapaxes", "transpose", "unsqueeze", "log_softmax", "softmax", "to", "one_hot", "conv2d",
     "max_pool2d", "avg_pool2d", "as_tensor", "empty_like", "eye", "full_like", "linspace", "rand_like", "randint",
     "randn_like", "randperm", "gather", "index_select", "masked_fill", "sort", "take_along_dim", "topk", "chunk",
-    "unbind", "all", "any", "cumsum", "norm", "narrow", "t", "mm", "bmm", "allclose", "numel", "clamp", "eq"})
+    "unbind", "all", "any", "cumsum", "norm", "narrow", "t", "mm", "bmm", "allclose", "numel", "clamp", "eq", "flip", "roll", "repeat", "unflatten", "tril", "triu", "outer", "argsort",
+    "isclose", "nonzero"})
