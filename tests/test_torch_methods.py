@@ -61,6 +61,10 @@ CASES = {
     "tril": (lambda m, x, ix: m.tril(x, -1), (3, 4)),
     "triu": (lambda m, x, ix: x.triu(1), (3, 4)),
     "outer": (lambda m, x, ix: m.outer(x[0], x[1]), (3, 4)),
+    "silu": (lambda m, x, ix: m.nn.SiLU()(x), (3, 4)),
+    "mish": (lambda m, x, ix: m.nn.Mish()(x), (3, 4)),
+    "elu": (lambda m, x, ix: m.nn.ELU(alpha=0.7)(x * 3), (3, 4)),
+    "hardtanh": (lambda m, x, ix: m.nn.Hardtanh(-0.5, 0.8)(x), (3, 4)),
     "floor_ceil_round": (lambda m, x, ix: x.floor() * x + m.ceil(x * 2) * x + (x * 3).round() * x, (3, 4)),
 }
 
@@ -228,3 +232,24 @@ def test_argsort_isclose_nonzero_match_torch(backend):
     for p, q in zip(m.nonzero(as_tuple=True), tm.nonzero(as_tuple=True)):
         assert p.dtype == np.int64
         np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_embedding_padding_idx_and_one_hot_as_torch(backend):
+    w = np.random.default_rng(3).standard_normal((5, 2))
+    ours = bg.nn.Embedding(5, 2, padding_idx=-1).to(backend).double()
+    theirs = torch.nn.Embedding(5, 2, padding_idx=-1).double()
+    assert ours.padding_idx == theirs.padding_idx == 4 and not ours.weight.numpy()[4].any()
+    with bg.no_grad():
+        ours.weight.copy_(bg.tensor(w))
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(w))
+    idx = [[4, 1, 4], [0, 1, 2]]
+    out, ref = ours(idx_t := bg.tensor(np.array(idx), device=backend)), theirs(torch.tensor(idx))
+    _same(out, ref)  # the padding row's values come out, as in torch
+    (out * out).sum().backward()
+    (ref * ref).sum().backward()
+    _same(ours.weight.grad, theirs.weight.grad)
+    assert not ours.weight.grad.numpy()[4].any()
+    oh = bg.nn.functional.one_hot(idx_t)
+    assert oh.dtype == np.int64
+    np.testing.assert_array_equal(oh.numpy(), torch.nn.functional.one_hot(torch.tensor(idx)).numpy())

@@ -3,8 +3,9 @@
 ``import backprop_gpu.nn.functional as F`` gives the functional forms and the losses.
 """
 from . import functional, init, utils
-from .layers import (GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Identity,
-                     LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ReLU, Sigmoid, Softmax, Softplus, Tanh)
+from .layers import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Hardtanh,
+                     Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Mish, ReLU, Sigmoid, SiLU, Softmax,
+                     Softplus, Tanh)
 from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss,
                    SmoothL1Loss)
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
@@ -13,4 +14,4 @@ __all__ = ["Module", "ModuleList", "Parameter", "Sequential", "IncompatibleKeys"
            "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten", "Dropout", "LayerNorm",
            "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "LogSoftmax", "ModuleDict",
            "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "SmoothL1Loss",
-           "HuberLoss", "functional", "init", "utils"]
+           "HuberLoss", "SiLU", "Mish", "ELU", "Hardtanh", "functional", "init", "utils"]

@@ -26,6 +26,33 @@ from ..tape.tensor import Tensor
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def silu(x):
+    """``x * sigmoid(x)`` (SiLU, swish)."""
+    return x * ops.sigmoid(x)
+
+
+def mish(x):
+    """``x * tanh(softplus(x))``."""
+    return x * ops.tanh(ops.softplus(x))
+
+
+def elu(x, alpha: float = 1.0):
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
+    return ops.where(x > 0, x, alpha * ops.expm1(ops.clip(x, None, 0.0)))  # clipped: no overflow where unused
+
+
+def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
+    """``x`` clamped to ``[min_val, max_val]``."""
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val ({min_val}) must not exceed max_val ({max_val})")
+    return ops.clip(x, min_val, max_val)
+
+
+def one_hot(tensor, num_classes: int = -1):
+    """``torch.nn.functional.one_hot``: int64 rows, ``num_classes=-1`` inferring the count."""
+    return ops.one_hot(tensor, num_classes)
+
+
 def softmax(input, dim: int = -1, *, axis=None):
     """Softmax along ``dim`` (PyTorch's keyword; ``axis`` is accepted too)."""
     return ops.softmax(input, axis=dim if axis is None else axis)
@@ -295,4 +322,4 @@ def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
 
 __all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear", "dropout",
            "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
-           "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss"]
+           "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh", "one_hot"]

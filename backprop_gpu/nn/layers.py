@@ -104,6 +104,50 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
+class SiLU(Module):
+    """``x * sigmoid(x)``."""
+
+    def forward(self, x):
+        return F.silu(x)
+
+
+class Mish(Module):
+    """``x * tanh(softplus(x))``."""
+
+    def forward(self, x):
+        return F.mish(x)
+
+
+class ELU(Module):
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x):
+        return F.elu(x, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Hardtanh(Module):
+    """``x`` clamped to ``[min_val, max_val]``."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+        super().__init__()
+        if min_val > max_val:
+            raise ValueError(f"Hardtanh: min_val ({min_val}) must not exceed max_val ({max_val})")
+        self.min_val, self.max_val = min_val, max_val
+
+    def forward(self, x):
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
 class LeakyReLU(Module):
     """x for x > 0, else negative_slope * x."""
 
@@ -260,13 +304,23 @@ class BatchNorm2d(BatchNorm1d):
 
 class Embedding(Module):
     """A lookup table: integer indices of any shape → rows of ``weight`` (num_embeddings,
-    embedding_dim), N(0, 1) init. The backward scatter-adds into ``weight`` (repeats add up)."""
+    embedding_dim), N(0, 1) init. The backward scatter-adds into ``weight`` (repeats add up).
+    With ``padding_idx`` that row starts at zero and gets no gradient, as in PyTorch."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, device=None,
+                 dtype=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        if padding_idx is not None:
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding padding_idx {padding_idx} must be within num_embeddings "
+                                 f"({self.num_embeddings})")
+            padding_idx %= self.num_embeddings
+        self.padding_idx = padding_idx
         self.weight = Parameter(empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         init.normal_(self.weight)
+        if padding_idx is not None:
+            self.weight.array[padding_idx] = 0
 
     def forward(self, idx):
         if not isinstance(idx, Tensor):
@@ -279,10 +333,15 @@ class Embedding(Module):
             if lo < 0 or hi >= self.num_embeddings:
                 raise IndexError(f"Embedding({self.num_embeddings}) got indices in [{lo}, {hi}]; "
                                  f"valid indices are 0..{self.num_embeddings - 1}")
-        return self.weight[idx]
+        rows = self.weight[idx]
+        if self.padding_idx is None:
+            return rows
+        # the padding row's value, but no gradient into it
+        return ops.where(ops.expand_dims(idx != self.padding_idx, -1), rows, rows.detach())
 
     def extra_repr(self):
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
 class Conv2d(Module):
