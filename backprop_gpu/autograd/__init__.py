@@ -24,5 +24,6 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
         t.backward(g, retain_graph=keep or i < len(ts) - 1, create_graph=create_graph)
 
 
-__all__ = ["Function", "FunctionCtx", "grad", "backward", "gradcheck", "GradcheckError", "GraphFreedError", "no_grad", "enable_grad",
+__all__ = ["Function", "FunctionCtx", "grad", "backward", "gradcheck", "GradcheckError", "GraphFreedError", "no_grad",
+           "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled"]

@@ -322,4 +322,5 @@ def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
 
 __all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear", "dropout",
            "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
-           "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh", "one_hot"]
+           "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh",
+           "one_hot"]

@@ -57,7 +57,8 @@ def _matrix_product(what, ndim):
             raise RuntimeError(f"{what}: batch sizes differ: shapes {a.shape} and {b.shape}")
         return matmul(a, b)
     f.__name__ = f.__qualname__ = what
-    f.__doc__ = f"``torch.{what}``: the product of two {'matrices' if ndim == 2 else 'batches of matrices'}, no broadcasting."
+    kind = "matrices" if ndim == 2 else "batches of matrices"
+    f.__doc__ = f"``torch.{what}``: the product of two {kind}, no broadcasting."
     return f
 
 
@@ -121,11 +122,11 @@ for _name, _fn in METHODS.items():
 engine.register_graph_namespace(sys.modules[__name__])
 
 __all__ = sorted(set(_elementwise.__all__) | {
-    "tensor", "zeros", "ones", "zeros_like", "ones_like", "full", "empty", "arange", "rand", "randn", "from_numpy",
-    "cat", "concatenate", "pad", "split", "stack", "matmul", "amax", "amin", "argmax", "argmin", "return_types",
-    "logsumexp", "max", "mean", "min", "std", "sum", "var", "broadcast_to", "expand", "expand_dims", "flatten", "permute", "reshape",
-    "squeeze", "swapaxes", "transpose", "unsqueeze", "log_softmax", "softmax", "to", "one_hot", "conv2d",
-    "max_pool2d", "avg_pool2d", "as_tensor", "empty_like", "eye", "full_like", "linspace", "rand_like", "randint",
-    "randn_like", "randperm", "gather", "index_select", "masked_fill", "sort", "take_along_dim", "topk", "chunk",
-    "unbind", "all", "any", "cumsum", "norm", "narrow", "t", "mm", "bmm", "allclose", "numel", "clamp", "eq", "flip", "roll", "repeat", "unflatten", "tril", "triu", "outer", "argsort",
-    "isclose", "nonzero"})
+    "all", "allclose", "amax", "amin", "any", "arange", "argmax", "argmin", "argsort", "as_tensor", "avg_pool2d",
+    "bmm", "broadcast_to", "cat", "chunk", "clamp", "concatenate", "conv2d", "cumsum", "empty", "empty_like", "eq",
+    "expand", "expand_dims", "eye", "flatten", "flip", "from_numpy", "full", "full_like", "gather", "index_select",
+    "isclose", "linspace", "log_softmax", "logsumexp", "masked_fill", "matmul", "max", "max_pool2d", "mean", "min",
+    "mm", "narrow", "nonzero", "norm", "numel", "one_hot", "ones", "ones_like", "outer", "pad", "permute", "rand",
+    "rand_like", "randint", "randn", "randn_like", "randperm", "repeat", "reshape", "return_types", "roll",
+    "softmax", "sort", "split", "squeeze", "stack", "std", "sum", "swapaxes", "t", "take_along_dim", "tensor", "to",
+    "topk", "transpose", "tril", "triu", "unbind", "unflatten", "unsqueeze", "var", "zeros", "zeros_like"})
