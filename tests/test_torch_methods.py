@@ -6,12 +6,16 @@ import pytest
 import backprop_gpu as bg
 from helpers import idx, x64
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:  # the values and gradients are still checked against finite differences
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install torch==2.13.0)")
 
 
 def _pair(backend, shape, seed=0, grad=True):
     a = np.random.default_rng(seed).standard_normal(shape)
-    return x64(backend, a, grad), torch.tensor(a, requires_grad=grad)
+    return x64(backend, a, grad), (None if torch is None else torch.tensor(a, requires_grad=grad))
 
 
 def _same(ours, theirs, **kw):
@@ -78,16 +82,21 @@ def test_matches_torch_in_value_and_gradient(backend, name):
     fn, shape = CASES[name]
     ours, theirs = _pair(backend, shape)
     ix = lambda v: idx(backend, v)  # noqa: E731
-    out, ref = fn(bg, ours, ix), fn(torch, theirs, torch.tensor)
-    assert out.shape == tuple(ref.shape) and out.dtype == np.float64
+    out = fn(bg, ours, ix)
+    assert out.dtype == np.float64
+    assert bg.gradcheck(lambda t: fn(bg, t, ix), [x64(backend, ours.numpy())])
+    if torch is None:
+        return
+    ref = fn(torch, theirs, torch.tensor)
+    assert out.shape == tuple(ref.shape)
     _same(out, ref)
     w = np.random.default_rng(1).standard_normal(tuple(ref.shape))
     (out * x64(backend, w, False)).sum().backward()
     (ref * torch.tensor(w)).sum().backward()
     _same(ours.grad, theirs.grad)
-    assert bg.gradcheck(lambda t: fn(bg, t, ix), [x64(backend, ours.numpy())])
 
 
+@needs_torch
 def test_norm_of_zeros_has_gradient_zero_as_in_torch(backend):
     z = bg.zeros(3, dtype=bg.float64, device=backend, requires_grad=True)
     z.norm().backward()
@@ -96,6 +105,7 @@ def test_norm_of_zeros_has_gradient_zero_as_in_torch(backend):
     _same(z.grad, tz.grad)
 
 
+@needs_torch
 def test_sort_and_topk_return_indices_as_torch(backend):
     x, tx = _pair(backend, (4, 5), seed=3, grad=False)
     for ours, theirs in ((bg.sort(x, 1), torch.sort(tx, 1)), (x.sort(0, descending=True), tx.sort(0, True)),
@@ -108,6 +118,7 @@ def test_sort_and_topk_return_indices_as_torch(backend):
         x.topk(6)
 
 
+@needs_torch
 def test_logical_reductions_and_comparison_methods(backend):
     x, tx = _pair(backend, (3, 4), seed=4, grad=False)
     y, ty = x.clone(), tx.clone()
@@ -121,6 +132,7 @@ def test_logical_reductions_and_comparison_methods(backend):
     assert bg.numel(x) == x.numel() == 12
 
 
+@needs_torch
 def test_split_and_chunk_follow_torch_not_numpy(backend):
     x, tx = _pair(backend, (7, 2), grad=False)
     for ours, theirs in ((x.split(3), tx.split(3)), (x.chunk(3), tx.chunk(3)), (x.chunk(4), tx.chunk(4)),
@@ -132,6 +144,7 @@ def test_split_and_chunk_follow_torch_not_numpy(backend):
         x.split([2, 2])
 
 
+@needs_torch
 def test_factories_follow_torch_signatures(backend):
     bg.manual_seed(0)
     r = bg.randint(3, 9, (4, 5), device=backend)
@@ -165,6 +178,7 @@ def test_as_tensor_shares_memory_where_torch_does():
     assert bg.as_tensor([1, 2]).dtype == np.int64
 
 
+@needs_torch
 def test_dtype_names_and_conversion_methods(backend):
     assert (bg.long, bg.int, bg.bool, bg.float, bg.double, bg.half) == (
         np.int64, np.int32, np.bool_, np.float32, np.float64, np.float16)
@@ -212,6 +226,7 @@ def test_bad_arguments_name_what_is_wrong(backend):
         x.cumsum()
 
 
+@needs_torch
 def test_equal_is_one_bool_as_torch_equal_and_eq_is_elementwise(backend):
     x, tx = _pair(backend, (2, 3), grad=False)
     for ours, theirs in ((bg.equal(x, x.clone()), torch.equal(tx, tx.clone())), (x.equal(x * 2), tx.equal(tx * 2)),
@@ -221,6 +236,7 @@ def test_equal_is_one_bool_as_torch_equal_and_eq_is_elementwise(backend):
     assert e.dtype == np.bool_ and e.shape == (2, 3) and bool(e.all())
 
 
+@needs_torch
 def test_argsort_isclose_nonzero_match_torch(backend):
     x, tx = _pair(backend, (3, 4), seed=6, grad=False)
     np.testing.assert_array_equal(bg.argsort(x, 0, descending=True).numpy(), torch.argsort(tx, 0, True).numpy())
@@ -234,6 +250,7 @@ def test_argsort_isclose_nonzero_match_torch(backend):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
 
 
+@needs_torch
 def test_embedding_padding_idx_and_one_hot_as_torch(backend):
     w = np.random.default_rng(3).standard_normal((5, 2))
     ours = bg.nn.Embedding(5, 2, padding_idx=-1).to(backend).double()
