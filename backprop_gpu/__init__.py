@@ -22,8 +22,8 @@ from .ops import *  # noqa: F401,F403 - the op functions: bg.exp, bg.matmul, ...
 from .ops import __all__ as _ops_all
 from .tape.mode import (detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_detect_anomaly,
                         set_grad_enabled)
-from .tape.tensor import (Size, Tensor, bool_, double, float16, float32, float64, grad, half, int8, int16, int32, int64,
-                          is_tensor, long, uint8)
+from .tape.tensor import (Size, Tensor, bool_, double, float16, float32, float64, get_default_dtype, grad, half, int8,
+                          int16, int32, int64, is_tensor, long, set_default_dtype, uint8)
 from .utils.serialization import load, save
 
 # PyTorch's dtype names that are also Python builtins: bg.float, bg.int, bg.bool
@@ -38,7 +38,7 @@ def device(spec=None) -> Device:
 
 
 __all__ = sorted(set(_ops_all) | {
-    "autograd", "cuda", "nn", "optim", "utils", "save", "load", "Size", "Tensor", "Device", "Backend",
+    "autograd", "cuda", "nn", "optim", "utils", "save", "load", "Size", "Tensor", "get_default_dtype", "set_default_dtype", "Device", "Backend",
     "BackendUnavailableError",
     "DeviceMismatchError", "GradcheckError", "available_backends", "default_backend", "get_backend", "manual_seed",
     "set_default_device", "device", "gradcheck", "grad", "is_tensor", "no_grad", "enable_grad", "set_grad_enabled",

@@ -270,3 +270,20 @@ def test_embedding_padding_idx_and_one_hot_as_torch(backend):
     oh = bg.nn.functional.one_hot(idx_t)
     assert oh.dtype == np.int64
     np.testing.assert_array_equal(oh.numpy(), torch.nn.functional.one_hot(torch.tensor(idx)).numpy())
+
+
+def test_default_dtype_as_torch(backend):
+    assert bg.get_default_dtype() == np.float32
+    try:
+        bg.set_default_dtype(bg.float64)
+        assert bg.get_default_dtype() == np.float64
+        for t in (bg.zeros(2, device=backend), bg.rand(2, device=backend), bg.tensor([1.5], device=backend),
+                  bg.linspace(0, 1, 3, device=backend), bg.arange(0.5, 2, device=backend),
+                  bg.tensor([1, 2], device=backend) * 1.5, bg.tensor([3], device=backend) / bg.tensor([2], device=backend)):
+            assert t.dtype == np.float64, t
+        assert bg.nn.Linear(2, 3).weight.dtype == np.float64
+        with pytest.raises(TypeError, match="set_default_dtype takes a floating dtype .* got int64"):
+            bg.set_default_dtype(bg.long)
+    finally:
+        bg.set_default_dtype(bg.float32)
+    assert bg.tensor([1.5]).dtype == np.float32

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..array import get_backend
-from ..tape.tensor import Tensor, float32
+from ..tape.tensor import Tensor, get_default_dtype
 
 
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data``.
 
     dtype follows NumPy/CuPy arrays given as input (float64 stays float64);
-    Python floats and lists of floats default to float32, Python ints to int64.
+    Python floats and lists of floats default to :func:`get_default_dtype` (float32), Python ints to int64.
     """
     if not isinstance(data, Tensor) and hasattr(data, "copy"):
         data = data.copy()  # NumPy/CuPy input: never alias the caller's array
@@ -26,12 +26,12 @@ def _shape(shape):
 
 def _filled(fill, shape, dtype, device, requires_grad):
     b = get_backend(device)
-    arr = b.xp.full(_shape(shape), fill, dtype=np.dtype(dtype or float32))
+    arr = b.xp.full(_shape(shape), fill, dtype=np.dtype(dtype or get_default_dtype()))
     return Tensor._make(arr, b).requires_grad_(requires_grad)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """A tensor of zeros (float32 unless ``dtype`` says otherwise)."""
+    """A tensor of zeros (the default float dtype, float32, unless ``dtype`` says otherwise)."""
     return _filled(0, shape, dtype, device, requires_grad)
 
 
@@ -48,16 +48,16 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
 def empty(*shape, dtype=None, device=None) -> Tensor:
     """An uninitialised tensor."""
     b = get_backend(device)
-    return Tensor._make(b.xp.empty(_shape(shape), dtype=np.dtype(dtype or float32)), b)
+    return Tensor._make(b.xp.empty(_shape(shape), dtype=np.dtype(dtype or get_default_dtype())), b)
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
-    """Evenly spaced values in [start, stop); int64 for integer arguments, else float32."""
+    """Evenly spaced values in [start, stop); int64 for integer arguments, else the default float dtype."""
     if stop is None:
         start, stop = 0, start
     if dtype is None:
         ints = all(isinstance(v, (int, np.integer)) for v in (start, stop, step))
-        dtype = np.int64 if ints else float32
+        dtype = np.int64 if ints else get_default_dtype()
     b = get_backend(device)
     return Tensor._make(b.xp.arange(start, stop, step, dtype=np.dtype(dtype)), b)
 
@@ -65,13 +65,13 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard-normal samples from the backend's seeded generator (see :func:`manual_seed`)."""
     b = get_backend(device)
-    return Tensor._make(b.random_normal(_shape(shape), np.dtype(dtype or float32)), b).requires_grad_(requires_grad)
+    return Tensor._make(b.random_normal(_shape(shape), np.dtype(dtype or get_default_dtype())), b).requires_grad_(requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the backend's seeded generator."""
     b = get_backend(device)
-    return Tensor._make(b.random_uniform(_shape(shape), np.dtype(dtype or float32)), b).requires_grad_(requires_grad)
+    return Tensor._make(b.random_uniform(_shape(shape), np.dtype(dtype or get_default_dtype())), b).requires_grad_(requires_grad)
 
 
 def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
@@ -119,18 +119,18 @@ def randperm(n: int, *, dtype=None, device=None) -> Tensor:
 
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """``torch.linspace``: ``steps`` evenly spaced values from ``start`` to ``end`` inclusive (float32)."""
+    """``torch.linspace``: ``steps`` evenly spaced values from ``start`` to ``end`` inclusive (the default float dtype)."""
     if steps < 0:
         raise ValueError(f"linspace: steps must be non-negative, got {steps}")
     b = get_backend(device)
-    arr = b.xp.linspace(start, end, int(steps), dtype=np.float64).astype(np.dtype(dtype or float32))
+    arr = b.xp.linspace(start, end, int(steps), dtype=np.float64).astype(np.dtype(dtype or get_default_dtype()))
     return Tensor._make(arr, b).requires_grad_(requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """``torch.eye``: an ``n`` x ``m`` identity matrix (``m`` defaults to ``n``)."""
     b = get_backend(device)
-    return Tensor._make(b.xp.eye(int(n), None if m is None else int(m), dtype=np.dtype(dtype or float32)),
+    return Tensor._make(b.xp.eye(int(n), None if m is None else int(m), dtype=np.dtype(dtype or get_default_dtype())),
                         b).requires_grad_(requires_grad)
 
 

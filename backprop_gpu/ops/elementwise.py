@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from ..tape.op import Op, apply, binary, constant_like
-from ..tape.tensor import Tensor
+from ..tape.tensor import Tensor, get_default_dtype
 
 _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT2PI = 1 / math.sqrt(2 * math.pi)
@@ -104,7 +104,7 @@ COMPARISON = {
 def _true_divide(a, b):
     # integer / integer is float32 in PyTorch (its default dtype); NumPy gives float64
     if a.dtype.kind in "iub" and b.dtype.kind in "iub":
-        return a.astype("float32") / b.astype("float32")
+        return a.astype(get_default_dtype()) / b.astype(get_default_dtype())
     return a / b
 
 
@@ -257,7 +257,7 @@ def power(a, b):
     """``a ** b``; a constant Python exponent takes a cheaper path."""
     if isinstance(a, Tensor) and isinstance(b, numbers.Real) and not isinstance(b, bool):
         if a.dtype.kind in "iu" and not isinstance(b, numbers.Integral):
-            a = astype(a, "float32")  # int ** 0.5 is float32 in PyTorch (its default dtype)
+            a = astype(a, get_default_dtype())  # int ** 0.5 is float32 in PyTorch (its default dtype)
         # a Python number, so a NumPy float64 exponent does not promote a float32 tensor
         return apply(PowScalar, a, p=int(b) if isinstance(b, numbers.Integral) else float(b))
     return binary(Pow, a, b)

@@ -39,7 +39,7 @@ import numbers
 from ..array.devices import DeviceMismatchError
 from . import engine
 from .mode import state
-from .tensor import Tensor
+from .tensor import Tensor, get_default_dtype
 
 
 class Op:
@@ -208,7 +208,7 @@ def constant_like(x, ref: Tensor) -> Tensor:
         if ref.dtype.kind in "fc" or isinstance(x, numbers.Integral):
             arr = xp.asarray(x, dtype=ref.dtype if ref.dtype.kind != "b" else None)
         else:
-            arr = xp.asarray(x, dtype="float32")
+            arr = xp.asarray(x, dtype=get_default_dtype())
         return Tensor._make(arr, ref.backend)
     return Tensor._make(ref.backend.asarray(x), ref.backend)
 
@@ -218,7 +218,7 @@ def _float_for(t: Tensor, scalar) -> Tensor:
     is float32 there, float64 under NumPy's promotion); anything else unchanged. An integer
     tensor never requires grad, so the cast loses no graph."""
     if isinstance(scalar, float) and t.dtype.kind in "iu":
-        return Tensor._make(t.array.astype("float32"), t.backend)
+        return Tensor._make(t.array.astype(get_default_dtype()), t.backend)
     return t
 
 

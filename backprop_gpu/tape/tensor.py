@@ -27,11 +27,30 @@ int8, int16, uint8 = np.dtype("int8"), np.dtype("int16"), np.dtype("uint8")
 long, half, double = int64, float16, float64
 
 
+_default = {"float": float32}
+
+
+def get_default_dtype() -> np.dtype:
+    """The floating dtype of factories and Python floats (float32 unless set), as
+    ``torch.get_default_dtype``."""
+    return _default["float"]
+
+
+def set_default_dtype(dtype) -> None:
+    """Make ``dtype`` (float32 or float64; float16 too) the floating default, as
+    ``torch.set_default_dtype``."""
+    d = np.dtype(dtype)
+    if d not in (float16, float32, float64):
+        raise TypeError(f"set_default_dtype takes a floating dtype (float16, float32, float64), got {d}")
+    _default["float"] = d
+
+
 def _default_dtype_for(data):
-    """dtype for host data that carries none: floats → float32, ints → int64, bools → bool."""
+    """dtype for host data that carries none: floats → the default float dtype (float32), ints →
+    int64, bools → bool."""
     arr = np.asarray(data)
     if arr.dtype.kind == "f":
-        return float32
+        return _default["float"]
     if arr.dtype.kind in "iu":
         return int64
     if arr.dtype.kind == "b":
