@@ -38,7 +38,8 @@ def device(spec=None) -> Device:
 
 
 __all__ = sorted(set(_ops_all) | {
-    "autograd", "cuda", "nn", "optim", "utils", "save", "load", "Size", "Tensor", "get_default_dtype", "set_default_dtype", "Device", "Backend",
+    "autograd", "cuda", "nn", "optim", "utils", "save", "load", "Size", "Tensor", "get_default_dtype", "set_default_dtype",
+    "Device", "Backend",
     "BackendUnavailableError",
     "DeviceMismatchError", "GradcheckError", "available_backends", "default_backend", "get_backend", "manual_seed",
     "set_default_device", "device", "gradcheck", "grad", "is_tensor", "no_grad", "enable_grad", "set_grad_enabled",

@@ -65,13 +65,15 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard-normal samples from the backend's seeded generator (see :func:`manual_seed`)."""
     b = get_backend(device)
-    return Tensor._make(b.random_normal(_shape(shape), np.dtype(dtype or get_default_dtype())), b).requires_grad_(requires_grad)
+    arr = b.random_normal(_shape(shape), np.dtype(dtype or get_default_dtype()))
+    return Tensor._make(arr, b).requires_grad_(requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the backend's seeded generator."""
     b = get_backend(device)
-    return Tensor._make(b.random_uniform(_shape(shape), np.dtype(dtype or get_default_dtype())), b).requires_grad_(requires_grad)
+    arr = b.random_uniform(_shape(shape), np.dtype(dtype or get_default_dtype()))
+    return Tensor._make(arr, b).requires_grad_(requires_grad)
 
 
 def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
@@ -119,7 +121,8 @@ def randperm(n: int, *, dtype=None, device=None) -> Tensor:
 
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """``torch.linspace``: ``steps`` evenly spaced values from ``start`` to ``end`` inclusive (the default float dtype)."""
+    """``torch.linspace``: ``steps`` evenly spaced values from ``start`` to ``end`` inclusive (the
+    default float dtype)."""
     if steps < 0:
         raise ValueError(f"linspace: steps must be non-negative, got {steps}")
     b = get_backend(device)
