@@ -23,13 +23,12 @@ purpose, use ``Module.load_state_dict``, which casts as PyTorch's does.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..tape.tensor import Tensor
+from ..utils.serialization import write_atomic
 
 FORMAT = "backprop_gpu.checkpoint.v1"
 
@@ -138,12 +137,6 @@ def remove_stale_temp_files(directory) -> list:
     return gone
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save(path, tensors: dict, meta: dict) -> None:
     """Write ``tensors`` and JSON ``meta`` to ``path`` atomically (temp file, fsync, rename).
 
@@ -156,22 +149,7 @@ def save(path, tensors: dict, meta: dict) -> None:
     remove_stale_temp_files(path.parent)
     blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                    metadata={"backprop_gpu": json.dumps(meta, default=_json_default)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, blob)
 
 
 def _json_default(o):

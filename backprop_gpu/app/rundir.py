@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..utils.serialization import write_atomic
+
 #: the marker a run leaves in its directory
 RUN_FILE = "run.json"
 #: the link (or pointer file) to the newest run in a runs directory
@@ -172,16 +174,6 @@ def probe(directory) -> None:
             pass
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -192,7 +184,7 @@ def _claim(path: Path, plan_: RunPlan, command) -> dict:
     if plan_.resuming and marker.is_file():
         info = json.loads(marker.read_text())
         info.setdefault("resumed", []).append(entry)  # the same run, continued
-        _write_atomic(marker, json.dumps(info, indent=2))
+        write_atomic(marker, json.dumps(info, indent=2).encode())
         return info
     info = {"run_id": uuid.uuid4().hex[:12], **entry}
     if plan_.resume is not None:
@@ -204,7 +196,7 @@ def _claim(path: Path, plan_: RunPlan, command) -> dict:
                 (path / n).unlink(missing_ok=True)
             if previous is not None:
                 info["replaced"] = previous
-        _write_atomic(marker, json.dumps(info, indent=2))
+        write_atomic(marker, json.dumps(info, indent=2).encode())
         return info
     try:  # exclusive: of two runs started into one directory at once, one alone gets it
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

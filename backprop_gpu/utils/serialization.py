@@ -95,7 +95,11 @@ def _serialize(obj) -> bytes:
     return st_save(enc.arrays, metadata={_KEY: json.dumps({"format": FORMAT, "obj": tree})})
 
 
-def _write_atomic(path: Path, blob: bytes) -> None:
+def write_atomic(path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` atomically: a temp file beside it (``.<name>.*.tmp``), fsync, rename,
+    fsync of the directory. The file gets the mode the umask allows, as ``open`` would give it; a
+    failed write leaves no temp file and the previous file untouched."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         mask = os.umask(0o022)
@@ -109,6 +113,11 @@ def _write_atomic(path: Path, blob: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
 
 
 def save(obj, f) -> None:
@@ -125,7 +134,7 @@ def save(obj, f) -> None:
         return
     if not isinstance(f, (str, os.PathLike)):
         raise TypeError(f"bg.save: f must be a path or a writable binary file object, got {type(f).__name__}")
-    _write_atomic(Path(f), blob)
+    write_atomic(f, blob)
 
 
 def _target(map_location, saved_device: str, saved_backend: str):
