@@ -73,16 +73,17 @@ class Min(_Extreme):
     forward = staticmethod(lambda F, x, axis, keepdims: F.min(x, axis=axis, keepdims=keepdims))
 
 
-class _ArgExtreme(Op):
+class _NotDifferentiable(Op):
+    """Indices and truth values: recorded nowhere, their outputs are constants."""
     differentiable = False
 
 
-class Argmax(_ArgExtreme):
+class Argmax(_NotDifferentiable):
     name = "argmax"
     forward = staticmethod(lambda F, x, axis, keepdims: F.argmax(x, axis=axis, keepdims=keepdims))
 
 
-class Argmin(_ArgExtreme):
+class Argmin(_NotDifferentiable):
     name = "argmin"
     forward = staticmethod(lambda F, x, axis, keepdims: F.argmin(x, axis=axis, keepdims=keepdims))
 
@@ -267,17 +268,12 @@ def logsumexp(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
     return out
 
 
-
-class _Logical(Op):
-    differentiable = False
-
-
-class All(_Logical):
+class All(_NotDifferentiable):
     name = "all"
     forward = staticmethod(lambda F, x, axis, keepdims: F.all(x, axis=axis, keepdims=keepdims))
 
 
-class Any(_Logical):
+class Any(_NotDifferentiable):
     name = "any"
     forward = staticmethod(lambda F, x, axis, keepdims: F.any(x, axis=axis, keepdims=keepdims))
 
