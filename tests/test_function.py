@@ -120,3 +120,19 @@ def test_returning_an_input_gives_a_new_tensor(backend):
     assert y is not x and y.requires_grad and not np.shares_memory(y.numpy(), x.numpy())
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
+
+
+def test_a_non_differentiable_output_is_a_constant(backend):
+    class ArgmaxOf(bg.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            out = bg.tensor(x.numpy().argmax(), device=x.backend).double()
+            ctx.mark_non_differentiable(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):  # pragma: no cover - never called for a non-differentiable output
+            raise AssertionError("backward of a non-differentiable output")
+    x = x64(backend, [0.1, 3.0, -1.0])
+    y = ArgmaxOf.apply(x)
+    assert not y.requires_grad and y.grad_fn is None and float(y.numpy()) == 1.0
