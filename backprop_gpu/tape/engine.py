@@ -81,11 +81,16 @@ class Node:
         self.kwargs = kwargs
         self.backend = backend
         self.seq = next(_sequence)
-        n = len(inputs)
         # ``apply`` passes ``needs``: it has just read every input's requires_grad
         self.needs = tuple([t.requires_grad for t in inputs]) if needs is None else needs
+        self.out_version = out_version
+        if not (op._saves_any or kwargs):  # nothing to keep or check (add, sum, ...): the quick way out
+            self.out = None
+            self.saved_versions = ()
+            return
         # the versions of what the VJP reads, checked at backward: a saved tensor changed in
         # place in between would silently give wrong gradients
+        n = len(inputs)
         sv = []
         for i in op._fixed if op._last_fixed < n else op.saved_inputs(n):  # a loop: no comprehension frame
             v = inputs[i]._version
@@ -97,7 +102,6 @@ class Node:
             sv.append((out_version, out_version[0]))
         else:
             self.out = None
-        self.out_version = out_version
         self.saved_versions = sv
 
     def __repr__(self):
@@ -194,26 +198,26 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             for box, v in node.saved_versions:
                 if box[0] != v:
                     node.check_versions()  # raises, naming the op and shapes
-            if special:
-                F = _graph_namespace if create_graph else node.backend.F
-                xs, out = node.vjp_args(Tensor, create_graph)
-            else:  # the common case, inlined: this loop is most of a small graph's backward
-                F, out, ins = node.backend.F, node.out, node.inputs
-                if len(ins) == 1:
-                    xs = (ins[0].array,)
-                elif len(ins) == 2:
-                    xs = (ins[0].array, ins[1].array)
+            op, ins, kw = node.op, node.inputs, node.kwargs
+            if special or kw or len(ins) > 2 or op._vjp_into:
+                if special:
+                    F = _graph_namespace if create_graph else node.backend.F
+                    xs, out = node.vjp_args(Tensor, create_graph)
                 else:
-                    xs = [t.array for t in ins]
-            op = node.op
-            if not op._vjp_needs:  # Op.call_vjp, inlined
-                in_grads = op.vjp(F, g, out, *xs, **node.kwargs)
-            elif not op._vjp_into:
-                in_grads = op.vjp(F, g, out, *xs, needs=node.needs, **node.kwargs)
+                    F, out, xs = node.backend.F, node.out, [t.array for t in ins]
+                in_grads = op.call_vjp(F, g, out, xs, node.needs, kw, empty_slots(ins) if plain else None)
+            # the common case spelled out: this loop is most of a small graph's backward, and a
+            # call through *args or an empty **kwargs costs more than the VJP of a small array
             else:
-                in_grads = op.vjp(F, g, out, *xs, needs=node.needs, into=empty_slots(node.inputs) if plain else None,
-                                  **node.kwargs)
-            for t, gi in zip(node.inputs, in_grads):
+                F = node.backend.F
+                if len(ins) == 1:
+                    in_grads = (op.vjp(F, g, node.out, ins[0].array, needs=node.needs) if op._vjp_needs
+                                else op.vjp(F, g, node.out, ins[0].array))
+                elif op._vjp_needs:
+                    in_grads = op.vjp(F, g, node.out, ins[0].array, ins[1].array, needs=node.needs)
+                else:
+                    in_grads = op.vjp(F, g, node.out, ins[0].array, ins[1].array)
+            for t, gi in zip(ins, in_grads):
                 if gi is None or not t.requires_grad:
                     continue
                 if gi.shape != t.array.shape:  # the array's: Tensor.shape is a property call

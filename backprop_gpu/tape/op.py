@@ -59,6 +59,7 @@ class Op:
     _last_fixed = -1        # the last of ``_fixed``, or a huge number when ``*args`` are saved
     _vjp_needs = True       # whether the VJP declares ``needs``
     _vjp_into = False       # whether it declares ``into`` (and then ``needs`` too)
+    _saves_any = False      # whether the VJP reads any input or ``out``
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -78,6 +79,7 @@ class Op:
         cls._fixed = tuple(i for i, n in enumerate(named) if n in cls.saves)
         cls._saves_rest = rest is not None and rest in cls.saves
         cls._last_fixed = (1 << 62) if cls._saves_rest else (cls._fixed[-1] if cls._fixed else -1)
+        cls._saves_any = bool(cls._fixed or cls._saves_rest or cls.saves_out)
         vjp = inspect.getattr_static(cls, "vjp")
         vjp = getattr(vjp, "__func__", vjp)  # staticmethod or classmethod: the function itself
         vjp_params = inspect.signature(vjp).parameters
@@ -142,14 +144,14 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
     if n == 1:
         record = x0.requires_grad
         needs = _ONE_NEEDS
-        out = op.forward(F, x0.array, **kw)
+        out = op.forward(F, x0.array, **kw) if kw else op.forward(F, x0.array)  # an empty ** costs
     elif n == 2:
         x1 = inputs[1]
         if x1.backend is not b and x1.backend.device != b.device:
             _devices_differ(op, inputs)
         needs = (x0.requires_grad, x1.requires_grad)
         record = needs[0] or needs[1]
-        out = op.forward(F, x0.array, x1.array, **kw)
+        out = op.forward(F, x0.array, x1.array, **kw) if kw else op.forward(F, x0.array, x1.array)
     else:
         for t in inputs:
             if t.backend is not b and t.backend.device != b.device:
