@@ -285,25 +285,51 @@ DTYPE_CASES = {
     "int_compared_with_float_scalar": lambda m: m.tensor([1, 2]) > 1.5,
     "float_scalar_minus_int": lambda m: 2.5 - m.tensor([1, 2]),
     "where_int_and_float_scalar": lambda m: m.where(m.tensor([True, False]), m.tensor([1, 2]), 0.5),
+    "int32_plus_0d_int64": lambda m: m.tensor([1, 2], dtype=m.int32) + m.tensor(3),
+    "bool_plus_int_tensor": lambda m: m.tensor([True, False]) + m.tensor([2, 3]),
+    "float16_times_int_tensor": lambda m: m.tensor([1.0, 2.0], dtype=m.float16) * m.tensor([1, 2]),
+    "int_plus_0d_float64": lambda m: m.tensor([1, 2]) + m.tensor(2.5, dtype=m.float64),
+    "uint8_plus_int8": lambda m: m.tensor([1, 2], dtype=m.uint8) + m.tensor([1, 2], dtype=m.int8),
+    "int_tensor_minus_float32_tensor_reversed": lambda m: m.tensor([0.5, 0.5]) - m.tensor([1, 2]),
+    "int_tanh": lambda m: m.tanh(m.tensor([0, 1])),
+    "int_sigmoid_method": lambda m: m.tensor([0, 1]).sigmoid(),
 }
 
-_KNOWN_DTYPE_DEFECTS = {
-    "int_tensor_times_float32_tensor": "int64 tensor * float32 tensor gives float64 (NumPy promotion); torch float32",
-    "float32_times_float64_0d": "float32 tensor * 0-d float64 tensor gives float64; torch keeps float32 "
-                                "(a 0-d tensor does not promote a dimensioned one of the same kind)",
-    "where_int_and_float_scalar": "where(cond, int64 tensor, Python float) gives float64; torch float32",
-    "int_sqrt": "sqrt of an int64 tensor gives float64; torch gives float32",
-    "int_exp": "exp of an int64 tensor gives float64; torch gives float32",
-}
+
+@pytest.mark.parametrize("a, b", [
+    ("int64", 1.5), ("uint8", -5), ("float16", 2.0), ("bool", 3), ("int32", "int64_0d"), ("float32", "float64_0d"),
+    ("int64", "float64_0d"), (2, 3.5), (True, 1), ("int8", "uint8"), ("float16", "int64"),
+])
+def test_result_type_matches_torch(a, b):
+    def make(m, spec):
+        if not isinstance(spec, str):
+            return spec
+        name, _, zero_d = spec.partition("_")
+        return m.tensor(1 if zero_d else [1, 0], dtype=getattr(m, name))
+    ours, theirs = bg.result_type(make(bg, a), make(bg, b)), torch.result_type(make(torch, a), make(torch, b))
+    assert str(ours) == str(theirs).replace("torch.", ""), (a, b, ours, theirs)
 
 
-def _dtype_param(name):
-    if name in _KNOWN_DTYPE_DEFECTS:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=_KNOWN_DTYPE_DEFECTS[name]))
-    return name
+def test_promote_types_matches_torch():
+    names = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
+    for a in names:
+        for b in names:
+            ours, theirs = bg.promote_types(getattr(bg, a), getattr(bg, b)), torch.promote_types(getattr(torch, a),
+                                                                                               getattr(torch, b))
+            assert str(ours) == str(theirs).replace("torch.", ""), (a, b, ours, theirs)
 
 
-@pytest.mark.parametrize("name", [_dtype_param(n) for n in DTYPE_CASES])
+def test_promotion_keeps_each_gradient_in_its_inputs_dtype(backend):
+    x = bg.tensor(np.array([1.0, 2.0], np.float32), device=backend, requires_grad=True)
+    y = bg.tensor(np.float64(3.0), device=backend, requires_grad=True)
+    z = x * y  # float32: a 0-d float64 does not promote a dimensioned float32
+    assert z.dtype == np.float32
+    z.sum().backward()
+    assert x.grad.dtype == np.float32 and y.grad.dtype == np.float64
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+    np.testing.assert_allclose(y.grad.numpy(), 3.0)
+
+@pytest.mark.parametrize("name", list(DTYPE_CASES))
 def test_result_dtype_matches_torch(name):
     ours, theirs = DTYPE_CASES[name](bg), DTYPE_CASES[name](torch)
     assert str(ours.dtype).replace("bool_", "bool") == str(theirs.dtype).replace("torch.", ""), (ours.dtype,

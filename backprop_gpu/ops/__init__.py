@@ -25,6 +25,7 @@ from .elementwise import (abs, add, astype, clip, clone, divide, erf, exp, gelu,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
                           subtract, tanh, where)
 from .elementwise import equal as eq
+from .elementwise import promote_types, result_type
 from .elementwise import ceil, expm1, floor, log1p, reciprocal, round, rsqrt  # noqa: A004 - torch's names
 from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul

@@ -123,9 +123,21 @@ def _op_class(name, forward, vjp=None, saves=(), differentiable=True):
     return type("".join(p.capitalize() for p in name.split("_")), (Op,), body)
 
 
+#: unary ops whose integer and boolean inputs give the default float dtype, as in PyTorch
+#: (``bg.sqrt(int tensor)`` is float32, not NumPy's float64)
+FLOAT_RESULT = {"exp", "log", "sqrt", "sigmoid", "tanh", "softplus", "erf", "gelu_erf", "gelu_tanh", "log1p", "expm1",
+                "rsqrt", "reciprocal"}
+
+
 def _unary_function(op, name, doc):
-    def f(x):
-        return apply(op, x)
+    if name in FLOAT_RESULT:
+        def f(x):
+            if x.array.dtype.kind in "iub":  # never requires grad: the cast loses no graph
+                x = astype(x, get_default_dtype())
+            return apply(op, x)
+    else:
+        def f(x):
+            return apply(op, x)
     f.__name__ = f.__qualname__ = name
     f.__doc__ = doc
     return f
@@ -138,6 +150,8 @@ def _binary_function(op, name, doc):
 
     def f(a, b):
         if isinstance(a, Tensor) and isinstance(b, Tensor):
+            if a.array.dtype is not b.array.dtype:
+                a, b = promote(a, b)
             try:
                 return apply(op, a, b)
             except ValueError:
@@ -146,6 +160,58 @@ def _binary_function(op, name, doc):
     f.__name__ = f.__qualname__ = name
     f.__doc__ = doc
     return f
+
+
+#: PyTorch's dtype categories: a higher one wins whatever the sizes (int64 * float16 is float16)
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "V": 2, "c": 3}  # "V": ml_dtypes' bfloat16
+
+
+def _common_dtype(da, pa, db, pb):
+    """PyTorch's promotion of two operands of dtypes ``da``, ``db`` and priorities ``pa``, ``pb``
+    (2 a dimensioned tensor, 1 a 0-d tensor, 0 a Python number): a lower-priority operand changes
+    the dtype only when its category is higher."""
+    ca, cb = _CATEGORY.get(da.kind, 2), _CATEGORY.get(db.kind, 2)
+    if pa != pb:
+        return (db if cb > ca else da) if pa > pb else (da if ca > cb else db)
+    if ca != cb:
+        return da if ca > cb else db
+    return np.result_type(da, db)
+
+
+def promote(a: Tensor, b: Tensor) -> tuple:
+    """``a`` and ``b`` cast to their common dtype by PyTorch's rules, where they differ from NumPy's:
+    across categories (bool < integer < float < complex) the higher category's dtype wins
+    (int64 * float32 is float32), and a 0-d tensor changes a dimensioned one's dtype only when its
+    category is higher (float32 * 0-d float64 stays float32). Float casts are recorded, so gradients
+    flow back in each input's own dtype."""
+    da, db = a.array.dtype, b.array.dtype
+    if da == db:
+        return a, b
+    target = _common_dtype(da, 1 + bool(a.array.ndim), db, 1 + bool(b.array.ndim))
+    return (a if da == target else astype(a, target)), (b if db == target else astype(b, target))
+
+
+def _dtype_and_priority(x):
+    if isinstance(x, Tensor):
+        return x.array.dtype, 1 + bool(x.array.ndim)
+    if isinstance(x, bool):
+        return np.dtype(bool), 0
+    if isinstance(x, numbers.Integral):
+        return np.dtype(np.int64), 0
+    if isinstance(x, numbers.Real):
+        return np.dtype(get_default_dtype()), 0
+    raise TypeError(f"result_type expects tensors or Python numbers, got {type(x).__name__}")
+
+
+def result_type(tensor1, tensor2) -> np.dtype:
+    """The dtype an elementwise op of ``tensor1`` and ``tensor2`` gives (``torch.result_type``); either
+    may be a Python number, which changes a tensor's dtype only from a higher category."""
+    return _common_dtype(*_dtype_and_priority(tensor1), *_dtype_and_priority(tensor2))
+
+
+def promote_types(type1, type2) -> np.dtype:
+    """The smallest dtype both ``type1`` and ``type2`` convert to (``torch.promote_types``)."""
+    return _common_dtype(np.dtype(type1), 2, np.dtype(type2), 2)
 
 
 OPS: dict[str, type] = {}
@@ -290,7 +356,7 @@ def where(condition, a, b):
     if ref is None:
         raise TypeError("where needs at least one tensor argument")
     fref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else ref
-    return apply(Where, constant_like(condition, ref), constant_like(a, fref), constant_like(b, fref))
+    return apply(Where, constant_like(condition, ref), *promote(constant_like(a, fref), constant_like(b, fref)))
 
 
 def astype(x, dtype):
@@ -302,4 +368,4 @@ def astype(x, dtype):
 
 
 __all__ = sorted(set(FUNCTIONS) - {"gelu_erf", "gelu_tanh"}) + [
-    "power", "leaky_relu", "gelu", "clip", "where", "astype"]
+    "power", "leaky_relu", "gelu", "clip", "where", "astype", "result_type", "promote_types"]
