@@ -123,6 +123,8 @@ UNARY = {
     "gelu_tanh": Case(lambda x: bg.gelu(x, approximate="tanh"), _gelu_tanh_ref, U),
     "erf": Case(bg.erf, scipy.special.erf, U),
     "log1p": Case(bg.log1p, np.log1p, POS),
+    "sin": Case(bg.sin, np.sin, U),
+    "cos": Case(bg.cos, np.cos, U),
     "expm1": Case(bg.expm1, np.expm1, U),
     "rsqrt": Case(bg.rsqrt, lambda x: 1 / np.sqrt(x), POS),
     "reciprocal": Case(bg.reciprocal, np.reciprocal, POS),

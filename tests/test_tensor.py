@@ -253,20 +253,46 @@ def test_augmented_assignment_with_grad_keeps_the_graph(backend):
     x = bg.tensor([1.0, 2.0], device=backend, requires_grad=True)
     total = bg.zeros(2, device=backend)
     for k in range(3):
-        total += x * k  # recorded out of place: the name is rebound
+        total += x * k  # recorded in place, as in torch
     assert total.requires_grad
     total.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
 
 
-def test_setitem_of_a_value_requiring_grad_is_refused(backend):
-    """Item assignment is not recorded; silently dropping the value's gradient would be wrong."""
+def test_setitem_of_a_value_requiring_grad_is_recorded(backend):
+    """Building a tensor from parts (``out[t] = h``), as torch records it: the buffer joins the graph."""
     x = bg.tensor([1.0, 2.0], device=backend, requires_grad=True)
     buf = bg.zeros(3, device=backend)
-    with pytest.raises(RuntimeError, match=r"value \(shape \(2,\)\) requires grad.*assign value.detach\(\)"):
-        buf[:2] = x * 2
-    buf[:2] = (x * 2).detach()
-    np.testing.assert_allclose(buf.numpy(), [2.0, 4.0, 0.0])
+    buf[:2] = x * 2
+    buf[1:] = x * x  # overwrites buf[1]: d/dx0 = 2 + 2 * x0, d/dx1 = 2 * x1
+    assert buf.requires_grad and not buf.is_leaf
+    np.testing.assert_allclose(buf.numpy(), [2.0, 1.0, 4.0])
+    buf.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 4.0])
     with bg.no_grad():
+        buf = bg.zeros(3, device=backend)
         buf[1:] = x
-    np.testing.assert_allclose(buf.numpy(), [2.0, 1.0, 2.0])
+    assert not buf.requires_grad
+    np.testing.assert_allclose(buf.numpy(), [0.0, 1.0, 2.0])
+
+
+def test_inplace_change_keeps_earlier_consumers_on_the_old_value(backend):
+    """An op recorded before an in-place change sends its gradient to what made the value it read."""
+    x = bg.tensor([1.0, 2.0], device=backend, requires_grad=True)
+    y = x * 2
+    z = y + 1  # saves nothing: its gradient must not pass through the mul_ below
+    y.mul_(3)
+    (z.sum() + y.sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0 + 6.0, 2.0 + 6.0])
+
+
+def test_inplace_change_of_a_tensor_with_a_live_view_is_refused(backend):
+    x = bg.tensor([1.0, 2.0, 3.0], device=backend, requires_grad=True)
+    buf = x * 1
+    head = buf[:2]  # a live view: its graph would not see buf's change
+    with pytest.raises(RuntimeError, match="shares its storage"):
+        buf[2] = 0.0
+    del head
+    buf[2] = 0.0  # the view is gone: recorded
+    buf.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0, 0.0])

@@ -54,6 +54,7 @@ CASES = {
     "clamp": (lambda m, x, ix: m.clamp(x, min=-0.5, max=0.7), (3, 4)),
     "contiguous": (lambda m, x, ix: x.t().contiguous(), (3, 4)),
     "log1p": (lambda m, x, ix: x.abs().log1p(), (3, 4)),
+    "sin_cos": (lambda m, x, ix: x.sin() * m.cos(x), (3, 4)),
     "expm1": (lambda m, x, ix: m.expm1(x), (3, 4)),
     "rsqrt": (lambda m, x, ix: (x.abs() + 0.5).rsqrt(), (3, 4)),
     "reciprocal": (lambda m, x, ix: m.reciprocal(x.abs() + 0.5), (3, 4)),

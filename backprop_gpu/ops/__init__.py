@@ -14,6 +14,7 @@ from ..tape import engine
 from ..tape.op import DeviceMismatchError, Op, alias, apply  # noqa: F401 - for ops defined outside this package
 from ..tape.tensor import Tensor
 from . import elementwise as _elementwise
+from . import inplace as _inplace
 from . import return_types
 from .arrangement import argsort, flip, isclose, nonzero, outer, repeat, roll, tril, triu, unflatten
 from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
@@ -25,7 +26,7 @@ from .elementwise import (abs, add, astype, clip, clone, divide, erf, exp, gelu,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
                           subtract, tanh, where)
 from .elementwise import equal as eq
-from .elementwise import promote_types, result_type
+from .elementwise import cos, promote_types, result_type, sin
 from .elementwise import ceil, expm1, floor, log1p, reciprocal, round, rsqrt  # noqa: A004 - torch's names
 from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul
@@ -111,12 +112,13 @@ METHODS = {
     "reshape_as": lambda self, other: reshape(self, other.shape),
     "expand_as": lambda self, other: expand(self, other.shape),
 }
-for _f in (exp, log, sqrt, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, softplus, gelu, sum, mean, max, min,
+for _f in (exp, log, sqrt, sin, cos, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, softplus, gelu, sum, mean, max, min,
            amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
            squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum, all, any, cumsum, norm, t,
            narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk, ceil, expm1, floor, log1p,
            reciprocal, round, rsqrt, flip, roll, repeat, unflatten, tril, triu, argsort, isclose, nonzero):
     METHODS.setdefault(_f.__name__, _f)
+METHODS.update(_inplace.METHODS)
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)
 

@@ -52,6 +52,8 @@ UNARY = {
              "Hyperbolic tangent."),
     "softplus": (lambda F, x: F.logaddexp(0, x), lambda F, g, out, x: (g * F.sigmoid(x),), ("x",),
                  "``log(1 + e^x)``, stable for large |x|."),
+    "sin": (lambda F, x: F.sin(x), lambda F, g, out, x: (g * F.cos(x),), ("x",), "Elementwise sine."),
+    "cos": (lambda F, x: F.cos(x), lambda F, g, out, x: (-g * F.sin(x),), ("x",), "Elementwise cosine."),
     "erf": (lambda F, x: F.erf(x), lambda F, g, out, x: (g * _TWO_OVER_SQRTPI * F.exp(-x * x),), ("x",),
             "Elementwise error function."),
     "gelu_erf": (lambda F, x: x * (0.5 * (1 + F.erf(x * _INV_SQRT2))), _gelu_vjp, ("x",),
@@ -125,7 +127,7 @@ def _op_class(name, forward, vjp=None, saves=(), differentiable=True):
 
 #: unary ops whose integer and boolean inputs give the default float dtype, as in PyTorch
 #: (``bg.sqrt(int tensor)`` is float32, not NumPy's float64)
-FLOAT_RESULT = {"exp", "log", "sqrt", "sigmoid", "tanh", "softplus", "erf", "gelu_erf", "gelu_tanh", "log1p", "expm1",
+FLOAT_RESULT = {"exp", "log", "sqrt", "sin", "cos", "sigmoid", "tanh", "softplus", "erf", "gelu_erf", "gelu_tanh", "log1p", "expm1",
                 "rsqrt", "reciprocal"}
 
 
@@ -229,9 +231,9 @@ for _name, _fwd in {"sign": lambda F, x: F.sign(x), "isfinite": lambda F, x: F.i
     OPS[_name] = _op_class(_name, _fwd, differentiable=False)
     FUNCTIONS[_name] = _unary_function(OPS[_name], _name, f"Elementwise ``{_name}`` (zero gradient, as PyTorch).")
 
-negative, exp, log, sqrt, abs, relu, sigmoid, tanh, softplus, erf, clone = (  # noqa: A001 - NumPy's names
+negative, exp, log, sqrt, abs, relu, sigmoid, tanh, softplus, erf, clone, sin, cos = (  # noqa: A001 - NumPy's names
     FUNCTIONS[n] for n in ("negative", "exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "softplus", "erf",
-                           "clone"))
+                           "clone", "sin", "cos"))
 log1p, expm1, rsqrt, reciprocal, floor, ceil, round = (  # noqa: A001 - torch's names
     FUNCTIONS[n] for n in ("log1p", "expm1", "rsqrt", "reciprocal", "floor", "ceil", "round"))
 add, subtract, multiply, divide, maximum, minimum = (

@@ -6,7 +6,7 @@ import numpy as np
 from ..array import get_backend
 from ..tape import engine
 from ..tape.mode import is_grad_enabled
-from ..tape.op import Op
+from ..tape.op import Op, share_version
 from ..tape.tensor import Tensor
 from .elementwise import astype
 
@@ -64,4 +64,5 @@ def _apply_to(x, dst):
         res._version = x._version
         if res._node is not None:
             res._node.out_version = x._version
+            share_version(x, res)
     return res

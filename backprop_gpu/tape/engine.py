@@ -72,12 +72,22 @@ class Unsaved:
 class Node:
     """One recorded op application (see the module docstring)."""
 
-    __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "backend", "seq", "needs", "saved_versions",
-                 "__weakref__")
+    __slots__ = ("op", "inputs", "parents", "out", "out_version", "kwargs", "backend", "seq", "needs",
+                 "saved_versions", "__weakref__")
 
-    def __init__(self, op, inputs, out, out_version, kwargs, backend, needs=None):
+    def __init__(self, op, inputs, out, out_version, kwargs, backend, needs=None, parents=None):
         self.op = op
         self.inputs = inputs
+        # the inputs' nodes now: an in-place op recorded later moves a tensor to a new node, and
+        # this node's gradient must still reach the one that made the value it read
+        if parents is not None:
+            self.parents = parents
+        elif len(inputs) == 2:
+            self.parents = (inputs[0]._node, inputs[1]._node)
+        elif len(inputs) == 1:
+            self.parents = (inputs[0]._node,)
+        else:
+            self.parents = tuple([t._node for t in inputs])
         self.kwargs = kwargs
         self.backend = backend
         self.seq = next(_sequence)
@@ -135,8 +145,8 @@ def graph_nodes(root):
     backward visits them."""
     seen, stack = {id(root): root}, [root]
     while stack:
-        for t in stack.pop().inputs or ():
-            n = t._node
+        node = stack.pop()
+        for n in node.parents if node.inputs is not None else ():
             if n is not None and id(n) not in seen:
                 seen[id(n)] = n
                 stack.append(n)
@@ -217,14 +227,13 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     in_grads = op.vjp(F, g, node.out, ins[0].array, ins[1].array, needs=node.needs)
                 else:
                     in_grads = op.vjp(F, g, node.out, ins[0].array, ins[1].array)
-            for t, gi in zip(ins, in_grads):
-                if gi is None or not t.requires_grad:
+            for t, gi, child, needed in zip(ins, in_grads, node.parents, node.needs):
+                if gi is None or not needed:
                     continue
                 if gi.shape != t.array.shape:  # the array's: Tensor.shape is a property call
                     gi = unbroadcast(F, gi, tuple(t.array.shape))
                 if anomaly:
                     check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {node.op.name}")
-                child = t._node
                 if child is None:
                     if not plain:
                         leaf(t, gi)
@@ -245,7 +254,7 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 else:
                     pending[k] = prev + gi
             if not retain_graph:
-                node.inputs = node.out = None
+                node.inputs = node.out = node.parents = None
     finally:
         if state.grad != prev_mode:
             state.set(grad=prev_mode)

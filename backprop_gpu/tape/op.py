@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import weakref
 
 from ..array.devices import DeviceMismatchError
 from . import engine
@@ -197,7 +198,18 @@ def share_version_if_view(res: Tensor, x: Tensor) -> Tensor:
         res._version = x._version
         if res._node is not None:
             res._node.out_version = x._version
+            share_version(x, res)
     return res
+
+
+def share_version(base: Tensor, view: Tensor) -> None:
+    """Note that ``view`` (on the graph) and ``base`` share storage and version counter: while two
+    of them are alive, an in-place change of one is refused rather than recorded
+    (:func:`~backprop_gpu.tape.tensor.version_is_shared`)."""
+    box = base._version
+    if len(box) == 1:  # weak references by id: tensors compare elementwise, so no WeakSet
+        box.append({id(base): weakref.ref(base)})
+    box[1][id(view)] = weakref.ref(view)
 
 
 def constant_like(x, ref: Tensor) -> Tensor:
@@ -268,5 +280,5 @@ def alias(what: str, torch_value, torch_name: str, numpy_value, numpy_name: str,
     return numpy_value
 
 
-__all__ = ["Op", "alias", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view",
+__all__ = ["Op", "alias", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view", "share_version",
            "DeviceMismatchError"]

@@ -345,7 +345,7 @@ class Tensor:
         engine.run_backward([self], [g], retain_graph=retain_graph or create_graph,
                               create_graph=create_graph)
 
-    # -- in-place ops -----------------------------------------------------------
+    # -- in-place ops (the methods are in ops/inplace.py: recording them needs the ops) ------
     def _check_inplace(self, what):
         if self.requires_grad and is_grad_enabled():
             kind = "a leaf tensor" if self._node is None else "a tensor"
@@ -355,95 +355,6 @@ class Tensor:
     def _bump(self):
         self._version[0] += 1
         return self
-
-    def _operand(self, other):
-        if isinstance(other, Tensor):
-            if other.device != self.device:
-                raise DeviceMismatchError(f"in-place op between tensors on different devices: "
-                                          f"{self.shape} on {self.device} and {other.shape} on {other.device}")
-            return other.array
-        return other
-
-    def __setitem__(self, key, value):
-        self._check_inplace("__setitem__")
-        if isinstance(value, Tensor) and value.requires_grad and is_grad_enabled():
-            # the assignment is not recorded: its gradient would be silently lost
-            raise RuntimeError(f"__setitem__: the value (shape {value.shape}) requires grad, and item "
-                               "assignment is not differentiable; build the tensor with bg.where, "
-                               "bg.concatenate or bg.stack, or assign value.detach()")
-        key = plain_key(key)
-        self.array[key] = self._operand(value)
-        self._bump()
-
-    def zero_(self):
-        self._check_inplace("zero_")
-        self.array.fill(0)
-        return self._bump()
-
-    def fill_(self, value):
-        self._check_inplace("fill_")
-        self.array.fill(value)
-        return self._bump()
-
-    def copy_(self, src):
-        """Copy ``src``'s values into this tensor (broadcasting, casting to this dtype)."""
-        self._check_inplace("copy_")
-        src_arr = src.array if isinstance(src, Tensor) and src.backend.is_host == self.backend.is_host \
-            else self.backend.asarray(src.numpy() if isinstance(src, Tensor) else src)
-        self.array[...] = src_arr
-        return self._bump()
-
-    def _inplace(self, other, fn):
-        # grad mode + grad-requiring operand: fall back to out-of-place so
-        # `total += loss` keeps working (the name is rebound to the result).
-        other_rg = isinstance(other, Tensor) and other.requires_grad
-        if is_grad_enabled() and (self.requires_grad or other_rg):
-            return None
-        fn(self.array, self._operand(other), out=self.array, casting="same_kind")
-        return self._bump()
-
-    def _explicit_inplace(self, name, other, fn):
-        self._check_inplace(name)
-        if self._inplace(other, fn) is None:
-            raise RuntimeError(f"{name}: the operand requires grad; use the out-of-place op to record it")
-        return self
-
-    def add_(self, other, alpha=1):
-        return self._explicit_inplace("add_", other * alpha if alpha != 1 else other, self.backend.xp.add)
-
-    def sub_(self, other):
-        return self._explicit_inplace("sub_", other, self.backend.xp.subtract)
-
-    def mul_(self, other):
-        return self._explicit_inplace("mul_", other, self.backend.xp.multiply)
-
-    def div_(self, other):
-        return self._explicit_inplace("div_", other, self.backend.xp.divide)
-
-    def clamp_(self, min=None, max=None):  # noqa: A002 - PyTorch's names
-        """Clamp in place to ``[min, max]``."""
-        self._check_inplace("clamp_")
-        if min is None and max is None:
-            raise RuntimeError("clamp_: at least one of min and max must be given")
-        lo, hi = (self._operand(v) if v is not None else None for v in (min, max))
-        self.backend.xp.clip(self.array, lo, hi, out=self.array)
-        return self._bump()
-
-    def _augmented(self, other, fn, fallback):
-        r = self._inplace(other, fn)
-        return fallback(self, other) if r is None else r
-
-    def __iadd__(self, other):
-        return self._augmented(other, self.backend.xp.add, Tensor.__add__)
-
-    def __isub__(self, other):
-        return self._augmented(other, self.backend.xp.subtract, Tensor.__sub__)
-
-    def __imul__(self, other):
-        return self._augmented(other, self.backend.xp.multiply, Tensor.__mul__)
-
-    def __itruediv__(self, other):
-        return self._augmented(other, self.backend.xp.divide, Tensor.__truediv__)
 
 
 def _rebuild(cls, host, backend, requires_grad, grad):
@@ -457,6 +368,19 @@ def _rebuild(cls, host, backend, requires_grad, grad):
     t._node = None
     t._version = [0]
     return t
+
+
+def version_is_shared(t: Tensor) -> bool:
+    """Whether another live tensor shares ``t``'s storage as a view on the graph, or as its base (see
+    :func:`~backprop_gpu.tape.op.share_version`)."""
+    box = t._version
+    if len(box) == 1:
+        return False
+    for ref in box[1].values():
+        other = ref()
+        if other is not None and other is not t:
+            return True
+    return False
 
 
 def plain_key(key):
