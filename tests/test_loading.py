@@ -403,12 +403,15 @@ RESUME_CASES = {
                                    "not a valid PCG64 state"),
     "loader rng state a string": (_extra("loader", "rng", "state", "state", value="12"),
                                   "extra.loader.rng.state.state", "'12' is not an int"),
-    "backend rng truncated": (_extra("backend_rng", "state", "inc", delete=True), "extra.backend_rng.state.inc",
-                              "missing"),
-    "backend rng fractional": (_extra("backend_rng", "state", "state", value=1.5), "extra.backend_rng.state.state",
-                               "1.5 is not an int"),
-    "backend rng out of range": (_extra("backend_rng", "uinteger", value=-5), "extra.backend_rng",
-                                 "not a valid PCG64 state"),
+    "backend rng truncated": (_extra("backend_rng", "offset", delete=True), "extra.backend_rng",
+                              r"entries \['generator', 'seed'\], not a Philox generator state"),
+    "backend rng fractional": (_extra("backend_rng", "seed", value=1.5), "extra.backend_rng",
+                               "seed 1.5 is not an integer"),
+    "backend rng out of range": (_extra("backend_rng", "offset", value=-5), "extra.backend_rng",
+                                 r"offset -5 is not an integer in \[0, 2\*\*64\)"),
+    "backend rng from numpy": (_extra("backend_rng", value={"bit_generator": "PCG64", "state": {"state": 1, "inc": 1},
+                                                            "has_uint32": 0, "uinteger": 0}),
+                               "extra.backend_rng", "a NumPy PCG64 generator state, saved before the backends drew"),
     "epoch a string": (_extra("epoch", value="1"), "extra.epoch", "'1' is not an epoch count"),
     "epoch negative": (_extra("epoch", value=-1), "extra.epoch", "-1 is not an epoch count"),
     "rows cut": (_extra("rows", value=[]), "extra.rows", "0 rows, not a list of the 1 epochs' metrics"),
@@ -427,8 +430,8 @@ def _resave(run_dir, tmp_path, edit, name="bad.safetensors"):
 
 
 def _trainer_state(t):
-    return {"objects": snapshot(t.model, t.opt, None, [t.loader.rng, t.backend.rng]),
-            "run": (t.epoch, copy.deepcopy(t.rows), t.best, t.cfg)}
+    return {"objects": snapshot(t.model, t.opt, None, [t.loader.rng]),
+            "run": (t.epoch, copy.deepcopy(t.rows), t.best, t.cfg), "backend_rng": t.backend.rng_state()}
 
 
 @pytest.mark.parametrize("case", RESUME_CASES)

@@ -80,10 +80,19 @@ def _layout_problem(given, like, where: str):
 
 def check_generator_state(entry: str, state, generator) -> None:
     """Raise :class:`CheckpointError` naming ``entry`` unless ``state`` is a state that ``generator``
-    (a NumPy ``Generator`` or bit generator) takes exactly; changes nothing.
+    (a NumPy ``Generator`` or bit generator, or a backend's Philox generator) takes exactly; changes nothing.
 
-    The state must have the live state's layout, be accepted by a scratch bit generator of the same
-    kind, and read back unchanged (NumPy's setters silently truncate some bad values)."""
+    A NumPy state must have the live state's layout, be accepted by a scratch bit generator of the
+    same kind, and read back unchanged (NumPy's setters silently truncate some bad values). A Philox
+    state is checked by the generator's own ``check_state`` (which refuses, with a clear reason, the
+    NumPy states that backends saved before they drew from Philox)."""
+    check = getattr(generator, "check_state", None)
+    if check is not None:
+        try:
+            check(state)
+        except ValueError as e:
+            raise refuse(entry, str(e)) from None
+        return
     bitgen = getattr(generator, "bit_generator", generator)
     kind = type(bitgen).__name__
     problem = _layout_problem(state, bitgen.state, entry)

@@ -299,7 +299,7 @@ class Trainer:
             got = f"entries {sorted(loader)}" if isinstance(loader, dict) else f"a {type(loader).__name__}"
             raise refuse("extra.loader", f"{got}, not a data loader state (a dict of {', '.join(mine_loader)})")
         checkpoint.check_generator_state("extra.loader.rng", loader["rng"], self.loader.rng)
-        checkpoint.check_generator_state("extra.backend_rng", extra["backend_rng"], self.backend.rng)
+        checkpoint.check_generator_state("extra.backend_rng", extra["backend_rng"], self.backend.generator)
         rows = extra["rows"]
         if not isinstance(rows, list) or len(rows) != epoch:
             got = f"{len(rows)} rows" if isinstance(rows, list) else f"a {type(rows).__name__}"

@@ -1,16 +1,29 @@
 """A backend: one array module on one device, paired with one kernel provider.
 
 The tape, the ops, ``nn`` and ``optim`` only ever talk to a :class:`Backend`:
-its array module ``xp`` (NumPy or CuPy), host transfers, a seeded generator,
+its array module ``xp`` (NumPy or CuPy), host transfers, a seeded Philox generator,
 the array namespace ``F`` (``xp`` plus the fused kernels of the hot ops) and
 the fused optimizer kernels. Which array module and which kernel provider make
 up each backend is declared once, in :mod:`backprop_gpu.array.registry`.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .optim import get_kernel
+from .rng import PhiloxGenerator, philox
+from .rng.philox import MAX_SPAN
+
+_BITS = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+
+
+def _significand_bits(dtype: np.dtype, what: str) -> int:
+    try:
+        return _BITS[dtype.name]
+    except KeyError:
+        raise TypeError(f"{what}: dtype {dtype} is not a floating dtype ({', '.join(_BITS)})") from None
 
 
 class Backend:
@@ -32,8 +45,7 @@ class Backend:
         #: whether the device is Numba's CUDA simulator (host arrays standing in for a GPU)
         self.simulated = arrays.simulated
         self.launch_count = 0
-        self._rng = None
-        self._seed = None
+        self._generator = None
         # the array namespace VJPs run on: a plain attribute, read once per backward node
         self.F = kernels.namespace(self)
 
@@ -59,35 +71,84 @@ class Backend:
         self.arrays.scatter_add(target, key, values)
 
     # -- randomness -----------------------------------------------------------
-    def manual_seed(self, seed: int) -> None:
-        """Reseed this backend's generator."""
-        self._seed = int(seed)
-        self._rng = np.random.default_rng(self._seed)
-
+    # Philox-4x32-10 (``rng``): each draw is one kernel launch on this backend's device, and a seed gives
+    # the same numbers on every backend (uniforms, masks, integers, permutations bit for bit).
     @property
-    def rng(self):
-        if self._rng is None:
-            self.manual_seed(0)
-        return self._rng
+    def generator(self) -> PhiloxGenerator:
+        """This backend's Philox generator (seed 0 until :meth:`manual_seed`)."""
+        if self._generator is None:
+            self._generator = PhiloxGenerator(self.kernels.optim_target)
+        return self._generator
 
-    def random_normal(self, shape, dtype):
-        """Standard-normal samples as this backend's array."""
-        return self.asarray(self.rng.standard_normal(shape, dtype=np.float64).astype(dtype))
+    def manual_seed(self, seed: int) -> None:
+        """Restart this backend's stream from ``seed`` (an int in [-2**63, 2**64 - 1], as torch's)."""
+        self.generator.manual_seed(seed)
+
+    def _draw(self, kind, shape, dtype, *args):
+        shape = tuple(int(s) for s in ((shape,) if isinstance(shape, int) else shape))
+        out = self.arrays.empty(math.prod(shape), dtype)
+        self.generator.draw(kind, out, *args)
+        return out.reshape(shape)
 
     def random_uniform(self, shape, dtype):
-        """Uniform [0, 1) samples as this backend's array."""
-        return self.asarray(self.rng.random(shape, dtype=np.float64).astype(dtype))
+        """Uniform samples in [0, 1) of a float ``dtype``: multiples of 2**-p for its ``p``-bit significand."""
+        dtype = np.dtype(dtype)
+        bits = _significand_bits(dtype, "random_uniform")
+        if bits == 53:
+            return self._draw("uniform64", shape, dtype)
+        out = self._draw("uniform32", shape, np.float32, np.uint64(32 - bits), np.float32(2.0 ** -bits))
+        return out if dtype == np.float32 else out.astype(dtype)  # exact: k * 2**-bits fits dtype
 
-    def permutation(self, n: int) -> np.ndarray:
-        """A host permutation of range(n) (data loaders shuffle on the host)."""
-        return self.rng.permutation(n)
+    def random_normal(self, shape, dtype):
+        """Standard-normal samples of a float ``dtype`` (Box-Muller in float64, rounded once to ``dtype``)."""
+        dtype = np.dtype(dtype)
+        _significand_bits(dtype, "random_normal")
+        if dtype in (np.float32, np.float64):
+            return self._draw("normal", shape, dtype)
+        return self._draw("normal", shape, np.float64).astype(dtype)
+
+    def random_bernoulli(self, shape, p: float, dtype):
+        """A boolean mask, True with probability ``p``: ``uniform < p``, both in the float ``dtype``
+        (``random_uniform(shape, dtype) < p`` for the same stream, without the uniform array)."""
+        dtype = np.dtype(dtype)
+        bits = _significand_bits(dtype, "random_bernoulli")
+        if not 0 <= p <= 1:
+            raise ValueError(f"random_bernoulli: p must be in [0, 1], got {p}")
+        if bits == 53:
+            out = self._draw("bernoulli64", shape, np.uint8, np.float64(p))
+        else:
+            p = np.float32(np.asarray(p, dtype).astype(np.float32))  # p rounded to dtype, exact in float32
+            out = self._draw("bernoulli32", shape, np.uint8, np.uint64(32 - bits), np.float32(2.0 ** -bits), p)
+        return out.view(bool)
+
+    def random_integers(self, low: int, high: int, shape, dtype=np.int64):
+        """Uniform integers in [low, high) (``high - low`` at most 2**63), as ``dtype``."""
+        low, high = int(low), int(high)
+        span = high - low
+        if not 1 <= span <= MAX_SPAN:
+            raise ValueError(f"random_integers: high - low must be in [1, 2**63], got high {high}, low {low}")
+        if not -(1 << 63) <= low < (1 << 63):
+            raise ValueError(f"random_integers: low {low} does not fit int64")
+        kind = "randint32" if span <= 1 << 32 else "randint64"
+        out = self._draw(kind, shape, np.int64, np.int64(low), np.uint64(span))
+        return out if np.dtype(dtype) == np.int64 else out.astype(dtype)
+
+    def permutation(self, n: int, dtype=np.int64):
+        """A random permutation of ``range(n)`` as this backend's array: the argsort of distinct random keys."""
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"permutation: n must be non-negative, got {n}")
+        keys = self._draw("perm_keys", n, np.uint64, np.uint64(philox.perm_shift(n)))
+        return self.xp.argsort(keys).astype(dtype, copy=False)
 
     def rng_state(self) -> dict:
-        """The generator state as JSON-able data (for checkpoints)."""
-        return self.rng.bit_generator.state
+        """The generator state as JSON-able data (for checkpoints): ``{"generator", "seed", "offset"}``."""
+        return self.generator.state
 
     def set_rng_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        """Continue from a :meth:`rng_state`; ValueError (and nothing changed) for anything else, a NumPy
+        bit-generator state from before the Philox generator included."""
+        self.generator.set_state(state)
 
     # -- fused optimizer kernels ------------------------------------------------
     def fused_update(self, rule_name: str, flags: tuple, p, g, states: tuple, hypers: tuple, mask=None) -> None:

@@ -68,6 +68,10 @@ class HostArrays:
             data = data.get()  # a CuPy array headed to the host
         return np.asarray(data, dtype=dtype)
 
+    def empty(self, shape, dtype):
+        """An uninitialised array on this device (for kernels to fill)."""
+        return np.empty(shape, dtype)
+
     def to_host(self, arr) -> np.ndarray:
         return np.array(arr, copy=True)
 
@@ -95,10 +99,20 @@ class SimulatedCudaArrays(HostArrays):
 
 
 class CupyArrays:
-    """CuPy arrays on GPU ``index``; every allocation and transfer runs in that device's context."""
+    """CuPy arrays on GPU ``index``; every allocation and transfer runs in that device's context.
+
+    Deferred checks: a check that would need the host to read device data (a class index in
+    range, say) is queued with :meth:`defer_check` instead, as a 0-d boolean device array that is
+    True on failure, and runs at the next sync this module makes anyway: :meth:`to_host` (every
+    ``.item()``, ``.numpy()``, ``float()``, ``print``) and :meth:`synchronize`. The first failed
+    check raises there, as PyTorch's device-side asserts surface at the next synchronisation.
+    """
 
     is_host = False
     simulated = False
+    #: queued checks kept with what their errors report; beyond this many, older ones are folded
+    #: into one flag and report without their details
+    MAX_DEFERRED = 256
 
     def __init__(self, index: int = 0):
         why = cupy_unavailable_reason()
@@ -112,6 +126,7 @@ class CupyArrays:
         self.xp = cupy
         self.device = Device("cuda", index)
         self.cuda_device = cupy.cuda.Device(index)
+        self._deferred: list = []  # (failed flag on the device, callable raising the error)
 
     @staticmethod
     def availability(index: int = 0) -> str | None:
@@ -121,12 +136,39 @@ class CupyArrays:
         with self.cuda_device:
             return self.xp.asarray(data, dtype=dtype)
 
+    def empty(self, shape, dtype):
+        """An uninitialised array on this device (for kernels to fill)."""
+        with self.cuda_device:
+            return self.xp.empty(shape, dtype)
+
     def to_host(self, arr) -> np.ndarray:
+        if self._deferred:
+            self.check_deferred()
         with self.cuda_device:
             return self.xp.asnumpy(arr)
 
     def synchronize(self) -> None:
         self.cuda_device.synchronize()
+        if self._deferred:
+            self.check_deferred()
+
+    def defer_check(self, failed, report) -> None:
+        """Queue a check: ``failed`` is a 0-d boolean array on this device, ``report()`` raises the
+        error (it may read device data: it runs only when the check has failed)."""
+        self._deferred.append((failed, report))
+        if len(self._deferred) > self.MAX_DEFERRED:  # no sync for ever: fold, on the device
+            with self.cuda_device:
+                flags = self.xp.stack([f for f, _ in self._deferred]).any()
+            self._deferred = [(flags, _folded_report(self._deferred))]
+
+    def check_deferred(self) -> None:
+        """Run the queued checks (one read of their flags); raise the first failure's error."""
+        pending, self._deferred = self._deferred, []
+        with self.cuda_device:
+            failed = self.xp.asnumpy(self.xp.stack([f for f, _ in pending]))
+        for bad, (_, report) in zip(failed, pending):
+            if bad:
+                report()
 
     def erf(self, arr):
         from cupyx.scipy.special import erf
@@ -139,6 +181,14 @@ class CupyArrays:
 
         with self.cuda_device:
             cupyx.scatter_add(target, key, values)
+
+
+def _folded_report(pending):
+    def report():
+        raise IndexError(f"one of {len(pending)} checks deferred on the device failed (the first "
+                         f"{CupyArrays.MAX_DEFERRED} with no sync between them were folded into one flag, so "
+                         "its details are lost); run under bg.autograd.detect_anomaly() to check at once")
+    return report
 
 
 __all__ = ["HostArrays", "SimulatedCudaArrays", "CupyArrays", "cupy_unavailable_reason", "cuda_simulated"]

@@ -20,6 +20,7 @@ from . import kernels as K
 from .backend import Backend
 from .devices import BackendUnavailableError, Device
 from .modules import CupyArrays, HostArrays, SimulatedCudaArrays, cuda_simulated, cupy_unavailable_reason
+from .rng import normalize_seed
 
 log = logging.getLogger("backprop_gpu")
 
@@ -159,7 +160,7 @@ def backend_availability(name: str) -> str | None:
 def manual_seed(seed: int) -> None:
     """Seed every backend's generator, including ones created later."""
     global _seed
-    _seed = int(seed)
+    _seed = normalize_seed(seed)  # checked before anything is seeded
     for b in _instances.values():
         b.manual_seed(seed)
 

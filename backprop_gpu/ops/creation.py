@@ -98,7 +98,8 @@ def _int_shape(size, what):
 
 
 def randint(low, high=None, size=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """``torch.randint(high, size)`` or ``randint(low, high, size)``: uniform integers in [low, high)."""
+    """``torch.randint(high, size)`` or ``randint(low, high, size)``: uniform integers in [low, high),
+    drawn on the device from the backend's Philox stream (``high - low`` at most 2**63)."""
     if size is None:  # randint(high, size)
         low, high, size = 0, low, high
     if size is None:
@@ -109,15 +110,15 @@ def randint(low, high=None, size=None, *, dtype=None, device=None, requires_grad
     if requires_grad:
         raise TypeError(f"randint: only floating-point tensors can require grad, got dtype {dtype}")
     b = get_backend(device)
-    return Tensor._make(b.asarray(b.rng.integers(low, high, _int_shape(size, "randint")).astype(dtype)), b)
+    return Tensor._make(b.random_integers(low, high, _int_shape(size, "randint"), dtype), b)
 
 
 def randperm(n: int, *, dtype=None, device=None) -> Tensor:
-    """``torch.randperm``: a random permutation of ``0 .. n-1`` (int64)."""
+    """``torch.randperm``: a random permutation of ``0 .. n-1`` (int64), drawn on the device."""
     if n < 0:
         raise ValueError(f"randperm: n must be non-negative, got {n}")
     b = get_backend(device)
-    return Tensor._make(b.asarray(b.permutation(int(n)).astype(np.dtype(dtype or np.int64))), b)
+    return Tensor._make(b.permutation(int(n), np.dtype(dtype or np.int64)), b)
 
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=False) -> Tensor:
