@@ -638,6 +638,15 @@ ALL_OPS = {
     "softmax": _c(lambda x: bg.softmax(x, axis=0), [(2, 3)]),
     "log_softmax": _c(lambda x: bg.log_softmax(x), [(2, 3)]),
     "astype": _c(lambda x: (x.double() * 2).float(), [(2, 3)], True),
+    "scatter": _c(lambda x, s: bg.scatter(x, 1, idx(x.backend, [[2, 0], [1, 2]]), s), [(2, 3), (2, 2)], True),
+    "scatter_add": _c(lambda x, s: x.scatter_add(0, idx(x.backend, [[1, 1, 0], [1, 0, 0]]), s), [(2, 3), (2, 3)],
+                      True),
+    "index_add": _c(lambda x, s: x.index_add(1, idx(x.backend, [2, 0, 2]), s, alpha=0.5), [(2, 3), (2, 3)], True),
+    "prod": _c(lambda x: x.prod(1), [(2, 3)]),
+    "cumprod": _c(lambda x: x.cumprod(0), [(3, 2)]),
+    "median": _c(lambda x: x.median(1).values, [(2, 4)], True),
+    "einsum": _c(lambda a, b: bg.einsum("bij,jk->bk", a, b), [(2, 2, 3), (3, 2)]),
+    "einsum_diagonal": _c(lambda a, b: bg.einsum("iij,j->ij", a, b), [(2, 2, 3), (3,)]),
     # ops feeding each other, so create_graph gradients flow through several VJPs
     "mlp": _c(lambda x, w: bg.log_softmax(bg.gelu(x @ w) * 2.0 - 1, axis=1).sum(axis=0), [(2, 3), (3, 4)]),
 }

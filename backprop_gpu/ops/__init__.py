@@ -21,6 +21,9 @@ from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_bac
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
                        ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
 from .indexing import gather, index_select, masked_fill, sort, take_along_dim, topk
+from .indexing import (index_add, index_add_, index_fill, index_fill_, masked_scatter, scatter, scatter_,
+                       scatter_add, scatter_add_)
+from .einsum import einsum
 from .elementwise import (abs, add, astype, clip, clone, divide, erf, exp, gelu, greater, greater_equal,
                           isfinite, leaky_relu, less, less_equal, log, logical_and, logical_or, maximum, minimum,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
@@ -33,6 +36,7 @@ from .linalg import matmul
 from .normalization import batch_norm_backward
 from .recorded import relu_backward, relu_backward_colsum
 from .reductions import all, amax, amin, any, argmax, argmin, cumsum, logsumexp, max, mean, min, norm, std, sum, var
+from .reductions import cumprod, diff, median, prod
 from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, narrow, permute, reshape,
                     squeeze, swapaxes, t, transpose, unsqueeze)
 from .softmax import log_softmax, softmax
@@ -87,8 +91,14 @@ def numel(x) -> int:
 
 
 def clamp(x, min=None, max=None, *, a_min=None, a_max=None):  # noqa: A002 - PyTorch's names
-    """``torch.clamp``: :func:`clip` with PyTorch's keyword names (NumPy's ``a_min``/``a_max`` too)."""
-    return clip(x, alias("clamp", min, "min", a_min, "a_min"), alias("clamp", max, "max", a_max, "a_max"))
+    """``torch.clamp``: :func:`clip` with PyTorch's keyword names (NumPy's ``a_min``/``a_max`` too).
+    Tensor bounds broadcast and get the gradient where they bind (``min`` wins ties with ``x``
+    to ``x``; where ``min > max`` the result is ``max``, as in PyTorch)."""
+    lo, hi = alias("clamp", min, "min", a_min, "a_min"), alias("clamp", max, "max", a_max, "a_max")
+    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+        out = x if lo is None else where(x < lo, lo, x)
+        return out if hi is None else where(out > hi, hi, out)
+    return clip(x, lo, hi)
 
 
 def _rev(fn):
@@ -116,7 +126,9 @@ for _f in (exp, log, sqrt, sin, cos, abs, sign, clip, relu, leaky_relu, sigmoid,
            amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
            squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum, all, any, cumsum, norm, t,
            narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk, ceil, expm1, floor, log1p,
-           reciprocal, round, rsqrt, flip, roll, repeat, unflatten, tril, triu, argsort, isclose, nonzero):
+           reciprocal, round, rsqrt, flip, roll, repeat, unflatten, tril, triu, argsort, isclose, nonzero,
+           scatter, scatter_, scatter_add, scatter_add_, index_add, index_add_, index_fill, index_fill_,
+           masked_scatter, prod, cumprod, median, diff):
     METHODS.setdefault(_f.__name__, _f)
 METHODS.update(_inplace.METHODS)
 for _name, _fn in METHODS.items():
@@ -132,4 +144,6 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "mm", "narrow", "nonzero", "norm", "numel", "one_hot", "ones", "ones_like", "outer", "pad", "permute", "rand",
     "rand_like", "randint", "randn", "randn_like", "randperm", "repeat", "reshape", "return_types", "roll",
     "softmax", "sort", "split", "squeeze", "stack", "std", "sum", "swapaxes", "t", "take_along_dim", "tensor", "to",
-    "topk", "transpose", "tril", "triu", "unbind", "unflatten", "unsqueeze", "var", "zeros", "zeros_like"})
+    "topk", "transpose", "tril", "triu", "unbind", "unflatten", "unsqueeze", "var", "zeros", "zeros_like",
+    "scatter", "scatter_add", "index_add", "index_fill", "masked_scatter", "prod", "cumprod", "median", "diff",
+    "einsum"})

@@ -54,7 +54,8 @@ def _snapshot(t: Tensor, copy: bool) -> Tensor:
     return old
 
 
-def _records(t: Tensor, operands) -> bool:
+def needs_recording(t: Tensor, operands) -> bool:
+    """Whether an in-place change of ``t`` by ``operands`` must be recorded on the graph."""
     return is_grad_enabled() and (t.requires_grad or any(isinstance(o, Tensor) and o.requires_grad
                                                          for o in operands))
 
@@ -96,7 +97,7 @@ def _bump(t: Tensor) -> Tensor:
 
 def _arithmetic(name, ufunc_name, out_of_place, saves_self):
     def method(self, other):
-        if _records(self, (other,)):
+        if needs_recording(self, (other,)):
             return record_inplace(self, name, lambda old: out_of_place(old, other), saves_self)
         getattr(self.backend.xp, ufunc_name)(self.array, _operand(self, other), out=self.array, casting="same_kind")
         return _bump(self)
@@ -143,7 +144,7 @@ def clamp_(self, min=None, max=None):  # noqa: A002 - PyTorch's names
     """Clamp in place to ``[min, max]``."""
     if min is None and max is None:
         raise RuntimeError("clamp_: at least one of min and max must be given")
-    if _records(self, (min, max)):
+    if needs_recording(self, (min, max)):
         return record_inplace(self, "clamp_", lambda old: old.clamp(min, max), True)
     lo, hi = (_operand(self, v) if v is not None else None for v in (min, max))
     self.backend.xp.clip(self.array, lo, hi, out=self.array)
@@ -152,7 +153,7 @@ def clamp_(self, min=None, max=None):  # noqa: A002 - PyTorch's names
 
 def _put(self, what, key, value):
     """``self[key] = value``, recorded when grad is involved."""
-    if _records(self, (value,)):
+    if needs_recording(self, (value,)):
         v = constant_like(value, self)
         if v.device != self.device:
             v = v.to(self.device)
@@ -167,12 +168,12 @@ def __setitem__(self, key, value):  # noqa: N807 - the Tensor method
 
 def zero_(self):
     """Fill with zeros in place."""
-    return _put(self, "zero_", Ellipsis, 0) if _records(self, ()) else _fill(self, 0)
+    return _put(self, "zero_", Ellipsis, 0) if needs_recording(self, ()) else _fill(self, 0)
 
 
 def fill_(self, value):
     """Fill with ``value`` (a number, or a 0-d tensor) in place."""
-    if _records(self, (value,)):
+    if needs_recording(self, (value,)):
         return _put(self, "fill_", Ellipsis, value)
     return _fill(self, value.array if isinstance(value, Tensor) else value)
 
@@ -184,7 +185,7 @@ def _fill(self, value):
 
 def copy_(self, src):
     """Copy ``src``'s values into this tensor (broadcasting, casting to this dtype, across devices)."""
-    if _records(self, (src,)):
+    if needs_recording(self, (src,)):
         return _put(self, "copy_", Ellipsis, src)
     src_arr = src.array if isinstance(src, Tensor) and src.backend.is_host == self.backend.is_host \
         else self.backend.asarray(src.numpy() if isinstance(src, Tensor) else src)
@@ -196,4 +197,4 @@ METHODS = {"__setitem__": __setitem__, "zero_": zero_, "fill_": fill_, "copy_": 
            "mul_": mul_, "div_": div_, "clamp_": clamp_, "__iadd__": _iadd, "__isub__": _isub, "__imul__": mul_,
            "__itruediv__": div_}
 
-__all__ = ["IndexPut", "record_inplace", "METHODS"]
+__all__ = ["IndexPut", "needs_recording", "record_inplace", "METHODS"]

@@ -7,7 +7,9 @@ from ..tape.tensor import Tensor
 from ..tape.op import Op, alias, apply, normalize_axis
 from . import return_types
 from .elementwise import abs as abs_, exp, log, maximum, minimum
-from .shape import expand_dims, squeeze
+from .indexing import gather
+from .joining import concatenate
+from .shape import expand_dims, getitem, reshape, squeeze
 
 
 def _expand_to(F, g, x_shape, axis, keepdims):
@@ -341,3 +343,138 @@ def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
         s = sum(abs_(x) ** p, dim=axis, keepdim=keepdim)
         return s if p == 1 else s ** (1.0 / p)
     raise ValueError(f"norm: unsupported p={p!r} (2, 'fro', 1, inf, -inf, 0 or a positive number)")
+
+
+def _int_accumulates(x, dtype):
+    """``x`` cast to ``dtype``, or bools and integers to int64 as PyTorch's sums and products do."""
+    if dtype is not None:
+        return x.astype(dtype)
+    if x.dtype.kind in "bi" and x.dtype.itemsize < 8 or x.dtype.kind in "bu":
+        return x.astype("int64")
+    return x
+
+
+class Prod(Op):
+    """The product along one axis. The gradient is ``out / x`` where the slice has no zero, the
+    product of the others at a slice's only zero, and 0 elsewhere (two zeros or more: all 0),
+    chosen elementwise so there is no sync to count the zeros."""
+    name = "prod"
+    saves = ("x", "out")
+    forward = staticmethod(lambda F, x, axis, keepdims: F.prod(x, axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def vjp(F, g, out, x, axis, keepdims):
+        if not keepdims:
+            g, out = F.expand_dims(g, axis), F.expand_dims(out, axis)
+        zero = x == 0
+        n_zero = F.sum(zero, axis=axis, keepdims=True)
+        safe = F.where(zero, 1, x)
+        others = F.prod(safe, axis=axis, keepdims=True)  # the product of the nonzeros
+        lone = F.logical_and(zero, n_zero == 1)
+        return (g * F.where(n_zero == 0, out / safe, F.where(lone, others, 0)),)
+
+
+def prod(input, dim=None, keepdim=None, *, dtype=None, axis=None, keepdims=None):  # noqa: A002 - torch's names
+    """``torch.prod``: the product of all elements, or along the one dimension ``dim``; bools and
+    integers multiply in int64. Its gradient is right where the input holds zeros (one or more)."""
+    dim, keepdims = _dims("prod", dim, keepdim, axis, keepdims)
+    x = _int_accumulates(input, dtype)
+    if dim is None:
+        if keepdims:
+            raise TypeError("prod() with keepdim=True needs a dim")
+        return apply(Prod, reshape(x, (-1,)), axis=0, keepdims=False)
+    if not isinstance(dim, numbers.Integral):
+        raise TypeError(f"prod(): dim must be one int, got {dim!r}")
+    if x.ndim == 0:
+        normalize_axis(dim, 0)
+        return x.clone()
+    return apply(Prod, x, axis=normalize_axis(dim, x.ndim)[0], keepdims=keepdims)
+
+
+def _reverse_cumsum(F, v, axis):
+    rev = (slice(None),) * axis + (slice(None, None, -1),)
+    return F.cumsum(v[rev], axis=axis)[rev]
+
+
+class Cumprod(Op):
+    """Running products. Before the first zero of a slice the gradient is the reversed running
+    sum of ``g * out`` over ``x``; at the first zero it is that sum over the running products with
+    that zero taken as 1; after it, 0. Chosen elementwise, without a sync."""
+    name = "cumprod"
+    saves = ("x", "out")
+    forward = staticmethod(lambda F, x, axis: F.cumprod(x, axis=axis))
+
+    @staticmethod
+    def vjp(F, g, out, x, axis):
+        zero = x == 0
+        seen = F.cumsum(zero, axis=axis)  # zeros up to and including each position
+        before = seen == 0
+        first = F.logical_and(zero, seen == 1)
+        at_first = _reverse_cumsum(F, g * F.cumprod(F.where(first, 1, x), axis=axis), axis)
+        before_first = _reverse_cumsum(F, g * out, axis) / F.where(zero, 1, x)
+        return (F.where(before, before_first, F.where(first, at_first, 0)),)
+
+
+def cumprod(input, dim=None, *, dtype=None, axis=None):  # noqa: A002
+    """``torch.cumprod``: running products along ``dim`` (required); bools and integers in int64.
+    Its gradient is right where the input holds zeros."""
+    dim = alias("cumprod", dim, "dim", axis, "axis")
+    if dim is None:
+        raise TypeError("cumprod() missing the dimension: cumprod(x, dim)")
+    x = _int_accumulates(input, dtype)
+    return apply(Cumprod, x, axis=normalize_axis(dim, x.ndim or 1)[0] if x.ndim else 0)
+
+
+def _median_index(x, d):
+    """Per slice along ``d`` (kept as size 1), the index of the lower median, or of the first NaN
+    where the slice holds one (PyTorch's rule: NaN propagates)."""
+    xp = x.backend.xp
+    a = x.array
+    n = a.shape[d]
+    order = xp.argsort(a, axis=d, kind="stable")  # NaNs last, in their original order
+    if a.dtype.kind == "f":
+        n_nan = xp.isnan(a).sum(axis=d, keepdims=True)
+        k = xp.where(n_nan > 0, n - n_nan, (n - 1) // 2)
+    else:
+        k = xp.full([1 if i == d else m for i, m in enumerate(a.shape)], (n - 1) // 2, dtype=xp.int64)
+    return xp.take_along_axis(order, k.astype(xp.int64, copy=False), axis=d).astype(xp.int64, copy=False)
+
+
+def median(input, dim=None, keepdim=False):  # noqa: A002
+    """``torch.median``: ``median(x)`` is the lower median of all elements (of an even count, the
+    smaller of the two middle ones; NaN if there is a NaN); ``median(x, dim, keepdim=False)`` is
+    the named tuple ``(values, indices)`` along ``dim``. The gradient goes to the selected element."""
+    xp = input.backend.xp
+    if dim is None:
+        if input.numel() == 0:
+            return Tensor._make(xp.asarray(float("nan"), dtype=input.dtype), input.backend)
+        flat = reshape(input, (-1,))
+        return getitem(flat, Tensor._make(_median_index(flat, 0).reshape(()), input.backend))
+    if not isinstance(dim, numbers.Integral):
+        raise TypeError(f"median(): dim must be one int, got {dim!r}")
+    (d,) = normalize_axis(dim, input.ndim)
+    if input.ndim == 0:
+        return return_types.median(input.clone(), Tensor._make(xp.zeros((), dtype=xp.int64), input.backend))
+    if input.shape[d] == 0:
+        raise IndexError(f"median(): expected reduction dim {dim} to have non-zero size (shape {input.shape})")
+    idx = Tensor._make(_median_index(input, d), input.backend)
+    values = gather(input, d, idx)
+    if not keepdim:
+        values, idx = squeeze(values, d), squeeze(idx, d)
+    return return_types.median(values, idx)
+
+
+def diff(input, n=1, dim=-1, prepend=None, append=None):  # noqa: A002
+    """``torch.diff``: the ``n``-th forward difference ``out[i] = x[i + 1] - x[i]`` along ``dim``,
+    after joining ``prepend`` and ``append`` to ``input`` there; differentiable in all three."""
+    if input.ndim == 0:
+        raise RuntimeError("diff expects input to be at least one-dimensional")
+    if not isinstance(n, numbers.Integral) or n < 0:
+        raise RuntimeError(f"diff expects n to be a non-negative int, got {n!r}")
+    (d,) = normalize_axis(dim, input.ndim)
+    parts = [p for p in (prepend, input, append) if p is not None]
+    x = concatenate(parts, axis=d) if len(parts) > 1 else input
+    lead = (slice(None),) * d
+    for _ in range(int(n)):
+        x = getitem(x, lead + (slice(1, None),)) - getitem(x, lead + (slice(None, -1),))
+    return x

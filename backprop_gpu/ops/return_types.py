@@ -30,4 +30,10 @@ class topk(NamedTuple):  # noqa: N801
     indices: Tensor
 
 
-__all__ = ["max", "min", "sort", "topk"]
+class median(NamedTuple):  # noqa: N801
+    """``(values, indices)`` of ``median(x, dim)``."""
+    values: Tensor
+    indices: Tensor
+
+
+__all__ = ["max", "min", "sort", "topk", "median"]
