@@ -4,15 +4,21 @@ One thread computes one Philox block (four words) per iteration and writes the
 elements it gives (:mod:`.scalar` bodies, inlined at the Numba IR level), so the
 same kernels compile to PTX with no driver present (:func:`compile_ptx_check`).
 Under the simulator (``NUMBA_ENABLE_CUDASIM=1``) they run on NumPy arrays on a
-2 x 32 grid (:func:`backprop_gpu.array.optim.numba_cuda.launch_config`).
+2 x 32 grid (:func:`backprop_gpu.array.optim.numba_cuda.launch_config`), for
+draws of up to :data:`SIMULATED_MAX` elements; larger ones take the NumPy
+statement of the same stream.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import scalar
+from ..modules import cuda_simulated
+from . import numpy_impl, scalar
 
 _kernels: dict = {}
+#: under the simulator, the largest draw the kernel itself makes (see :func:`run`)
+SIMULATED_MAX = 4096
+
 
 def _kernel_fn(kind):
     """The un-jitted grid-stride kernel for draw ``kind`` (the tail block on thread 0)."""
@@ -32,12 +38,17 @@ def run(kind: str, out, k0, k1, offset, *args) -> None:
 
     from ..optim.numba_cuda import launch_config
 
-    k = _kernels.get(kind)
-    if k is None:
-        k = _kernels[kind] = cuda.jit(_kernel_fn(kind))
     n = out.shape[0]
     if n == 0:
         return
+    if n > SIMULATED_MAX and cuda_simulated():
+        # each simulated thread is Python: a big draw would take minutes. The NumPy statement of the
+        # stream gives the same numbers (tests/array/test_philox.py checks the kernel against it)
+        numpy_impl.run(kind, out, k0, k1, offset, *args)
+        return
+    k = _kernels.get(kind)
+    if k is None:
+        k = _kernels[kind] = cuda.jit(_kernel_fn(kind))
     blocks, threads = launch_config(-(-n // scalar.PER_BLOCK[kind]))
     k[blocks, threads](out, k0, k1, offset, *args)
 
