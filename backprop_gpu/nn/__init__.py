@@ -3,15 +3,21 @@
 ``import backprop_gpu.nn.functional as F`` gives the functional forms and the losses.
 """
 from . import functional, init, utils
-from .layers import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, Hardtanh,
-                     Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Mish, ReLU, Sigmoid, SiLU, Softmax,
-                     Softplus, Tanh)
-from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss,
+from .adaptive_pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d
+from .layers import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten,
+                     Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Mish, ReLU, Sigmoid,
+                     SiLU, Softmax, Softplus, Tanh)
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss,
                    SmoothL1Loss)
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .normalization_layers import GroupNorm, InstanceNorm1d, InstanceNorm2d
+from .parameter_containers import ParameterDict, ParameterList
+from .upsampling import Upsample
 
 __all__ = ["Module", "ModuleList", "Parameter", "Sequential", "IncompatibleKeys", "Linear", "ReLU", "Tanh",
            "Sigmoid", "Softplus", "Identity", "GELU", "LeakyReLU", "Softmax", "Flatten", "Dropout", "LayerNorm",
            "BatchNorm1d", "BatchNorm2d", "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "LogSoftmax", "ModuleDict",
            "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "SmoothL1Loss",
-           "HuberLoss", "SiLU", "Mish", "ELU", "Hardtanh", "functional", "init", "utils"]
+           "HuberLoss", "SiLU", "Mish", "ELU", "Hardtanh", "functional", "init", "utils", "Conv1d", "GroupNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d",
+           "AdaptiveMaxPool2d", "ParameterList", "ParameterDict", "KLDivLoss", "Upsample"]

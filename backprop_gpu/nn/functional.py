@@ -12,14 +12,24 @@ this module checks their arguments. The other functions compose ops.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
 from .. import ops
+from ..ops.adaptive_pooling import adaptive_avg_pool1d as _adaptive_avg_pool1d
+from ..ops.adaptive_pooling import adaptive_avg_pool2d as _adaptive_avg_pool2d
+from ..ops.adaptive_pooling import adaptive_max_pool1d as _adaptive_max_pool1d
+from ..ops.adaptive_pooling import adaptive_max_pool2d as _adaptive_max_pool2d
+from ..ops.conv import avg_pool2d, conv2d, max_pool2d  # noqa: F401 - re-exported
+from ..ops.conv import conv1d as _conv1d
 from ..ops import gelu, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401 - re-exported
 from ..ops.linear import linear, linear_relu  # noqa: F401 - re-exported
 from ..ops.losses import BCEWithLogits, CrossEntropy, NLLLoss
 from ..ops.normalization import batch_norm_train
+from ..ops.normalization import group_norm as _group_norm
+from ..ops.upsampling import upsample_nearest as _upsample_nearest
+from ..tape.mode import is_anomaly_enabled
 from ..tape.op import apply, constant_like
 from ..tape.tensor import Tensor
 
@@ -84,7 +94,8 @@ def dropout(x, p: float = 0.5, training: bool = True):
     if p == 1:
         return x * 0
     b = x.backend
-    mask = (b.random_uniform(x.shape, x.dtype) >= p).astype(x.dtype)
+    # kept where uniform >= p: the complement of bernoulli(p), the same stream without the uniforms
+    mask = (~b.random_bernoulli(x.shape, p, x.dtype)).astype(x.dtype)
     mask *= 1 / (1 - p)
     return x * Tensor._make(mask, b)
 
@@ -260,61 +271,111 @@ def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos
 # --- classification losses --------------------------------------------------------------
 
 def _class_target(name, input, target, ignore_index):
-    """``(target tensor, number of counted rows)`` for (N, C) ``input`` and (N,) integer
-    class indices; clear errors for wrong shapes, dtypes or out-of-range classes."""
+    """``(target tensor, mean divisor)`` for (N, C) ``input`` and (N,) integer class indices; clear
+    errors for wrong shapes, dtypes or out-of-range classes.
+
+    The range check and the count of counted rows (the divisor of ``reduction='mean'``) never
+    make the host wait for the device: host targets (NumPy arrays, lists, CPU tensors) are
+    checked and counted on the host, before a target headed for a GPU is copied there. A target
+    already on a GPU is checked there, and the count stays there as a 0-d array; the check is
+    deferred to the next synchronisation (``.item()``, ``.numpy()``, ``bg.cuda.synchronize()``;
+    see :class:`~backprop_gpu.array.modules.CupyArrays`), which raises the same IndexError, unless
+    anomaly detection is on, which checks at once.
+    """
     if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
         raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
     if not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
     if input.dtype.kind != "f":
         raise TypeError(f"{name}: input must be floating point, got dtype {input.dtype}")
+    host = None
     if not isinstance(target, Tensor):
-        target = Tensor(np.asarray(target), device=input.backend)
-    if target.dtype.kind not in "iu":
+        host = np.asarray(target)
+        if host.dtype.kind not in "iu":
+            raise TypeError(f"{name}: target must hold integer class indices (int64), got dtype {host.dtype} "
+                            f"(shape {host.shape}); convert it with .long()")
+    elif target.dtype.kind not in "iu":
         raise TypeError(f"{name}: target must hold integer class indices (int64), got dtype {target.dtype} "
                         f"(shape {target.shape}); convert it with .long()")
-    if input.ndim != 2 or target.shape != input.shape[:1]:
+    shape = host.shape if host is not None else target.shape
+    if input.ndim != 2 or shape != input.shape[:1]:
         raise ValueError(f"{name}: expected input (N, C) and target (N,), got input {input.shape} "
-                         f"and target {target.shape}")
-    if target.device != input.device:
+                         f"and target {shape}")
+    if host is None and target.device != input.device:
         raise ValueError(f"{name}: input is on {input.device} but target is on {target.device}")
     c = input.shape[1]
-    t = target.numpy()  # one transfer: the range check and the count of counted rows
-    valid = t != ignore_index
-    kept = t[valid]
+    if host is not None or target.backend.is_host or is_anomaly_enabled():
+        if host is None:
+            host = target.numpy()  # free on the CPU; under anomaly detection, a sync by request
+        _check_classes(name, host, ignore_index, input.shape, c)
+        if not isinstance(target, Tensor):
+            target = Tensor(host, device=input.backend)
+        return target, int(np.count_nonzero(host != ignore_index))
+    arrays, t = target.backend.arrays, target.array
+    with arrays.cuda_device:  # on the target's GPU, whichever is current
+        counted = t != ignore_index
+        # a negative index is huge as uint64: one comparison checks both ends
+        bad = arrays.xp.logical_and(t.astype(np.uint64) >= c, counted).any()
+        count = counted.sum(dtype=input.dtype)  # 0/0 = nan with no counted row, as PyTorch
+    arrays.defer_check(bad, lambda: _check_classes(name, target.numpy(), ignore_index, input.shape, c))
+    return target, count
+
+
+def _check_classes(name, t, ignore_index, input_shape, c):
+    kept = t[t != ignore_index]
     if kept.size and (kept.min() < 0 or kept.max() >= c):
         raise IndexError(f"{name}: target holds class indices in [{kept.min()}, {kept.max()}] "
-                         f"but input {input.shape} has {c} classes (valid: 0..{c - 1}, or "
+                         f"but input {input_shape} has {c} classes (valid: 0..{c - 1}, or "
                          f"ignore_index {ignore_index})")
-    return target, int(kept.size)
 
 
 def _mean_divisor(reduction, count):
-    # mean over the counted rows; no counted row: 0/0 = nan, as PyTorch
-    return (count if count else float("nan")) if reduction == "mean" else 1
+    """The divisor of the summed loss: the counted rows for ``'mean'`` (a host int or a 0-d
+    device array; no counted row gives 0/0 = nan, as PyTorch), else 1."""
+    if reduction != "mean":
+        return 1
+    if isinstance(count, int):
+        return count if count else float("nan")
+    return count
 
 
-def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0):
-    """Cross-entropy of (N, C) logits against integer class indices (N,), as PyTorch's.
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                  reduction: str = "mean", label_smoothing: float = 0.0):
+    """Cross-entropy of (N, C) logits against integer class indices (N,), as PyTorch's (same signature;
+    the deprecated ``size_average``/``reduce`` raise NotImplementedError).
 
     One fused op (stable log-softmax and negative log-likelihood). ``'mean'`` divides by
     the number of rows whose target is not ``ignore_index``; ``label_smoothing`` mixes
-    the one-hot target with the uniform distribution.
+    the one-hot target with the uniform distribution. With class weights ``weight`` (C,)
+    each row counts ``weight[target]`` times and ``'mean'`` divides by the summed weights of
+    the counted rows, as torch (a log-softmax, then :func:`_weighted_class_loss`).
     """
+    _legacy_reduction("cross_entropy", size_average, reduce)
     _check_reduction(reduction)
     if not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if weight is not None:
+        target = _class_target("cross_entropy", input, target, ignore_index)[0]
+        return _weighted_class_loss("cross_entropy", log_softmax(input, 1), target, weight, reduction, ignore_index,
+                                    float(label_smoothing))
     target, count = _class_target("cross_entropy", input, target, ignore_index)
     return apply(CrossEntropy, input, target, reduction=reduction, ignore=ignore_index, ls=float(label_smoothing),
                  count=_mean_divisor(reduction, count))
 
 
-def nll_loss(input, target, reduction: str = "mean", ignore_index: int = -100):
-    """Negative log-likelihood of (N, C) log-probabilities against integer class indices (N,).
+def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+             reduction: str = "mean"):
+    """Negative log-likelihood of (N, C) log-probabilities against integer class indices (N,), as
+    PyTorch's (same signature; the deprecated ``size_average``/``reduce`` raise NotImplementedError).
 
-    ``nll_loss(log_softmax(x, 1), t)`` equals ``cross_entropy(x, t)``.
+    ``nll_loss(log_softmax(x, 1), t)`` equals ``cross_entropy(x, t)``. With class weights
+    ``weight`` (C,), ``'mean'`` divides by the summed weights of the counted rows, as torch.
     """
+    _legacy_reduction("nll_loss", size_average, reduce)
     _check_reduction(reduction)
+    if weight is not None:
+        target = _class_target("nll_loss", input, target, ignore_index)[0]
+        return _weighted_class_loss("nll_loss", input, target, weight, reduction, ignore_index)
     target, count = _class_target("nll_loss", input, target, ignore_index)
     return apply(NLLLoss, input, target, reduction=reduction, ignore=ignore_index,
                  count=_mean_divisor(reduction, count))
@@ -324,3 +385,249 @@ __all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax
            "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
            "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh",
            "one_hot"]
+
+
+# --- convolution, group and instance normalisation, adaptive pooling, KL divergence ---------------
+
+
+
+def _not_one(what, **args):
+    for name, v in args.items():
+        if v != 1 and v != (1,):
+            raise NotImplementedError(f"{what}: {name}={v!r} is not supported (only {name}=1)")
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # noqa: A002
+    """Cross-correlation of (N, C, L) (or unbatched (C, L)) input with (O, C, k) weights, as
+    ``torch.nn.functional.conv1d``; ``padding`` is an int, ``'valid'`` or ``'same'``. ``dilation``
+    and ``groups`` other than 1 raise NotImplementedError."""
+    _not_one("conv1d", dilation=dilation, groups=groups)
+    if isinstance(input, Tensor) and input.ndim == 2 and weight.ndim == 3:
+        return _conv1d(ops.expand_dims(input, 0), weight, bias, stride, padding)[0]
+    return _conv1d(input, weight, bias, stride, padding)
+
+
+def _norm_params(name, x, c, **tensors):
+    for k, t in tensors.items():
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"{name}: {k} has shape {t.shape}, expected ({c},) for input {x.shape}")
+
+
+def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5):  # noqa: A002
+    """Group normalisation of (N, C, ...) input, as ``torch.nn.functional.group_norm``: each
+    sample's channels split into ``num_groups`` groups, each normalised over its channels and
+    positions (biased variance), then scaled by ``weight`` and shifted by ``bias`` (shape (C,)).
+    One op (:class:`~backprop_gpu.ops.normalization.GroupNorm`)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"group_norm: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim < 2:
+        raise ValueError(f"group_norm needs (N, C, ...) input, got shape {input.shape}")
+    c = input.shape[1]
+    if not isinstance(num_groups, numbers.Integral) or num_groups < 1 or c % num_groups:
+        raise ValueError(f"group_norm: the {c} channels of input {input.shape} are not divisible into "
+                         f"num_groups={num_groups!r} groups")
+    _norm_params("group_norm", input, c, weight=weight, bias=bias)
+    return _group_norm(input, int(num_groups), weight, bias, eps)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,  # noqa: A002
+                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5):
+    """Instance normalisation of (N, C, ...) input, as ``torch.nn.functional.instance_norm``.
+
+    With ``use_input_stats`` each (sample, channel) is normalised over its positions (biased
+    variance; group normalisation with one channel per group), and running statistics, if
+    given, are updated in place with ``momentum`` from the mean over the batch of each
+    instance's mean and *unbiased* variance, as torch. Otherwise the running statistics
+    normalise, as batch normalisation in evaluation."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"instance_norm: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim < 3:
+        raise ValueError(f"instance_norm needs (N, C, ...) input with spatial axes, got shape {input.shape}")
+    c = input.shape[1]
+    _norm_params("instance_norm", input, c, running_mean=running_mean, running_var=running_var, weight=weight,
+                 bias=bias)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("instance_norm: give both running_mean and running_var, or neither")
+    if not use_input_stats:
+        if running_mean is None:
+            raise ValueError("instance_norm: use_input_stats=False needs running_mean and running_var")
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    m = input.numel() // (input.shape[0] * c) if input.shape[0] * c else 0
+    if m < 2:
+        raise ValueError(f"instance_norm: expected more than 1 spatial element when training, got input "
+                         f"{input.shape}")
+    if running_mean is not None:
+        for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+            if t.device != input.device:  # before the running statistics change
+                raise ops.DeviceMismatchError(f"instance_norm: input {input.shape} is on {input.device} but "
+                                              f"{name} is on {t.device}")
+        rows = input.array.reshape(input.shape[0], c, m)
+        mu = rows.mean(axis=2)
+        var = ((rows - mu[:, :, None]) ** 2).sum(axis=2) / (m - 1)
+        for t, batch in ((running_mean, mu), (running_var, var)):
+            t.array *= 1 - momentum
+            t.array += (momentum * batch.mean(axis=0)).astype(t.dtype, copy=False)
+            t._version[0] += 1
+    return _group_norm(input, c, weight, bias, eps)
+
+
+def adaptive_avg_pool1d(input, output_size):  # noqa: A002
+    """Mean over PyTorch's adaptive windows of (N, C, L) or (C, L) input, to length ``output_size``."""
+    return _adaptive_avg_pool1d(input, output_size)
+
+
+def adaptive_avg_pool2d(input, output_size):  # noqa: A002
+    """Mean over PyTorch's adaptive windows (output cell i of an axis of size n covers
+    ``floor(i n / out) .. ceil((i + 1) n / out) - 1``) of (N, C, H, W) or (C, H, W) input;
+    ``output_size`` is an int or an (H, W) pair whose ``None`` entries keep the input's size."""
+    return _adaptive_avg_pool2d(input, output_size)
+
+
+def _no_indices(what, return_indices):
+    if return_indices:
+        raise NotImplementedError(f"{what}: return_indices=True is not supported")
+
+
+def adaptive_max_pool1d(input, output_size, return_indices: bool = False):  # noqa: A002
+    """Max over PyTorch's adaptive windows of (N, C, L) or (C, L) input; each window's first
+    maximum takes the gradient. ``return_indices=True`` raises NotImplementedError."""
+    _no_indices("adaptive_max_pool1d", return_indices)
+    return _adaptive_max_pool1d(input, output_size)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices: bool = False):  # noqa: A002
+    """Max over PyTorch's adaptive windows of (N, C, H, W) or (C, H, W) input; each window's first
+    maximum (row-major) takes the gradient, as torch. ``return_indices=True`` raises
+    NotImplementedError."""
+    _no_indices("adaptive_max_pool2d", return_indices)
+    return _adaptive_max_pool2d(input, output_size)
+
+
+_KL_REDUCTIONS = ("mean", "batchmean", "sum", "none")
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction: str = "mean",  # noqa: A002
+           log_target: bool = False):
+    """The pointwise KL divergence ``target (log target - input)`` of log-probabilities ``input``
+    (0 where ``target`` is 0), or ``exp(target) (target - input)`` with ``log_target``, as
+    ``torch.nn.functional.kl_div``. ``'batchmean'`` divides the sum by the batch size (the KL
+    divergence proper); ``'mean'`` divides by the number of elements and warns, as torch."""
+    for name, v in (("size_average", size_average), ("reduce", reduce)):
+        if v is not None:
+            raise NotImplementedError(f"kl_div: the deprecated argument {name}={v!r} is not supported; "
+                                      f"use reduction=" + "|".join(repr(r) for r in _KL_REDUCTIONS))
+    if reduction not in _KL_REDUCTIONS:
+        raise ValueError(f"kl_div: reduction must be one of {_KL_REDUCTIONS}, got {reduction!r}")
+    target = _float_pair("kl_div", input, target, "none")
+    if log_target:
+        loss = ops.exp(target) * (target - input)
+    else:
+        # log of 1 where the target is 0: the term is 0 there, and so is its gradient (torch's xlogy)
+        loss = target * (ops.log(ops.where(target == 0, 1.0, target)) - input)
+    if reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                      "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                      "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                      UserWarning, stacklevel=2)
+        return loss.mean()
+    if reduction == "batchmean":
+        return loss.sum() / input.shape[0] if input.ndim else loss.sum()
+    return _reduce(loss, reduction)
+
+
+__all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "group_norm", "instance_norm", "adaptive_avg_pool1d",
+            "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "kl_div"]
+
+
+# --- class weights of cross_entropy and nll_loss ---------------------------------------------------
+
+def _legacy_reduction(name, size_average, reduce):
+    for arg, v in (("size_average", size_average), ("reduce", reduce)):
+        if v is not None:
+            raise NotImplementedError(f"{name}: the deprecated argument {arg}={v!r} is not supported; "
+                                      f"use reduction='mean'|'sum'|'none'")
+
+
+def _weighted_class_loss(name, logp, target, weight, reduction, ignore_index, label_smoothing=0.0):
+    """Torch's class-weighted NLL of (N, C) log-probabilities ``logp`` (with label smoothing for
+    cross-entropy): row i costs ``-weight[t_i] logp[i, t_i]`` (0 where ``t_i`` is ``ignore_index``)
+    and ``'mean'`` divides the sum by the summed weights of the counted rows, on the device (no
+    counted row: 0/0 = nan, as torch). With smoothing ``ls`` the loss is ``(1 - ls)`` times that
+    plus ``ls / C`` times the same reduction of ``-sum_c weight[c] logp[i, c]``. ``target`` is
+    the tensor :func:`_class_target` returned (checked)."""
+    c = logp.shape[1]
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: weight must be a Tensor, got {type(weight).__name__}")
+    if weight.shape != (c,):
+        raise ValueError(f"{name}: weight tensor should be defined either for all {c} classes or no classes "
+                         f"but got weight tensor of shape {weight.shape} (input {logp.shape})")
+    if weight.dtype.kind != "f":
+        raise TypeError(f"{name}: weight must be floating point, got dtype {weight.dtype}")
+    if weight.device != logp.device:
+        raise ops.DeviceMismatchError(f"{name}: input is on {logp.device} but weight is on {weight.device}")
+    w = weight.detach()  # constant class weights: no gradient into them
+    if w.dtype != logp.dtype:
+        w = w.astype(logp.dtype)
+    valid = target != ignore_index
+    safe = ops.where(valid, target, 0)
+    row_w = w[safe] * valid.astype(logp.dtype)  # each row's weight, 0 where ignored
+    loss = -ops.gather(logp, 1, safe.reshape(-1, 1)).reshape(-1) * row_w
+    smooth = None
+    if label_smoothing:
+        smooth = -(logp * w).sum(axis=1) * valid.astype(logp.dtype)
+    if reduction == "none":
+        return loss if smooth is None else (1 - label_smoothing) * loss + (label_smoothing / c) * smooth
+    loss, smooth = loss.sum(), (None if smooth is None else smooth.sum())
+    if reduction == "mean":
+        total = row_w.sum()
+        loss, smooth = loss / total, (None if smooth is None else smooth / total)
+    return loss if smooth is None else (1 - label_smoothing) * loss + (label_smoothing / c) * smooth
+
+
+# --- interpolate --------------------------------------------------------------------------------
+
+
+
+def _per_axis(name, value, d, what):
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * d
+    if len(values) != d:
+        raise ValueError(f"interpolate: {name} {value!r} must be a number or have one entry per spatial axis "
+                         f"({d} for input {what})")
+    return values
+
+
+def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,  # noqa: A002
+                recompute_scale_factor=None, antialias: bool = False):
+    """Resize (N, C, L), (N, C, H, W) or (N, C, D, H, W) input to ``size`` or by ``scale_factor``,
+    as ``torch.nn.functional.interpolate`` in its ``'nearest'`` mode (torch's source indices,
+    ``min(floor(i / scale_factor), n - 1)``; the output size is ``floor(n * scale_factor)``).
+    Other modes raise NotImplementedError."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"interpolate: input must be a Tensor, got {type(input).__name__}")
+    if mode != "nearest":
+        raise NotImplementedError(f"interpolate: mode={mode!r} is not supported (only 'nearest')")
+    if align_corners is not None:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    if antialias:
+        raise ValueError("Anti-alias option is restricted to bilinear and bicubic modes and requires a 4-D input")
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(f"interpolate expects 3-, 4- or 5-d input (N, C, *spatial), got shape {input.shape}")
+    d = input.ndim - 2
+    spatial = input.shape[2:]
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size or scale_factor")
+    if size is not None:
+        out = tuple(int(s) for s in _per_axis("size", size, d, input.shape))
+        scales = None
+    else:
+        factors = tuple(float(f) for f in _per_axis("scale_factor", scale_factor, d, input.shape))
+        out = tuple(int(np.floor(n * f)) for n, f in zip(spatial, factors))
+        # torch steps by 1 / scale_factor unless told to recompute it from the sizes
+        scales = None if recompute_scale_factor else tuple(1.0 / f for f in factors)
+    if any(s < 1 for s in out):
+        raise ValueError(f"interpolate: the output size {out} of input {input.shape} must be positive")
+    return _upsample_nearest(input, out, scales)
+
+
+__all__ += ["interpolate"]

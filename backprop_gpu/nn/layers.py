@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import ops
 from ..ops.creation import empty, ones, zeros
+from ..tape.mode import is_anomaly_enabled
 from ..tape.tensor import Tensor
 from . import functional as F
 from . import init
@@ -287,9 +288,13 @@ class BatchNorm1d(Module):
         if self.training and self.running_mean is not None:
             self.num_batches_tracked.add_(1)
             if momentum is None:  # the cumulative moving average, as torch
-                momentum = 1.0 / int(self.num_batches_tracked.item())
-        return fn(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, momentum or 0.0,
-                  self.eps)
+                nbt = self.num_batches_tracked
+                if nbt.backend.is_host:
+                    momentum = 1.0 / int(nbt.item())
+                else:  # 1 / count on the device, a 0-d array: reading the count back would be a sync
+                    momentum = nbt.backend.xp.true_divide(1.0, nbt.array, dtype=self.running_mean.dtype)
+        return fn(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
+                  0.0 if momentum is None else momentum, self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -323,21 +328,40 @@ class Embedding(Module):
             self.weight.array[padding_idx] = 0
 
     def forward(self, idx):
+        """Rows of ``weight`` for integer ``idx``. Out-of-range indices raise IndexError: at once for
+        host indices (NumPy data, CPU tensors; checked before they are copied to a GPU) and under
+        anomaly detection; for indices already on a GPU, at the next synchronisation (the check
+        runs there, deferred: see :class:`~backprop_gpu.array.modules.CupyArrays`)."""
+        b = self.weight.backend
+        host = None
         if not isinstance(idx, Tensor):
-            idx = Tensor(np.asarray(idx), device=self.weight.backend)
-        if idx.dtype.kind not in "iu":
-            raise TypeError(f"Embedding takes integer indices, got dtype {idx.dtype}")
-        if idx.numel():
-            host = idx.numpy()
-            lo, hi = host.min(), host.max()
-            if lo < 0 or hi >= self.num_embeddings:
-                raise IndexError(f"Embedding({self.num_embeddings}) got indices in [{lo}, {hi}]; "
-                                 f"valid indices are 0..{self.num_embeddings - 1}")
+            host = np.asarray(idx)
+        elif idx.backend.is_host or is_anomaly_enabled():
+            host = idx.numpy() if idx.numel() else None
+        dtype = idx.dtype if host is None or isinstance(idx, Tensor) else host.dtype
+        if dtype.kind not in "iu":
+            raise TypeError(f"Embedding takes integer indices, got dtype {dtype}")
+        if host is not None:
+            self._check(host)
+            if not isinstance(idx, Tensor):
+                idx = Tensor(host, device=b)
+        elif idx.numel():
+            arrays, t = idx.backend.arrays, idx
+            with arrays.cuda_device:
+                bad = (idx.array.astype(np.uint64) >= self.num_embeddings).any()  # negatives are huge as uint64
+            arrays.defer_check(bad, lambda: self._check(t.numpy()))
         rows = self.weight[idx]
         if self.padding_idx is None:
             return rows
         # the padding row's value, but no gradient into it
         return ops.where(ops.expand_dims(idx != self.padding_idx, -1), rows, rows.detach())
+
+    def _check(self, host):
+        if host.size:
+            lo, hi = host.min(), host.max()
+            if lo < 0 or hi >= self.num_embeddings:
+                raise IndexError(f"Embedding({self.num_embeddings}) got indices in [{lo}, {hi}]; "
+                                 f"valid indices are 0..{self.num_embeddings - 1}")
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
@@ -418,3 +442,57 @@ class LogSoftmax(Module):
 
 
 __all__ += ["LogSoftmax"]
+
+
+class Conv1d(Module):
+    """1-D convolution over (N, C, L), as ``torch.nn.Conv1d`` (same signature and default init:
+    ``kaiming_uniform_(a=sqrt(5))`` for the (O, C, k) weight, U(-1/sqrt(C k), 1/sqrt(C k)) for the
+    bias). ``padding`` is an int, ``'valid'`` or ``'same'``; ``dilation``, ``groups`` other than 1
+    and a ``padding_mode`` other than ``'zeros'`` raise NotImplementedError."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None):
+        super().__init__()
+        F._not_one("Conv1d", dilation=dilation, groups=groups)
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"Conv1d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        (k,) = (kernel_size,) if isinstance(kernel_size, numbers.Integral) else tuple(kernel_size)
+        if isinstance(padding, str) and padding not in ("valid", "same"):
+            raise ValueError(f"Conv1d: padding must be an int, 'valid' or 'same', got {padding!r}")
+        if padding == "same" and stride not in (1, (1,)):
+            raise ValueError(f"Conv1d: padding='same' is not supported for strided convolutions (stride {stride})")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = (int(k),)
+        self.stride = (stride,) if isinstance(stride, numbers.Integral) else tuple(stride)
+        self.padding = padding if isinstance(padding, str) else (
+            (padding,) if isinstance(padding, numbers.Integral) else tuple(padding))
+        self.dilation, self.groups, self.padding_mode = (1,), 1, padding_mode
+        self.weight = Parameter(empty(out_channels, in_channels, k, device=device, dtype=dtype))
+        if bias:
+            self.bias = Parameter(empty(out_channels, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size[0]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        if x.ndim not in (2, 3) or x.shape[-2] != self.in_channels:
+            raise ValueError(f"Conv1d({self.in_channels}, {self.out_channels}) got input of shape {x.shape}; "
+                             f"expected (N, {self.in_channels}, L) or ({self.in_channels}, L)")
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,):
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+__all__ += ["Conv1d"]

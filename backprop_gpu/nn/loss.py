@@ -1,8 +1,8 @@
 """Loss modules with ``torch.nn``'s constructors, thin Modules over :mod:`backprop_gpu.nn.functional`.
 
 Each takes torch's constructor arguments. An argument whose functional form here has no
-counterpart (``weight`` of the class losses, the legacy ``size_average``/``reduce``) raises
-NotImplementedError naming it when it is set, rather than being silently ignored. ``weight``
+counterpart (the legacy ``size_average``/``reduce``) raises NotImplementedError naming it
+when it is set, rather than being silently ignored. ``weight``
 and ``pos_weight`` are registered as buffers (in ``state_dict`` when set), as torch's are.
 """
 from __future__ import annotations
@@ -86,36 +86,31 @@ class HuberLoss(_Loss):
 
 
 class NLLLoss(_WeightedLoss):
-    """Negative log-likelihood of log-probabilities, as ``torch.nn.NLLLoss``; ``weight`` (per-class
-    weights) is not supported and raises NotImplementedError."""
+    """Negative log-likelihood of log-probabilities, as ``torch.nn.NLLLoss``; ``weight`` (C,) weights
+    the classes (``'mean'`` then divides by the summed weights of the counted rows)."""
 
     def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
                  reduction: str = "mean"):
-        if weight is not None:
-            raise NotImplementedError("NLLLoss: weight (per-class weights) is not supported by nn.functional.nll_loss")
         super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
 
     def forward(self, input, target):
-        return F.nll_loss(input, target, reduction=self.reduction, ignore_index=self.ignore_index)
+        return F.nll_loss(input, target, self.weight, reduction=self.reduction, ignore_index=self.ignore_index)
 
 
 class CrossEntropyLoss(_WeightedLoss):
-    """Cross-entropy of logits against class indices, as ``torch.nn.CrossEntropyLoss`` (one fused op);
-    ``weight`` (per-class weights) is not supported and raises NotImplementedError."""
+    """Cross-entropy of logits against class indices, as ``torch.nn.CrossEntropyLoss`` (one fused op
+    without class weights); ``weight`` (C,) weights the classes as torch."""
 
     def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
                  reduction: str = "mean", label_smoothing: float = 0.0):
-        if weight is not None:
-            raise NotImplementedError("CrossEntropyLoss: weight (per-class weights) is not supported by "
-                                      "nn.functional.cross_entropy")
         super().__init__(weight, size_average, reduce, reduction)
         if not 0 <= label_smoothing <= 1:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
 
     def forward(self, input, target):
-        return F.cross_entropy(input, target, reduction=self.reduction, ignore_index=self.ignore_index,
+        return F.cross_entropy(input, target, self.weight, reduction=self.reduction, ignore_index=self.ignore_index,
                                label_smoothing=self.label_smoothing)
 
 
@@ -168,3 +163,25 @@ class BCEWithLogitsLoss(_WeightedLoss):
 
 __all__ = ["L1Loss", "MSELoss", "SmoothL1Loss", "HuberLoss", "NLLLoss", "CrossEntropyLoss", "BCELoss",
            "BCEWithLogitsLoss", "binary_cross_entropy"]
+
+
+class KLDivLoss(Module):
+    """The KL divergence of log-probabilities ``input`` from ``target``, as ``torch.nn.KLDivLoss``
+    (over :func:`~backprop_gpu.nn.functional.kl_div`); ``reduction`` also takes ``'batchmean'``,
+    the sum over the batch divided by the batch size, which is the KL divergence proper."""
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False):
+        super().__init__()
+        _legacy("KLDivLoss", size_average, reduce)
+        if reduction not in F._KL_REDUCTIONS:
+            raise ValueError(f"KLDivLoss: reduction must be one of {F._KL_REDUCTIONS}, got {reduction!r}")
+        self.reduction, self.log_target = reduction, log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+    def extra_repr(self):
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+__all__ += ["KLDivLoss"]

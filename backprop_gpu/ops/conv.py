@@ -1,4 +1,5 @@
-"""2-D convolution and pooling (NCHW) on two primitives, im2col and col2im.
+"""2-D convolution and pooling (NCHW) on two primitives, im2col and col2im (1-D convolution is
+the height-1 case).
 
 ``im2col`` gathers every kernel window of the padded input with one strided
 view and one copy; ``col2im`` adds window gradients back with ``kh * kw``
@@ -10,6 +11,7 @@ their own.
 from __future__ import annotations
 
 from ..tape.op import Op, apply
+from .joining import pad as pad_op
 
 
 def _pair(v, name):
@@ -183,3 +185,51 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     st = _pair(stride if stride is not None else kernel_size, "stride")
     cols, _, _ = _windows(x, kernel, st, _pair(padding, "padding"), "avg_pool2d")
     return cols.mean(axis=2)
+
+
+def _single(v, name):
+    if isinstance(v, int):
+        return v
+    v = tuple(v)
+    if len(v) != 1:
+        raise ValueError(f"{name} must be an int or a 1-tuple, got {v!r}")
+    return int(v[0])
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0):
+    """Cross-correlation of (N, C, L) input with (O, C, k) weights, as ``torch.nn.functional.conv1d``;
+    ``padding`` is an int or ``'valid'`` (0) or ``'same'`` (output length L, stride 1 only).
+
+    It is :func:`conv2d` of the height-1 images (N, C, 1, L): the same op and kernels, and only
+    reshape views around them."""
+    if weight.ndim != 3 or x.ndim != 3 or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv1d: input {x.shape} and weight {weight.shape} do not fit "
+                         "(expected (N, C, L) and (O, C, k))")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"conv1d: bias of shape {bias.shape} does not fit weight {weight.shape} "
+                         f"(expected ({weight.shape[0]},))")
+    n, c, length = x.shape
+    o, _, k = weight.shape
+    st = _single(stride, "stride")
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"conv1d: padding must be an int, a 1-tuple, 'valid' or 'same', got {padding!r}")
+        if padding == "same" and st != 1:
+            raise ValueError(f"conv1d: padding='same' is not supported for strided convolutions (stride {st})")
+        pad = 0
+        if padding == "same" and k > 1:
+            # torch's split of the k - 1 padded positions: the extra one of an even kernel on the right
+            left = (k - 1) // 2
+            if (k - 1) % 2 == 0:
+                pad = left
+            else:
+                x = pad_op(x, ((0, 0), (0, 0), (left, k - 1 - left)))
+                length = x.shape[2]
+    else:
+        pad = _single(padding, "padding")
+    if st < 1 or pad < 0:
+        raise ValueError(f"conv1d: stride must be >= 1 and padding >= 0, got stride {st}, padding {pad}")
+    if length + 2 * pad < k:
+        raise ValueError(f"conv1d: kernel size {k} does not fit padded input of length {length + 2 * pad}")
+    y = conv2d(x.reshape(n, c, 1, length), weight.reshape(o, c, 1, k), bias, (1, st), (0, pad))
+    return y.reshape(n, o, y.shape[3])

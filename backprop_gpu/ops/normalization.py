@@ -7,8 +7,13 @@ composed formula. Under ``create_graph`` the VJP runs
 :func:`batch_norm_backward` below, which recomputes the statistics from ``x``
 with recorded ops, so higher-order gradients see them as the functions of
 ``x`` that they are.
+
+Group normalisation (and instance normalisation, its one-channel-per-group
+case) is one op too, :class:`GroupNorm`, saving only its input.
 """
 from __future__ import annotations
+
+import math
 
 from ..array.kernels.reference import channel_axes
 from ..tape.op import Op, apply
@@ -80,3 +85,64 @@ def batch_norm_backward(g, x, mean_arr, invstd_arr, w, needs=(True, True, True),
         gx = inv * (gxhat - mean(gxhat, axis=axes, keepdims=True)
                     - xhat * mean(gxhat * xhat, axis=axes, keepdims=True))
     return gx, (gw if needs[1] else None), (gb if needs[2] else None)
+
+
+class GroupNorm(Op):
+    """Group normalisation of (N, C, ...) input in one op: each sample's ``groups`` groups of
+    C / groups channels are normalised over their channels and positions (biased variance),
+    then scaled by ``w`` and shifted by ``b`` per channel. Inputs: ``x``, then ``w`` and
+    ``b`` if given. Instance normalisation is the case ``groups == C``.
+
+    It saves ``x`` alone: the VJP recomputes the per-group statistics (one pass), so it is
+    one statement over the array namespace and, under ``create_graph``, over the ops.
+    With xhat = (x - mean) invstd and m values per group:
+    gx = invstd (gy - mean(gy) - xhat mean(gy xhat)), where gy = g w.
+    """
+    name = "group_norm"
+    saves = ("x", "wb")
+
+    @staticmethod
+    def forward(F, x, *wb, groups, eps, has_w, has_b):
+        w, b = _split(wb, has_w, has_b)
+        xr = x.reshape(_rows(x.shape, groups))
+        d = xr - xr.mean(axis=2, keepdims=True)
+        invstd = 1 / F.sqrt((d * d).mean(axis=2, keepdims=True) + eps)
+        y = (d * invstd.astype(x.dtype, copy=False)).reshape(x.shape)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        if w is not None:
+            y *= w.reshape(shape)
+        if b is not None:
+            y += b.reshape(shape)
+        return y
+
+    @staticmethod
+    def vjp(F, g, out, x, *wb, groups, eps, has_w, has_b, needs):
+        w, _ = _split(wb, has_w, has_b)
+        rows = _rows(x.shape, groups)
+        shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
+        axes = channel_axes(len(x.shape))
+        xr = F.reshape(x, rows)
+        d = xr - F.mean(xr, axis=2, keepdims=True)
+        invstd = 1 / F.sqrt(F.mean(d * d, axis=2, keepdims=True) + eps)
+        xhat = d * invstd
+        gx = gw = gb = None
+        if needs[0]:
+            gy = F.reshape(g if w is None else g * F.reshape(w, shape), rows)
+            gx = F.reshape(invstd * (gy - F.mean(gy, axis=2, keepdims=True)
+                                     - xhat * F.mean(gy * xhat, axis=2, keepdims=True)), x.shape)
+        if has_w and needs[1]:
+            gw = F.sum(g * F.reshape(xhat, x.shape), axis=axes)
+        if has_b and needs[-1]:
+            gb = F.sum(g, axis=axes)
+        return (gx,) + ((gw,) if has_w else ()) + ((gb,) if has_b else ())
+
+
+def _rows(shape, groups):
+    """(N, groups, values per group): the shape :class:`GroupNorm` normalises the rows of."""
+    return (shape[0], groups, math.prod(shape[1:]) // groups)
+
+
+def group_norm(x, groups, weight, bias, eps):
+    """Apply :class:`GroupNorm` (arguments checked by :func:`backprop_gpu.nn.functional.group_norm`)."""
+    inputs = [x] + [t for t in (weight, bias) if t is not None]
+    return apply(GroupNorm, *inputs, groups=groups, eps=eps, has_w=weight is not None, has_b=bias is not None)
