@@ -6,6 +6,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ..tape.hooks import RemovableHandle
 from ..tape.mode import no_grad
 from ..array import get_backend
 from ..tape.tensor import Tensor
@@ -56,6 +57,10 @@ class Parameter(Tensor):
 
 #: what :meth:`Module.load_state_dict` returns, as PyTorch's ``_IncompatibleKeys``
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class _HookDict(dict):
+    """A module's hooks by handle id (a dict subclass, so a handle can refer to it weakly)."""
 
 
 class Module:
@@ -254,8 +259,47 @@ class Module:
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
+    #: set on an instance by its first ``register_forward_*hook``: the one check a call makes
+    _has_hooks = False
+
     def __call__(self, *args, **kwargs):
+        if self._has_hooks:
+            return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        for hook in list(self.__dict__.get("_forward_pre_hooks", {}).values()):
+            r = hook(self, args)
+            if r is not None:
+                args = r if isinstance(r, tuple) else (r,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(self.__dict__.get("_forward_hooks", {}).values()):
+            r = hook(self, args, out)
+            if r is not None:
+                out = r
+        return out
+
+    def _add_hook(self, kind: str, hook) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{kind[1:-1]} expects a callable, got {type(hook).__name__}")
+        d = self.__dict__
+        hooks = d.get(kind)
+        if hooks is None:
+            hooks = d[kind] = _HookDict()
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        d["_has_hooks"] = True
+        return handle
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args)`` before each ``forward``; a returned value (a tuple, or one
+        value) replaces the positional arguments. Returns a handle with ``remove()``."""
+        return self._add_hook("_forward_pre_hooks", hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after each ``forward``; a returned value replaces the
+        output. Returns a handle with ``remove()`` (``torch.nn.Module.register_forward_hook``)."""
+        return self._add_hook("_forward_hooks", hook)
 
     def fused_with(self, following: "Module"):
         """A function computing ``following(self(x))`` in fewer passes, or ``None``.
@@ -478,7 +522,9 @@ class Sequential(Module):
         mods = [m for m in self._modules.values() if m is not None]
         i, n = 0, len(mods)
         while i < n:
-            fused = mods[i].fused_with(mods[i + 1]) if i + 1 < n else None
+            # a hooked module is called on its own: a fused pair would skip its hooks
+            fused = (mods[i].fused_with(mods[i + 1]) if i + 1 < n and not (mods[i]._has_hooks or mods[i + 1]._has_hooks)
+                     else None)
             if fused is None:
                 x = mods[i](x)
                 i += 1

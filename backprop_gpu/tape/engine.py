@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from . import hooks as _hooks_mod
 from .mode import state
 
 _sequence = itertools.count()
@@ -73,7 +74,7 @@ class Node:
     """One recorded op application (see the module docstring)."""
 
     __slots__ = ("op", "inputs", "parents", "out", "out_version", "kwargs", "backend", "seq", "needs",
-                 "saved_versions", "__weakref__")
+                 "saved_versions", "_hooks", "__weakref__")
 
     def __init__(self, op, inputs, out, out_version, kwargs, backend, needs=None, parents=None):
         self.op = op
@@ -191,6 +192,7 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             push(heap, (-node.seq, node))
     anomaly = state.anomaly
     special = create_graph or _check_saves  # VJPs get tensors, or stand-ins for unsaved inputs
+    hooked = {} if _hooks_mod.registered else None  # id(leaf) -> [leaf, summed gradient] for hooked leaves
     pop = heapq.heappop
     prev_mode = state.grad
     if prev_mode != create_graph:  # set_grad, only when it changes something
@@ -203,6 +205,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 raise GraphFreedError(
                     f"trying to backward through the graph a second time (at {node.op.name}); its saved values "
                     "were freed after the first backward. Pass retain_graph=True to the first call.")
+            if hooked is not None and getattr(node, "_hooks", None):
+                g = _run_hooks(node._hooks, g, node, Tensor, create_graph)
             if capture and id(node) in capture:
                 results[capture[id(node)]] = g
             for box, v in node.saved_versions:
@@ -235,6 +239,13 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 if anomaly:
                     check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {node.op.name}")
                 if child is None:
+                    if hooked is not None and getattr(t, "_hooks", None):  # summed first, then the hooks
+                        held = hooked.get(id(t))
+                        if held is None:
+                            hooked[id(t)] = [t, gi]
+                        else:
+                            held[1] = held[1] + gi
+                        continue
                     if not plain:
                         leaf(t, gi)
                     elif t.grad is not None:  # deliver()'s two commonest cases, inlined
@@ -255,10 +266,25 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     pending[k] = prev + gi
             if not retain_graph:
                 node.inputs = node.out = node.parents = None
+        for t, g in (hooked or {}).values():
+            g = _run_hooks(t._hooks, g, t, Tensor, create_graph)
+            if plain:
+                deliver(t, g, Tensor)
+            else:
+                leaf(t, g)
     finally:
         if state.grad != prev_mode:
             state.set(grad=prev_mode)
     return results
+
+
+def _run_hooks(hooks, g, owner, Tensor, create_graph):
+    """A node's or leaf's gradient ``g`` through its hooks: they see (and may return) Tensors."""
+    if create_graph:
+        return _hooks_mod.run(hooks, g, g.shape, lambda a: a, lambda t: t)
+    backend = owner.backend
+    return _hooks_mod.run(hooks, g, g.shape, lambda a: Tensor._make(a, backend),
+                          lambda t: t.array if isinstance(t, Tensor) else backend.asarray(t))
 
 
 def empty_slots(inputs) -> tuple:

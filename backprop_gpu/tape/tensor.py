@@ -8,12 +8,13 @@ from __future__ import annotations
 
 
 import copy
+import weakref
 
 import numpy as np
 
 from ..array import Backend, get_backend
 from ..array.devices import DeviceMismatchError
-from . import engine
+from . import engine, hooks
 from .mode import is_grad_enabled
 
 float32 = np.dtype("float32")
@@ -81,7 +82,8 @@ class Tensor:
         grad: the accumulated gradient (a Tensor) of a leaf, or ``None``.
     """
 
-    __slots__ = ("array", "backend", "requires_grad", "grad", "_grad_slot", "_node", "_version", "__weakref__")
+    __slots__ = ("array", "backend", "requires_grad", "grad", "_grad_slot", "_node", "_version", "_hooks",
+                 "_retains_grad", "__weakref__")
     __array_ufunc__ = None  # make NumPy defer to our reflected operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -166,6 +168,34 @@ class Tensor:
     @property
     def grad_fn(self):
         return self._node
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with this tensor's gradient each time backward computes it; a returned
+        tensor replaces the gradient. On a leaf it runs before the gradient is accumulated into
+        ``.grad``. Returns a handle whose ``remove()`` unregisters it (``torch.Tensor.register_hook``)."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        return hooks.add(self if self._node is None else self._node, hook)
+
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (a no-op on a leaf)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that doesn't require gradient")
+        if self._node is None or getattr(self, "_retains_grad", False):
+            return
+        ref = weakref.ref(self)
+
+        def keep(g):
+            t = ref()
+            if t is not None:
+                t.grad = g.detach().clone() if t.grad is None else t.grad + g.detach()
+        hooks.add(self._node, keep)
+        self._retains_grad = True
+
+    @property
+    def retains_grad(self) -> bool:
+        """Whether :meth:`retain_grad` was called on this non-leaf tensor."""
+        return self._node is not None and getattr(self, "_retains_grad", False)
 
     def __len__(self):
         if self.ndim == 0:

@@ -1,4 +1,4 @@
 """``bg.utils``: PyTorch's ``torch.utils`` surface (``bg.utils.data``)."""
-from . import data, serialization
+from . import data, hooks, serialization
 
-__all__ = ["data", "serialization"]
+__all__ = ["data", "hooks", "serialization"]

@@ -1,0 +1,73 @@
+"""Gradient hooks (``Tensor.register_hook``, ``retain_grad``) and the handle that removes a hook.
+
+A hook lives on what the engine meets: a non-leaf tensor's node, or a leaf
+itself. The engine looks for hooks only once any has been registered in the
+process (:data:`registered`), so a program without hooks pays nothing for them.
+A non-leaf's hooks run on its whole gradient before it flows on; a leaf's run
+once per backward on the sum of its incoming gradients, before it is
+accumulated into ``.grad``, as in PyTorch.
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+
+#: how many hooks have ever been registered: the engine's one check while there are none
+registered = 0
+_ids = itertools.count()
+
+
+class RemovableHandle:
+    """What ``register_*hook`` returns: ``remove()`` unregisters the hook (also as a context manager),
+    as ``torch.utils.hooks.RemovableHandle``."""
+
+    def __init__(self, hooks: dict):
+        self.id = next(_ids)
+        self._hooks = weakref.ref(hooks) if hasattr(hooks, "__weakref__") else (lambda: hooks)
+
+    def remove(self) -> None:
+        hooks = self._hooks()
+        if hooks is not None:
+            hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class _Hooks(dict):
+    """A tensor's or node's hooks by handle id (a dict subclass, so a handle can refer to it weakly)."""
+
+
+def add(owner, hook) -> RemovableHandle:
+    """Register ``hook`` on ``owner`` (a node or a leaf tensor, each with a ``_hooks`` slot)."""
+    global registered
+    if not callable(hook):
+        raise TypeError(f"register_hook expects a callable, got {type(hook).__name__}")
+    hooks = getattr(owner, "_hooks", None)
+    if hooks is None:
+        hooks = owner._hooks = _Hooks()
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    registered += 1
+    return handle
+
+
+def run(hooks: dict, g, shape, wrap, unwrap):
+    """``g`` through each hook in registration order; a hook may return a replacement gradient
+    (of the same shape) or ``None``. ``wrap``/``unwrap`` turn the engine's gradient into the Tensor
+    a hook sees and back."""
+    gt = wrap(g)
+    for hook in list(hooks.values()):
+        r = hook(gt)
+        if r is not None:
+            if tuple(r.shape) != tuple(shape):
+                raise RuntimeError(f"a gradient hook returned a gradient of shape {tuple(r.shape)}, but the "
+                                   f"tensor's is {tuple(shape)}")
+            gt = r
+    return unwrap(gt)
+
+
+__all__ = ["RemovableHandle", "add", "run", "registered"]
