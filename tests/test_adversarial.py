@@ -556,6 +556,22 @@ def test_zero_grad_then_backward_fresh(backend):
     _close(x.grad, xt.grad)
 
 
+def test_gradient_held_across_zero_grad_keeps_its_values(backend):
+    """``g = p.grad; opt.zero_grad(); loss.backward()``: torch's next backward makes a new tensor, so
+    ``g`` is untouched; ours writes into the flat buffer, which must not reach ``g``."""
+    held = {}
+    for m, x in zip((bg, torch), _pair(backend, A34)):
+        opt = m.optim.SGD([x], lr=0.1, momentum=0.9)
+        (x * 3).sum().backward()
+        held[m] = x.grad
+        opt.zero_grad()
+        (x * x).sum().backward()
+        opt.step()
+        held[(m, "x")] = x
+    _close(held[bg], held[torch])
+    _close(held[(bg, "x")], held[(torch, "x")])
+
+
 # -- nn ------------------------------------------------------------------------------------------
 def test_state_dict_round_trip_into_fresh_model():
     a = bg.nn.Sequential(bg.nn.Linear(3, 4), bg.nn.BatchNorm1d(4), bg.nn.Linear(4, 2))

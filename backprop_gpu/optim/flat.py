@@ -33,6 +33,8 @@ parameter is rebound.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ..array.optim.precision import compute_dtype, native
@@ -138,10 +140,23 @@ class FlatGroup:
         """Reset gradients: to ``None`` (the next backward then writes each one into
         its slot of the flat buffer, no fill needed), or zero the buffer in one fill."""
         if set_to_none:
-            for p in self.params:
-                p.grad = None
+            for i, p in enumerate(self.params):
+                g, p.grad = p.grad, None
+                # the references a slot has here: _views, p._grad_slot, g and getrefcount's argument
+                if g is not None and g is p._grad_slot and sys.getrefcount(g) > 4:
+                    self._release(i, g)
         else:
             self.grad.fill(0)
+
+    def _release(self, i: int, held) -> None:
+        """The program kept parameter ``i``'s gradient (``g = p.grad``) past ``zero_grad``: as in torch,
+        where the next backward makes a new tensor, it keeps its values. It gets a copy of them, and
+        the slot a new tensor object over the buffer."""
+        held.array = held.array.copy()
+        view, _, gview = self._views[i]
+        slot = Tensor._make(gview, self.backend)
+        self.params[i]._grad_slot = slot
+        self._views[i] = (view, slot, gview)
 
     def bump_versions(self, which=None) -> None:
         """Mark the parameters (all, or those ``which`` selects) as changed in place by a step."""
