@@ -391,16 +391,68 @@ def test_load_refuses_corrupt_and_foreign_files(tmp_path):
     (tmp_path / "short.pt").write_bytes(data[:-5])
     with pytest.raises(ValueError, match=r"short.pt is not a file written by bg.save, or it is corrupt"):
         bg.load(tmp_path / "short.pt")
-    from safetensors.numpy import save_file
-    save_file({"w": np.ones(2)}, str(tmp_path / "plain.safetensors"))
-    with pytest.raises(ValueError, match="not a file written by bg.save"):
-        bg.load(tmp_path / "plain.safetensors")
+    (tmp_path / "foreign.pt").write_bytes(b"PK\x03\x04" + bytes(64))  # a torch.save zip, say
+    with pytest.raises(ValueError, match="foreign.pt is not a file written by bg.save"):
+        bg.load(tmp_path / "foreign.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         bg.load(tmp_path / "missing.pt")
     with pytest.raises(TypeError, match="map_location must be a device string"):
         bg.load(f, map_location=lambda s, loc: s)
     with pytest.raises(ValueError, match="unknown device"):
         bg.load(f, map_location="tpu")
+
+
+def test_state_dicts_interchange_with_torch_through_safetensors(tmp_path, backend):
+    """A torch state_dict saved with safetensors loads into our model, and ours into torch's."""
+    torch = _torch()
+    from safetensors.torch import load_file, save_file
+
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    save_file(theirs.state_dict(), str(tmp_path / "torch.safetensors"))
+    sd = bg.load(tmp_path / "torch.safetensors", map_location=backend)
+    assert set(sd) == set(theirs.state_dict()) and all(t.device == backend.device for t in sd.values())
+    ours = bg.nn.Sequential(bg.nn.Linear(3, 4), bg.nn.BatchNorm1d(4), bg.nn.Linear(4, 2)).to(backend)
+    ours.load_state_dict(sd)
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    ours.eval(), theirs.eval()
+    np.testing.assert_allclose(ours(bg.tensor(x, device=backend)).numpy(), theirs(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    bg.save({"model": ours.state_dict(), "epoch": 2}, tmp_path / "ours.safetensors")
+    back = load_file(str(tmp_path / "ours.safetensors"))
+    assert set(back) == {f"model.{k}" for k in theirs.state_dict()}
+    theirs.load_state_dict({k[len("model."):]: v for k, v in back.items()})
+    np.testing.assert_allclose(theirs(torch.tensor(x)).detach().numpy(), ours(bg.tensor(x, device=backend)).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert bg.load(tmp_path / "ours.safetensors")["epoch"] == 2
+
+
+def test_dlpack_shares_memory_with_torch_and_numpy():
+    torch = _torch()
+    t = torch.arange(6.0).reshape(2, 3)
+    ours = bg.from_dlpack(t)
+    t[0, 0] = 42.0  # no copy: the change shows through
+    assert ours.shape == (2, 3) and ours.dtype == np.float32 and ours.numpy()[0, 0] == 42.0
+    x = bg.ones(2, 2)
+    theirs = torch.from_dlpack(x)
+    x[0, 0] = 7.0
+    assert theirs[0, 0].item() == 7.0
+    assert np.from_dlpack(bg.utils.dlpack.from_dlpack(np.arange(3))).tolist() == [0, 1, 2]
+    assert torch.utils.dlpack.from_dlpack(bg.utils.dlpack.to_dlpack(x)).shape == (2, 2)
+    with pytest.raises(RuntimeError, match="require gradient, use tensor.detach"):
+        torch.from_dlpack(bg.ones(2, requires_grad=True))
+    with pytest.raises(TypeError, match="an object with __dlpack__"):
+        bg.from_dlpack([1, 2])
+
+
+@pytest.mark.gpu
+def test_dlpack_of_a_cupy_array_lands_on_its_gpu():
+    cupy = pytest.importorskip("cupy")
+    if not cupy.is_available():
+        pytest.skip("needs a real CUDA GPU (cupy.is_available() is False)")
+    a = cupy.arange(4, dtype=cupy.float32)
+    t = bg.from_dlpack(a)
+    a[0] = 9
+    assert t.device.type == "cuda" and t.numpy()[0] == 9.0
 
 
 def test_load_map_location(backend):

@@ -18,8 +18,9 @@ from . import inplace as _inplace
 from . import return_types
 from .arrangement import argsort, flip, isclose, nonzero, outer, repeat, roll, tril, triu, unflatten
 from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
-from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones,
-                       ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros, zeros_like)
+from .creation import (arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full, full_like, linspace,
+                       ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros,
+                       zeros_like)
 from .indexing import gather, index_select, masked_fill, sort, take_along_dim, topk
 from .indexing import (index_add, index_add_, index_fill, index_fill_, masked_scatter, scatter, scatter_,
                        scatter_add, scatter_add_)
@@ -146,4 +147,4 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "softmax", "sort", "split", "squeeze", "stack", "std", "sum", "swapaxes", "t", "take_along_dim", "tensor", "to",
     "topk", "transpose", "tril", "triu", "unbind", "unflatten", "unsqueeze", "var", "zeros", "zeros_like",
     "scatter", "scatter_add", "index_add", "index_fill", "masked_scatter", "prod", "cumprod", "median", "diff",
-    "einsum"})
+    "einsum", "from_dlpack"})

@@ -90,6 +90,29 @@ def from_numpy(arr: np.ndarray, device=None) -> Tensor:
     return Tensor._make(arr if b.is_host else b.asarray(arr), b)
 
 
+#: DLPack device types (dlpack.h's DLDeviceType): what ``from_dlpack`` takes
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
+
+
+def from_dlpack(ext_tensor) -> Tensor:
+    """A tensor sharing the memory of ``ext_tensor``, any object with ``__dlpack__`` (a torch tensor,
+    a NumPy or CuPy array, a JAX array), as ``torch.from_dlpack``: host memory becomes a CPU tensor,
+    CUDA memory a tensor on the ``cuda:N`` backend of its GPU. No copy is made."""
+    if not hasattr(ext_tensor, "__dlpack__"):
+        raise TypeError(f"from_dlpack expects an object with __dlpack__ (a tensor or array), got "
+                        f"{type(ext_tensor).__name__}; a bare DLPack capsule cannot say its device, pass the "
+                        "producer itself")
+    kind, index = ext_tensor.__dlpack_device__()
+    if kind in (_DL_CPU, _DL_CUDA_HOST):
+        b = get_backend("cpu")
+        return Tensor._make(np.from_dlpack(ext_tensor), b)
+    if kind in (_DL_CUDA, _DL_CUDA_MANAGED):
+        b = get_backend(f"cuda:{int(index)}")
+        with b.arrays.cuda_device:
+            return Tensor._make(b.xp.from_dlpack(ext_tensor), b)
+    raise ValueError(f"from_dlpack: DLPack device type {kind} (index {index}) is neither the CPU nor a CUDA GPU")
+
+
 def _int_shape(size, what):
     shape = _shape(size) if isinstance(size, tuple) else _shape((size,))
     if any(s < 0 for s in shape):

@@ -169,6 +169,17 @@ class Tensor:
     def grad_fn(self):
         return self._node
 
+    def __dlpack__(self, *, stream=None, **kwargs):
+        """The DLPack capsule of this tensor's memory (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``
+        share it); a tensor that requires grad must be detached first, as in torch."""
+        if self.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        return self.array.__dlpack__(**kwargs) if stream is None else self.array.__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
     def register_hook(self, hook):
         """Call ``hook(grad)`` with this tensor's gradient each time backward computes it; a returned
         tensor replaces the gradient. On a leaf it runs before the gradient is accumulated into

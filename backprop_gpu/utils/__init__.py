@@ -1,4 +1,4 @@
 """``bg.utils``: PyTorch's ``torch.utils`` surface (``bg.utils.data``)."""
-from . import data, hooks, serialization
+from . import data, dlpack, hooks, serialization
 
-__all__ = ["data", "hooks", "serialization"]
+__all__ = ["data", "dlpack", "hooks", "serialization"]

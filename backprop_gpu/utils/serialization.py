@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..array import get_backend
+from ..array import Backend, get_backend
 from ..array.devices import BackendUnavailableError, Device
 from ..tape.tensor import Tensor
 
@@ -39,9 +39,21 @@ FORMAT = "backprop_gpu.save.v1"
 class _Encoder:
     def __init__(self):
         self.arrays = {}
+        self._count = 0
 
-    def _array(self, arr) -> str:
-        name = str(len(self.arrays))
+    def _name(self, path) -> str:
+        """The entry's name: the dotted path of string keys that leads to it (``model.fc.weight``), so
+        ``safetensors.torch.load_file`` reads a saved state_dict by its keys; else the next free number."""
+        if path:
+            name = ".".join(path)
+            if name not in self.arrays and name != "__metadata__":
+                return name
+        while str(self._count) in self.arrays:
+            self._count += 1
+        return str(self._count)
+
+    def _array(self, arr, path=None) -> str:
+        name = self._name(path)
         arr = np.asarray(arr)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"bg.save: cannot store an array of dtype {arr.dtype} (numeric and bool only)")
@@ -51,7 +63,7 @@ class _Encoder:
         self.arrays[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
         return name
 
-    def encode(self, obj, where="obj"):
+    def encode(self, obj, where="obj", path=()):
         if obj is None or isinstance(obj, (bool, str)):
             return obj
         if isinstance(obj, int):
@@ -61,11 +73,11 @@ class _Encoder:
         if isinstance(obj, Tensor):
             b = obj.backend
             index = b.device.index
-            return {"tensor": self._array(b.to_host(obj.array)), "device": str(obj.device),
+            return {"tensor": self._array(b.to_host(obj.array), path), "device": str(obj.device),
                     "backend": b.name if index is None else f"{b.name}:{index}",
                     "requires_grad": bool(obj.requires_grad)}
         if isinstance(obj, np.ndarray):
-            return {"ndarray": self._array(obj)}
+            return {"ndarray": self._array(obj, path)}
         if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
             return {"npscalar": self._array(np.asarray(obj))}
         if isinstance(obj, dict):
@@ -74,14 +86,15 @@ class _Encoder:
                 if not (k is None or isinstance(k, (bool, int, float, str, tuple))):
                     raise TypeError(f"bg.save: dict key {k!r} at {where} is a {type(k).__name__}; keys must be "
                                     "str, int, float, bool, None or tuples of them (pickle is not used)")
-                items.append([self.encode(k, where), self.encode(v, f"{where}[{k!r}]")])
+                sub = path + (k,) if path is not None and isinstance(k, str) else None
+                items.append([self.encode(k, where), self.encode(v, f"{where}[{k!r}]", sub)])
             return {"odict" if isinstance(obj, OrderedDict) else "dict": items}
         if isinstance(obj, (list, tuple)):
             if isinstance(obj, tuple) and hasattr(obj, "_fields"):
                 raise TypeError(f"bg.save: cannot store the namedtuple {type(obj).__name__} at {where} "
                                 "(pickle is not used); convert it to a tuple or dict")
             return {"tuple" if isinstance(obj, tuple) else "list":
-                    [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
+                    [self.encode(v, f"{where}[{i}]", None) for i, v in enumerate(obj)]}
         raise TypeError(f"bg.save: cannot store an object of type {type(obj).__module__}.{type(obj).__qualname__} "
                         f"at {where}: pickle is not used, so only tensors, NumPy arrays, numbers, strings, "
                         "None and dicts/lists/tuples of them can be saved (e.g. a state_dict())")
@@ -197,13 +210,20 @@ def load(f, map_location=None, weights_only: bool = True, **kwargs):
     ``'cuda:0'``, or a :class:`~backprop_gpu.Device`), or maps saved devices to others with a
     dict (``{'cuda:0': 'cpu'}``); by default tensors return to the backend they were saved
     from. ``weights_only`` is accepted for torch's signature: files never hold code, so
-    loading is always weights-only. A corrupt, truncated or foreign file raises ValueError.
+    loading is always weights-only. A plain safetensors file (``safetensors.torch.save_file(
+    model.state_dict(), f)``, say) loads as an ordered dict of its tensors by name, ready for
+    ``load_state_dict``; and :func:`save` names each tensor entry by its dotted path of string keys,
+    so ``safetensors.torch.load_file`` reads a saved ``state_dict`` back by its keys. A corrupt or
+    truncated file raises ValueError.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
 
     if kwargs:
         raise TypeError(f"bg.load got unsupported arguments {sorted(kwargs)} (no pickle module is used)")
+    if isinstance(map_location, Backend):
+        map_location = map_location.name if map_location.device.type == "cpu" else \
+            f"{map_location.name}:{map_location.device.index or 0}"
     if map_location is not None and not isinstance(map_location, (str, Device, dict)):
         raise TypeError(f"bg.load: map_location must be a device string, a Device or a dict of device strings, "
                         f"got {type(map_location).__name__}")
@@ -223,14 +243,26 @@ def load(f, map_location=None, weights_only: bool = True, **kwargs):
     try:
         arrays = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"][_KEY])
-    except (SafetensorError, ValueError, KeyError, TypeError) as e:
+        header = json.loads(data[8:8 + header_len])
+        if _KEY not in (header.get("__metadata__") or {}):
+            # a plain safetensors file (safetensors.torch.save_file of a state_dict, say): its tensors by name
+            return _plain_state_dict(header, arrays, map_location)
+        meta = json.loads(header["__metadata__"][_KEY])
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"bg.load: {name} is not a file written by bg.save, or it is corrupt or truncated "
                          f"({len(data)} bytes): {type(e).__name__}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"bg.load: {name} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                          f"expected {FORMAT!r}")
     return _Decoder(arrays, map_location).decode(meta["obj"])
+
+
+def _plain_state_dict(header: dict, arrays: dict, map_location) -> OrderedDict:
+    """The tensors of a safetensors file that ``bg.save`` did not write, in the file's order, on
+    ``map_location``'s device (the default device if none; a dict maps only ``'cpu'``)."""
+    spec = _target(map_location, "cpu", None) if map_location is not None else None
+    backend = get_backend(spec)
+    return OrderedDict((k, Tensor._make(backend.asarray(arrays[k]), backend)) for k in header if k != "__metadata__")
 
 
 __all__ = ["save", "load"]
