@@ -42,4 +42,13 @@ class Device:
         return Device(kind, None)
 
 
-__all__ = ["Device", "BackendUnavailableError", "DeviceMismatchError"]
+def gpu_array_device(x) -> str | None:
+    """``'cuda:N'`` when ``x`` is a raw GPU array (CuPy's, or any ``__cuda_array_interface__``
+    producer), else ``None``. Such arrays must not go through ``np.asarray``: CuPy refuses the
+    implicit copy to the host."""
+    if not hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith("numpy"):
+        return None
+    return f"cuda:{int(getattr(getattr(x, 'device', None), 'id', 0) or 0)}"
+
+
+__all__ = ["Device", "BackendUnavailableError", "DeviceMismatchError", "gpu_array_device"]

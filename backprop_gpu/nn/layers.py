@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from .. import ops
+from ..array.devices import gpu_array_device
 from ..ops.creation import empty, ones, zeros
 from ..tape.mode import is_anomaly_enabled
 from ..tape.tensor import Tensor
@@ -334,6 +335,8 @@ class Embedding(Module):
         runs there, deferred: see :class:`~backprop_gpu.array.modules.CupyArrays`)."""
         b = self.weight.backend
         host = None
+        if not isinstance(idx, Tensor) and gpu_array_device(idx) is not None:
+            idx = Tensor(idx, device=b)  # a raw CuPy array: checked on the device, like a GPU tensor
         if not isinstance(idx, Tensor):
             host = np.asarray(idx)
         elif idx.backend.is_host or is_anomaly_enabled():

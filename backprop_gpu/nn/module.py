@@ -9,6 +9,7 @@ import numpy as np
 from ..tape.hooks import RemovableHandle
 from ..tape.mode import no_grad
 from ..array import get_backend
+from ..array.devices import gpu_array_device
 from ..tape.tensor import Tensor
 
 
@@ -354,6 +355,9 @@ class Module:
                 continue
             v = state_dict[k]
             try:
+                gpu = gpu_array_device(v)
+                if gpu is not None:  # a raw CuPy array: a tensor on its GPU, never through np.asarray
+                    v = Tensor(v, device=gpu)
                 if isinstance(v, Tensor):
                     shape = v.shape
                     host = v.array if v.backend is t.backend or (v.backend.is_host and t.backend.is_host) \

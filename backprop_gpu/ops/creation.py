@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..array import get_backend
+from ..array.devices import gpu_array_device
 from ..tape.tensor import Tensor, get_default_dtype
 
 
@@ -186,7 +187,7 @@ def as_tensor(data, dtype=None, device=None) -> Tensor:
     a tensor sharing a NumPy array's memory on the CPU, else a new tensor."""
     if isinstance(data, Tensor):
         return data.to(device=device, dtype=dtype)  # ``data`` itself when nothing changes
-    b = get_backend(device)
+    b = get_backend(device if device is not None else gpu_array_device(data))  # a CuPy array stays on its GPU
     if isinstance(data, np.ndarray) and b.is_host and (dtype is None or np.dtype(dtype) == data.dtype):
         return Tensor._make(data, b)
     return Tensor(data, dtype=dtype, device=b)

@@ -30,6 +30,11 @@ class To(Op):
 def _move(arr, src, dst):
     if src.is_host and dst.is_host:
         return arr  # both are NumPy arrays on the host: no copy needed
+    if not (src.is_host or dst.is_host):
+        if src.device == dst.device:
+            return arr  # cupy and numba-cuda on one GPU: the same memory, no copy
+        with dst.arrays.cuda_device:  # GPU to GPU, never through the host
+            return dst.xp.array(arr, copy=True)
     host = src.to_host(arr) if not src.is_host else arr
     return dst.asarray(host)
 

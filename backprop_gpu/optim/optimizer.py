@@ -25,6 +25,7 @@ import numpy as np
 
 from ..tape.mode import enable_grad, no_grad
 from ..tape.tensor import Tensor
+from ..array.devices import gpu_array_device
 from ..array.optim import rules as _rules
 from ..array.optim.precision import compute_dtype, native
 from .flat import FlatGroup
@@ -52,6 +53,16 @@ def _check_dtype(p: Tensor, index: int, group: int | None = None) -> None:
         raise TypeError(f"optimizer {where} of shape {p.shape} has dtype {p.dtype}; optimizers step "
                         f"float16, bfloat16, float32 and float64 parameters") from None
 
+
+
+def _host_array(v) -> np.ndarray:
+    """A state entry's values on the host (loading only): a tensor's, a raw CuPy array's (explicitly
+    copied: CuPy refuses np.asarray), or anything np.asarray takes."""
+    if isinstance(v, Tensor):
+        return v.numpy()
+    if gpu_array_device(v) is not None and hasattr(v, "get"):
+        return v.get()
+    return np.asarray(v)
 
 class _Flat:
     """One flat buffer of a param group, with its optimizer state and step count."""
@@ -422,7 +433,7 @@ class Optimizer:
                         raise refuse(("state", idx, name), f"not a state {cls} keeps (it keeps "
                                      f"{', '.join(rule.all_states)})")
                     try:
-                        arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+                        arr = _host_array(v)
                     except Exception as e:  # noqa: BLE001 - reported with the entry
                         raise refuse(("state", idx, name), f"a {type(v).__name__} is not an array ({e})") from None
                     if arr.dtype.kind not in "iuf":
@@ -463,7 +474,7 @@ class Optimizer:
                     if name not in f.states:
                         f.states[name] = f.flat.new_state(0.0)
                     dst = f.flat.slice_of(f.states[name], i)
-                    src = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+                    src = _host_array(v)
                     if tuple(src.shape) != tuple(dst.shape):
                         if strict:
                             raise ValueError(f"state '{name}' shape {src.shape} != parameter shape {dst.shape}")
