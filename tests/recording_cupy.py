@@ -453,6 +453,11 @@ def _call(rec, fn, args, kwargs, name, advanced=False):
     """Run NumPy ``fn`` on the unwrapped arguments and count what CuPy would launch."""
     un = _Unwrapper(rec, name)
     a, k = un(tuple(args)), un(dict(kwargs))
+    for d in un.devs:
+        # a copy may read another device (CuPy copies peer to peer); anything else runs on the current one
+        if d._dev != rec.current_device and name not in _METADATA and name not in ("copy", "array"):
+            # CuPy would launch on the current device (and allocate the result there)
+            rec.refuse(f"{name}: an array on device {d._dev} used while device {rec.current_device} is current")
     if name == "__getitem__":
         a = (a[0], _wrap_indices(_unwrap_index(rec, args[1]), a[0].shape))
     else:

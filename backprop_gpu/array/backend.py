@@ -9,6 +9,7 @@ up each backend is declared once, in :mod:`backprop_gpu.array.registry`.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -48,6 +49,8 @@ class Backend:
         self._generator = None
         # the array namespace VJPs run on: a plain attribute, read once per backward node
         self.F = kernels.namespace(self)
+        if not self.is_host:
+            _note_gpu_backend(self)
 
     # -- arrays ---------------------------------------------------------------
     def asarray(self, data, dtype=None):
@@ -171,6 +174,49 @@ class Backend:
     def __repr__(self):
         sim = " (simulated)" if self.simulated else ""
         return f"<Backend {self.name} on {self.device}{sim}>"
+
+
+class _DeviceSwitchingBackend(Backend):
+    """A GPU backend in a process that uses more than one GPU. Every op reads its backend's ``F`` or
+    ``xp`` before it computes (forward in ``apply``, each VJP in backward), and here that read makes
+    the backend's GPU the current device, so CuPy launches and allocates there; so do the fused
+    optimizer and random-number launches. With one GPU no backend has this class, and nothing is
+    checked per op. The current device is left on the last GPU used (ops do not restore it)."""
+
+    def _use_device(self):
+        d = self.__dict__
+        if d["xp"].cuda.runtime.getDevice() != d["device"].index:
+            d["arrays"].cuda_device.use()
+
+    @property
+    def F(self):
+        self._use_device()
+        return self.__dict__["F"]
+
+    @property
+    def xp(self):
+        self._use_device()
+        return self.__dict__["xp"]
+
+    def fused_update(self, *args, **kwargs) -> None:
+        self._use_device()
+        super().fused_update(*args, **kwargs)
+
+    def _draw(self, *args):
+        self._use_device()
+        return super()._draw(*args)
+
+
+_gpu_backends = weakref.WeakSet()
+
+
+def _note_gpu_backend(b: Backend) -> None:
+    """Once backends on two different GPUs exist, make every GPU backend switch devices (see
+    :class:`_DeviceSwitchingBackend`)."""
+    _gpu_backends.add(b)
+    if len({x.device.index for x in _gpu_backends}) > 1:
+        for x in _gpu_backends:
+            x.__class__ = _DeviceSwitchingBackend
 
 
 __all__ = ["Backend"]
