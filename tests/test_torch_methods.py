@@ -102,11 +102,15 @@ CASES = {
     "einsum_outer_sum": (lambda m, x, ix: m.einsum("...i->i", x.reshape(3, 2, 2)), (3, 4)),
     "diff": (lambda m, x, ix: m.diff(x, n=2, dim=1), (3, 4)),
     "diff_prepend_append": (lambda m, x, ix: x.diff(dim=0, prepend=x[:1] * 2, append=x[-1:] ** 2), (3, 4)),
+    "fmod_scalar": (lambda m, x, ix: m.fmod(x * 3, 0.7), (3, 4)),
+    "fmod_tensor": (lambda m, x, ix: (x * 3).fmod(x[:1].abs() + 1.5), (3, 4)),
+    "remainder_tensor": (lambda m, x, ix: m.remainder(x * 3, x[:1].abs() + 1.5), (3, 4)),
+    "remainder_operator": (lambda m, x, ix: (x * 3) % 0.7, (3, 4)),
+    "lerp_tensor_weight": (lambda m, x, ix: m.lerp(x, x[:1] * 2, x[1:2].sigmoid()), (3, 4)),
+    "lerp_scalar_weight": (lambda m, x, ix: x.lerp(x.flip(0), 0.3), (3, 4)),
+    "trunc": (lambda m, x, ix: m.trunc(x * 3) + x, (3, 4)),
 }
 
-
-def ix(v):
-    return _ix.backend_index(v) if m is bg else torch.tensor(v)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -15,11 +15,12 @@ from ..tape.op import DeviceMismatchError, Op, alias, apply  # noqa: F401 - for 
 from ..tape.tensor import Tensor
 from . import elementwise as _elementwise
 from . import inplace as _inplace
+from . import sampling as _sampling
 from . import return_types
 from .arrangement import argsort, flip, isclose, nonzero, outer, repeat, roll, tril, triu, unflatten
 from .conv import avg_pool2d, col2im, conv2d, im2col, max_pool2d, max_pool2d_backward, max_pool2d_gather
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full, full_like, linspace,
-                       ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros,
+                       logspace, ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm, tensor, zeros,
                        zeros_like)
 from .indexing import gather, index_select, masked_fill, sort, take_along_dim, topk
 from .indexing import (index_add, index_add_, index_fill, index_fill_, masked_scatter, scatter, scatter_,
@@ -30,7 +31,7 @@ from .elementwise import (abs, add, astype, clip, clone, divide, erf, exp, gelu,
                           multiply, negative, not_equal, power, relu, sigmoid, sign, softplus, sqrt,
                           subtract, tanh, where)
 from .elementwise import equal as eq
-from .elementwise import cos, promote_types, result_type, sin
+from .elementwise import cos, fmod, lerp, promote_types, remainder, result_type, sin, trunc
 from .elementwise import ceil, expm1, floor, log1p, reciprocal, round, rsqrt  # noqa: A004 - torch's names
 from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul
@@ -40,6 +41,7 @@ from .reductions import all, amax, amin, any, argmax, argmin, cumsum, logsumexp,
 from .reductions import cumprod, diff, median, prod
 from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, narrow, permute, reshape,
                     squeeze, swapaxes, t, transpose, unsqueeze)
+from .sampling import bernoulli, multinomial, normal
 from .softmax import log_softmax, softmax
 from .transfer import to
 
@@ -110,6 +112,7 @@ def _rev(fn):
 METHODS = {
     "__add__": add, "__radd__": _rev(add), "__sub__": subtract, "__rsub__": _rev(subtract),
     "__mul__": multiply, "__rmul__": _rev(multiply), "__truediv__": divide, "__rtruediv__": _rev(divide),
+    "__mod__": remainder, "__rmod__": _rev(remainder),
     "__pow__": power, "__rpow__": _rev(power), "__matmul__": matmul, "__rmatmul__": _rev(matmul),
     "__neg__": negative, "__pos__": lambda self: self, "__abs__": abs,
     "__gt__": greater, "__ge__": greater_equal, "__lt__": less, "__le__": less_equal,
@@ -123,7 +126,8 @@ METHODS = {
     "reshape_as": lambda self, other: reshape(self, other.shape),
     "expand_as": lambda self, other: expand(self, other.shape),
 }
-for _f in (exp, log, sqrt, sin, cos, abs, sign, clip, relu, leaky_relu, sigmoid, tanh, softplus, gelu, sum, mean, max, min,
+for _f in (exp, log, sqrt, sin, cos, fmod, remainder, lerp, trunc, abs, sign, clip, relu, leaky_relu, sigmoid, tanh,
+           softplus, gelu, sum, mean, max, min,
            amax, amin, var, std, logsumexp, argmax, argmin, reshape, flatten, transpose, permute, swapaxes, expand,
            squeeze, softmax, log_softmax, matmul, astype, isfinite, erf, maximum, minimum, all, any, cumsum, norm, t,
            narrow, split, chunk, unbind, gather, index_select, masked_fill, sort, topk, ceil, expm1, floor, log1p,
@@ -132,6 +136,7 @@ for _f in (exp, log, sqrt, sin, cos, abs, sign, clip, relu, leaky_relu, sigmoid,
            masked_scatter, prod, cumprod, median, diff):
     METHODS.setdefault(_f.__name__, _f)
 METHODS.update(_inplace.METHODS)
+METHODS.update(_sampling.METHODS)
 for _name, _fn in METHODS.items():
     setattr(Tensor, _name, _fn)
 
@@ -147,4 +152,4 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "softmax", "sort", "split", "squeeze", "stack", "std", "sum", "swapaxes", "t", "take_along_dim", "tensor", "to",
     "topk", "transpose", "tril", "triu", "unbind", "unflatten", "unsqueeze", "var", "zeros", "zeros_like",
     "scatter", "scatter_add", "index_add", "index_fill", "masked_scatter", "prod", "cumprod", "median", "diff",
-    "einsum", "from_dlpack"})
+    "einsum", "from_dlpack", "logspace", "bernoulli", "normal", "multinomial"})

@@ -77,6 +77,13 @@ def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     return Tensor._make(arr, b).requires_grad_(requires_grad)
 
 
+def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``torch.logspace``: ``steps`` values ``base ** linspace(start, end, steps)``."""
+    b = get_backend(device)
+    arr = base ** b.xp.linspace(start, end, int(steps), dtype=np.float64)
+    return Tensor._make(arr.astype(np.dtype(dtype or get_default_dtype())), b).requires_grad_(requires_grad)
+
+
 def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
     return zeros(t.shape, dtype=dtype or t.dtype, device=t.backend, requires_grad=requires_grad)
 

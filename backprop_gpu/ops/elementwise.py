@@ -69,6 +69,7 @@ UNARY = {
     # piecewise constant: gradient 0 everywhere, as in PyTorch
     "floor": (lambda F, x: F.floor(x), lambda F, g, out, x: (g * 0,), (), "Round down (gradient 0)."),
     "ceil": (lambda F, x: F.ceil(x), lambda F, g, out, x: (g * 0,), (), "Round up (gradient 0)."),
+    "trunc": (lambda F, x: F.trunc(x), lambda F, g, out, x: (g * 0,), (), "Round toward zero (gradient 0)."),
     "round": (lambda F, x: F.round(x), lambda F, g, out, x: (g * 0,), (),
               "Round half to even, as ``torch.round`` (gradient 0)."),
 }
@@ -83,6 +84,13 @@ BINARY = {
     "divide": (lambda F, a, b: _true_divide(a, b),
                lambda F, g, out, a, b, needs: (g / b if needs[0] else None, -g * a / (b * b) if needs[1] else None),
                ("a", "b"), "``a / b`` with broadcasting; integers divide to float32, as in PyTorch."),
+    # C's fmod (the sign of a) and Python's % (the sign of b), as torch.fmod and torch.remainder
+    "fmod": (lambda F, a, b: F.fmod(a, b), lambda F, g, out, a, b, needs: (
+        g if needs[0] else None, -g * F.trunc(a / b) if needs[1] else None), ("a", "b"),
+        "Elementwise remainder of ``a / b`` with the sign of ``a`` (C's fmod)."),
+    "remainder": (lambda F, a, b: F.remainder(a, b), lambda F, g, out, a, b, needs: (
+        g if needs[0] else None, -g * F.floor(a / b) if needs[1] else None), ("a", "b"),
+        "Elementwise remainder of ``a / b`` with the sign of ``b`` (Python's %)."),
     # where() on g keeps g's dtype; bool * 0.5 would promote to float64. Ties split the gradient.
     "maximum": (lambda F, a, b: F.maximum(a, b), lambda F, g, out, a, b: _tie_split(
         g, F.where(a > b, g, F.where(a == b, 0.5 * g, 0))), ("a", "b"), "Elementwise maximum; ties split the gradient."),
@@ -234,10 +242,15 @@ for _name, _fwd in {"sign": lambda F, x: F.sign(x), "isfinite": lambda F, x: F.i
 negative, exp, log, sqrt, abs, relu, sigmoid, tanh, softplus, erf, clone, sin, cos = (  # noqa: A001 - NumPy's names
     FUNCTIONS[n] for n in ("negative", "exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "softplus", "erf",
                            "clone", "sin", "cos"))
-log1p, expm1, rsqrt, reciprocal, floor, ceil, round = (  # noqa: A001 - torch's names
-    FUNCTIONS[n] for n in ("log1p", "expm1", "rsqrt", "reciprocal", "floor", "ceil", "round"))
-add, subtract, multiply, divide, maximum, minimum = (
-    FUNCTIONS[n] for n in ("add", "subtract", "multiply", "divide", "maximum", "minimum"))
+log1p, expm1, rsqrt, reciprocal, floor, ceil, round, trunc = (  # noqa: A001 - torch's names
+    FUNCTIONS[n] for n in ("log1p", "expm1", "rsqrt", "reciprocal", "floor", "ceil", "round", "trunc"))
+add, subtract, multiply, divide, maximum, minimum, fmod, remainder = (
+    FUNCTIONS[n] for n in ("add", "subtract", "multiply", "divide", "maximum", "minimum", "fmod", "remainder"))
+
+
+def lerp(input, end, weight):  # noqa: A002 - torch's names
+    """``torch.lerp``: ``input + weight * (end - input)``, differentiable in all three."""
+    return input + weight * (end - input)
 greater, greater_equal, less, less_equal, equal, not_equal, logical_and, logical_or = (
     FUNCTIONS[n] for n in COMPARISON)
 sign, isfinite = FUNCTIONS["sign"], FUNCTIONS["isfinite"]
@@ -370,4 +383,4 @@ def astype(x, dtype):
 
 
 __all__ = sorted(set(FUNCTIONS) - {"gelu_erf", "gelu_tanh"}) + [
-    "power", "leaky_relu", "gelu", "clip", "where", "astype", "result_type", "promote_types"]
+    "power", "leaky_relu", "gelu", "clip", "where", "astype", "result_type", "promote_types", "lerp"]
