@@ -66,3 +66,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# one line per distinct skip reason in the short summary (see skip_summary.py)
+from skip_summary import pytest_terminal_summary  # noqa: E402,F401

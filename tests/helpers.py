@@ -14,6 +14,16 @@ def idx(backend, arr):
     return bg.tensor(np.asarray(arr, dtype=np.int64), device=backend)
 
 
+def gpu_available() -> bool:
+    """Whether CuPy sees a real CUDA GPU (False without CuPy or a driver)."""
+    try:
+        import cupy
+
+        return bool(cupy.is_available())
+    except Exception:  # noqa: BLE001 - a broken CuPy install is no GPU either
+        return False
+
+
 def compile_host_c(directory, source: str):
     """``source`` (C99) built into a shared library in ``directory`` and loaded with ctypes; skips
     the test when there is no C compiler. No FMA contraction: NumPy rounds every operation, and so

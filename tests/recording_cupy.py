@@ -575,18 +575,22 @@ class _Stream:
 
 def host_c(cuda_source: str) -> str:
     """The CUDA C of one of the project's kernel sources as C99 for the host: the optimizer kernels
-    (``optim.cuda_source``: its grid-stride loop becomes a plain loop) and the Philox kernels
-    (``rng.cuda_source``: its CUDA prelude becomes its host prelude)."""
+    (``optim.cuda_source``: its grid-stride loop becomes a plain loop), the Philox kernels
+    (``rng.cuda_source``: its CUDA prelude becomes its host prelude) and the hot ops' kernels
+    (``kernels.cuda``: C99 as they stand)."""
+    from backprop_gpu.array.kernels import cuda as kernels_c
     from backprop_gpu.array.optim import cuda_source as optim_c
     from backprop_gpu.array.rng import cuda_source as rng_c
 
+    if cuda_source == kernels_c.SOURCE:  # the hot ops' kernels: written to be C99 as they are
+        return cuda_source
     if rng_c.PRELUDE_CUDA in cuda_source:
         return cuda_source.replace(rng_c.PRELUDE_CUDA, rng_c.PRELUDE_HOST)
     if optim_c._DEVICE_LOOP in cuda_source:
         return "#include <math.h>\n" + cuda_source.replace('extern "C" __global__ ', "").replace(
             optim_c._DEVICE_LOOP, optim_c._HOST_LOOP)
-    raise NotImplementedError("the stand-in RawKernel builds only the optimizer and Philox kernel sources "
-                              "for the host")
+    raise NotImplementedError("the stand-in RawKernel builds only the optimizer, Philox and hot-op kernel "
+                              "sources for the host")
 
 
 class _HostBuilds:

@@ -86,6 +86,59 @@ def test_relu_backward_colsum_matches_reference(backend, dtype, shape):
     assert cs.shape == (shape[-1],)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_backward_colsum_into_matches_reference(backend, dtype):
+    compiled(backend, "relu_backward_colsum_into")
+    b = bg.get_backend(backend)
+    g, out, slot = _arrays(backend, dtype, (9, 11), (9, 11), (11,), seed=5)
+    out = b.F.bias_relu_(out, None)
+    gm_ref, cs_ref = reference(backend).relu_backward_colsum(g, out)
+    gm, cs = b.F.relu_backward_colsum_into(g, out, slot)
+    assert cs is slot
+    np.testing.assert_array_equal(b.to_host(gm), b.to_host(gm_ref))
+    np.testing.assert_allclose(b.to_host(cs), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+# libm's (or CUDA's) exp and log against NumPy's, and another summation order: a few ulps
+CE_RTOL = {"float32": 2e-6, "float64": 1e-13}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+def test_cross_entropy_kernels_match_reference(backend, dtype, reduction, ls):
+    compiled(backend, "cross_entropy_forward", "cross_entropy_backward")
+    b, ref = bg.get_backend(backend), reference(backend)
+    rng = np.random.default_rng(6)
+    x = b.asarray((rng.standard_normal((12, 7)) * 3).astype(dtype))
+    tt = rng.integers(0, 7, 12)
+    tt[[2, 5]] = 3
+    t = b.asarray(tt)
+    stats, ref_stats = [(b.arrays.empty((), dtype), b.arrays.empty((), np.bool_)) for _ in range(2)]
+    loss = b.F.cross_entropy_forward(x, t, 3, ls, reduction, stats[0], stats)
+    want = ref.cross_entropy_forward(x, t, 3, ls, reduction, ref_stats[0], ref_stats)
+    tol = dict(rtol=CE_RTOL[dtype], atol=CE_RTOL[dtype] * 10)
+    np.testing.assert_allclose(b.to_host(loss), b.to_host(want), **tol)
+    counted = int((tt != 3).sum())
+    assert b.to_host(stats[0]) == b.to_host(ref_stats[0]) == counted and not b.to_host(stats[1])
+    g = b.asarray(rng.standard_normal(12 if reduction == "none" else ()).astype(dtype))
+    for count in (stats[0], counted):  # the forward's own count on the device, or a host target's
+        gx = b.F.cross_entropy_backward(g, x, t, 3, ls, reduction, count)
+        want = ref.cross_entropy_backward(g, x, t, 3, ls, reduction, ref_stats[0] if count is stats[0] else counted)
+        np.testing.assert_allclose(b.to_host(gx), b.to_host(want), **tol)
+
+
+def test_class_target_stats_matches_reference(backend):
+    compiled(backend, "class_target_stats")
+    b = bg.get_backend(backend)
+    for t, ignore in [([0, 4, 2, 2], 2), ([0, 5, 1], -100), ([-1, 0, -100], -100), ([3, 3], 3)]:
+        got = [(b.arrays.empty((), np.float32), b.arrays.empty((), np.bool_)) for _ in range(2)]
+        b.F.class_target_stats(b.asarray(np.array(t)), 5, ignore, *got[0])
+        reference(backend).class_target_stats(b.asarray(np.array(t)), 5, ignore, *got[1])
+        assert [(b.to_host(c), bool(b.to_host(f))) for c, f in got[:1]] == \
+            [(b.to_host(c), bool(b.to_host(f))) for c, f in got[1:]], t
+
+
 def test_kernels_fall_back_for_arrays_they_do_not_take(backend):
     b = bg.get_backend(backend)
     g, out = _arrays(backend, "float32", (6, 8), (8, 6))

@@ -10,7 +10,7 @@ import backprop_gpu as bg
 
 PKG = Path(bg.__file__).resolve().parent
 #: package -> layer; a module may import from its own layer or below
-LAYERS = {"array": 1, "tape": 2, "ops": 3, "nn": 4, "optim": 4, "autograd": 4, "utils": 4, "cuda": 4,
+LAYERS = {"array": 1, "tape": 2, "ops": 3, "nn": 4, "optim": 4, "amp": 4, "autograd": 4, "utils": 4, "cuda": 4,
           "distributed": 5, "app": 6}
 #: the entries of LAYERS that are single modules (backprop_gpu/cuda.py), not packages
 MODULE_LAYERS = {"cuda"}

@@ -508,3 +508,42 @@ def test_new_layers_step_on_the_cupy_path_makes_no_sync(monkeypatch, tmp_path_fa
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     for k, (a, b) in enumerate(zip(state, ref_state)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"state entry {k}")
+
+
+@pytest.mark.parametrize("stride, padding, output_padding", [(1, 0, 0), (2, 1, 1), ((3, 2), (2, 0), (1, 1))])
+def test_conv_transpose2d_matches_torch(backend, stride, padding, output_padding):
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.ConvTranspose2d(3, 4, (3, 2), stride=stride, padding=padding, output_padding=output_padding,
+                                      dtype=torch.float64)
+    ours = nn.ConvTranspose2d(3, 4, (3, 2), stride=stride, padding=padding, output_padding=output_padding,
+                              device=backend, dtype=bg.float64)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 4))
+    xo, xt = bg.tensor(x, device=backend, requires_grad=True), torch.tensor(x, requires_grad=True)
+    yo, yt = ours(xo), theirs(xt)
+    assert yo.shape == tuple(yt.shape)
+    np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = np.random.default_rng(1).standard_normal(yo.shape)
+    (yo * bg.tensor(g, device=backend)).sum().backward()
+    (yt * torch.tensor(g)).sum().backward()
+    for a, b in ((xo.grad, xt.grad), (ours.weight.grad, theirs.weight.grad), (ours.bias.grad, theirs.bias.grad)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    w = bg.tensor(ours.weight.numpy(), device=backend, requires_grad=True)
+    assert bg.gradcheck(lambda a, b: F.conv_transpose2d(a, b, None, stride, padding, output_padding),
+                        [bg.tensor(x[:1, :, :3, :3], device=backend, requires_grad=True), w])
+
+
+def test_unflatten_and_channel_dropout(backend):
+    x = bg.ones(4, 6, device=backend)
+    assert nn.Unflatten(1, (2, 3))(x).shape == (4, 2, 3)
+    bg.manual_seed(0)
+    y = nn.Dropout2d(0.5)(bg.ones(64, 8, 3, 3, device=backend)).numpy()
+    per_channel = y.reshape(64, 8, 9)
+    assert ((per_channel == 0).all(-1) | (per_channel == 2).all(-1)).all()  # whole channels, kept ones x2
+    assert 0.35 < (per_channel[..., 0] == 0).mean() < 0.65
+    d = nn.Dropout1d(0.3)
+    d.eval()
+    z = bg.ones(2, 3, 5, device=backend)
+    assert d(z) is z
+    with pytest.raises(ValueError, match=r"dropout2d expects .* got shape \(4, 6\)"):
+        F.dropout2d(x, 0.5)

@@ -180,10 +180,17 @@ def main(argv=None) -> int:
             # weights each rank's gradient by its share of an unevenly split last batch
             trainer.loader = dist.wrap_loader(trainer.loader)
             cfg = trainer.cfg  # a resumed run's hyperparameters are the checkpoint's
+            from .models import summary
+
+            # the header: what was asked for and what is used, the model, then the run's settings
+            log(f"device: asked for {args.device!r}, using {trainer.backend.device} ({trainer.backend.name})")
+            log(f"model: {cfg.model}, {summary(trainer.model)}")
+            batch = (f"batch {cfg.batch_size}" if cfg.batch_size is not None
+                     else f"batch {len(trainer.train_set)} (full batch)")
             log(f"training {cfg.model} on {cfg.dataset} ({len(trainer.train_set)} train / {len(trainer.test_set)} "
                 f"test) with {cfg.optimizer} lr {cfg.resolved_lr():g}"
                 + (f" ({cfg.scheduler} schedule)" if cfg.scheduler != "none" else "")
-                + f", batch {cfg.batch_size}, on "
+                + f", {batch}, on "
                 f"{trainer.backend.device} ({trainer.backend.name})"
                 + (f", {dist.world_size} ranks" if dist.world_size > 1 else ""))
             if trainer.fit()["interrupted"]:  # by Ctrl-C, after saving a checkpoint and saying how to resume

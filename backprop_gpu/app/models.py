@@ -58,6 +58,31 @@ def small_cnn(in_features: int, out_features: int, channels=(8, 16), in_channels
 MODELS = {"mlp": mlp, "cnn": small_cnn}
 
 
+def _layer(m) -> str:
+    """One layer in a few characters, in the spelling of its constructor: ``Linear(64, 10)``."""
+    name = type(m).__name__
+    if isinstance(m, nn.Linear):
+        return f"{name}({m.in_features}, {m.out_features})"
+    if isinstance(m, nn.Conv2d):
+        k = m.kernel_size if isinstance(m.kernel_size, int) else "x".join(map(str, m.kernel_size))
+        return f"{name}({m.in_channels}, {m.out_channels}, {k})"
+    if isinstance(m, nn.BatchNorm2d):
+        return f"{name}({m.num_features})"
+    if isinstance(m, nn.MaxPool2d):
+        return f"{name}({m.kernel_size})"
+    if isinstance(m, ImageView):
+        return "View(" + ", ".join(map(str, m.shape)) + ")"
+    return name
+
+
+def summary(model) -> str:
+    """``"4,810 parameters: Linear(64, 64) > ReLU > Linear(64, 10)"``: the parameter count and the layers in
+    order (a Sequential's children; another module by its class name), for the training header."""
+    n = sum(p.numel() for p in model.parameters())
+    layers = list(model.children()) if isinstance(model, nn.Sequential) else [model]
+    return f"{n:,} parameters: " + " > ".join(_layer(m) for m in layers)
+
+
 def build(name: str, in_features: int, out_features: int, hidden=(64,)):
     """A model by name (``mlp`` uses ``hidden``)."""
     if name == "mlp":

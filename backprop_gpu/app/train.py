@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 import shlex
 import signal
 import sys
@@ -117,6 +118,20 @@ BEST_CHECKPOINT = "best.safetensors"
 FIELDS = ["epoch", "train_loss", "train_metric", "test_loss", "test_metric", "metric", "samples_per_s", "lr"]
 #: the exit status of a run stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 INTERRUPTED = 130
+_IMPORTED = time.perf_counter()
+
+
+def process_seconds() -> float:
+    """Seconds since this process started, start-up and imports included (from ``/proc`` on Linux;
+    elsewhere since this module was imported, which leaves out the interpreter's start and the imports
+    before it)."""
+    try:
+        with open("/proc/self/stat") as f:  # field 22, start time in clock ticks after boot
+            start = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) - start
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _IMPORTED
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -241,6 +256,7 @@ class Trainer:
         self.out = self.run.path
         self.epoch = 0
         self.rows: list[dict] = []
+        self._warmed_up = False
         self.best = -math.inf  # the best test metric so far (accuracy or R², higher is better)
         self.resume_step = None  # (steps done, lr of the epoch's first step) of a run stopped inside an epoch
         if cfg.resume:
@@ -420,6 +436,8 @@ class Trainer:
         t_start = time.perf_counter()
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
         interrupted = None  # (epoch, steps done in it, lr of its first step) where a Ctrl-C stopped the run
+        warm_up = not self._warmed_up  # this process's first epoch: kernels load or compile in it
+        self._warmed_up = True
         with _StopOnInterrupt(self.world_size == 1) as stop:
             for epoch in range(self.epoch + 1, last + 1):
                 # the lr of the epoch's first step, and the steps a run stopped inside this epoch has done
@@ -428,7 +446,7 @@ class Trainer:
                 if stop.requested:
                     interrupted = (epoch, skip, lr)
                     break
-                t0, seen = time.perf_counter(), 0
+                t0, seen, loss_sum = time.perf_counter(), 0, None
                 show = cfg.progress and self.is_main
                 bar = tqdm(self.loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
                            disable=not show, file=sys.stderr)
@@ -445,8 +463,11 @@ class Trainer:
                     if self.schedule_per_step:
                         self.scheduler.step()
                     seen += len(y)
-                    if show and i % 10 == 0:  # .item() waits for the device: not on every step
-                        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                    if show:  # the running mean of the epoch's loss, summed on the device
+                        part = loss.detach() * len(y)
+                        loss_sum = part if loss_sum is None else loss_sum + part
+                        if i % 10 == 0:  # .item() waits for the device: not on every step
+                            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", refresh=False)
                     if stop.requested and i + 1 < steps:
                         interrupted = (epoch, i + 1, lr)
                         break
@@ -469,8 +490,11 @@ class Trainer:
                        "samples_per_s": round(rate, 1), "lr": lr}
                 self.rows.append(row)
                 fmt = (lambda v: f"{100 * v:5.1f}%") if self.classify else (lambda v: f"{v:.4f}")
+                # the first epoch a process runs also loads (or compiles) its kernels: said, not hidden
                 self.log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  train {metric} "
-                         f"{fmt(train_metric)}  test {metric} {fmt(test_metric)}  {rate:,.0f} samples/s")
+                         f"{fmt(train_metric)}  test {metric} {fmt(test_metric)}  {rate:,.0f} samples/s"
+                         + (" (incl. warm-up)" if warm_up else ""))
+                warm_up = False
                 improved = row["test_metric"] > self.best
 
                 def write():
@@ -506,10 +530,12 @@ class Trainer:
                 (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
             self._write_outputs(self.epoch, write)
             checkpoint.remove_stale_temp_files(self.out)  # a clean exit leaves no killed save's debris
-            shown = f"{100 * summary['test_metric']:.2f}%" if self.classify else f"{summary['test_metric']:.4f}"
+            shown = (lambda v: f"{100 * v:.2f}%") if self.classify else (lambda v: f"{v:.4f}")
+            best = max(self.rows, key=lambda r: r["test_metric"])  # the first epoch that reached it
             if self.epoch < cfg.epochs:
                 self.log(f"stopped after epoch {self.epoch} of {cfg.epochs}; continue with: "
                          f"{resume_command(cfg, self.out, stop_after=False)}")
-            self.log(f"done: test {metric} {shown} | wall time {wall:.1f} s | device {summary['device']} | "
-                     f"outputs in {self.out}/")
+            self.log(f"done: test {metric} {shown(summary['test_metric'])} (best {shown(best['test_metric'])} at "
+                     f"epoch {best['epoch']}) | training {wall:.1f} s, {process_seconds():.1f} s since the process "
+                     f"started | device {summary['device']} | outputs in {self.out}/")
         return dict(summary, interrupted=False)

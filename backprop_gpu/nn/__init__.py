@@ -4,9 +4,9 @@
 """
 from . import functional, init, utils
 from .adaptive_pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d
-from .layers import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Embedding, Flatten,
-                     Hardtanh, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax, MaxPool2d, Mish, ReLU, Sigmoid,
-                     SiLU, Softmax, Softplus, Tanh)
+from .layers import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Dropout,
+                     Dropout1d, Dropout2d, Embedding, Flatten, Hardtanh, Identity, LayerNorm, LeakyReLU, Linear,
+                     LogSoftmax, MaxPool2d, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh, Unflatten)
 from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss,
                    SmoothL1Loss)
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
@@ -21,3 +21,4 @@ __all__ = ["Module", "ModuleList", "Parameter", "Sequential", "IncompatibleKeys"
            "HuberLoss", "SiLU", "Mish", "ELU", "Hardtanh", "functional", "init", "utils", "Conv1d", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d",
            "AdaptiveMaxPool2d", "ParameterList", "ParameterDict", "KLDivLoss", "Upsample"]
+__all__ += ["ConvTranspose2d", "Unflatten", "Dropout1d", "Dropout2d"]

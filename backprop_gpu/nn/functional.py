@@ -17,19 +17,22 @@ import warnings
 import numpy as np
 
 from .. import ops
+from ..array.devices import gpu_array_device
+from ..array.dtypes import is_floating
 from ..ops.adaptive_pooling import adaptive_avg_pool1d as _adaptive_avg_pool1d
 from ..ops.adaptive_pooling import adaptive_avg_pool2d as _adaptive_avg_pool2d
 from ..ops.adaptive_pooling import adaptive_max_pool1d as _adaptive_max_pool1d
 from ..ops.adaptive_pooling import adaptive_max_pool2d as _adaptive_max_pool2d
 from ..ops.conv import avg_pool2d, conv2d, max_pool2d  # noqa: F401 - re-exported
 from ..ops.conv import conv1d as _conv1d
+from ..ops.conv_transpose import conv_transpose2d  # noqa: F401 - re-exported
 from ..ops import gelu, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401 - re-exported
 from ..ops.linear import linear, linear_relu  # noqa: F401 - re-exported
 from ..ops.losses import BCEWithLogits, CrossEntropy, NLLLoss
 from ..ops.normalization import batch_norm_train
 from ..ops.normalization import group_norm as _group_norm
 from ..ops.upsampling import upsample_nearest as _upsample_nearest
-from ..tape.mode import is_anomaly_enabled
+from ..tape.mode import is_anomaly_enabled, state
 from ..tape.op import apply, constant_like
 from ..tape.tensor import Tensor
 
@@ -100,9 +103,37 @@ def dropout(x, p: float = 0.5, training: bool = True):
     return x * Tensor._make(mask, b)
 
 
+def _channel_dropout(x, p, training, what, dims):
+    """Dropout of whole channels: one keep/drop draw per (sample, channel) of (N, C, *spatial)."""
+    _check_p(p)
+    if x.ndim not in (dims + 1, dims + 2):
+        raise ValueError(f"{what} expects (N, C, {dims} spatial dims) or (C, {dims} spatial dims) input, "
+                         f"got shape {x.shape}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0
+    lead = x.shape[:-dims] if x.ndim == dims + 2 else x.shape[:1]
+    b = x.backend
+    keep = (~b.random_bernoulli(lead, p, x.dtype)).astype(x.dtype)
+    keep *= 1 / (1 - p)
+    return x * Tensor._make(keep.reshape(lead + (1,) * dims), b)
+
+
+def dropout1d(x, p: float = 0.5, training: bool = True):
+    """Zero whole channels of (N, C, L) input with probability ``p``, scaling the rest by 1/(1-p)."""
+    return _channel_dropout(x, p, training, "dropout1d", 1)
+
+
+def dropout2d(x, p: float = 0.5, training: bool = True):
+    """Zero whole channels of (N, C, H, W) input with probability ``p``, scaling the rest by 1/(1-p)."""
+    return _channel_dropout(x, p, training, "dropout2d", 2)
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     """Normalise over the trailing ``normalized_shape`` axes (biased variance, as PyTorch),
     then scale by ``weight`` and shift by ``bias`` (both of ``normalized_shape``) if given."""
+    x, weight, bias = _autocast("layer_norm", x, weight, bias)
     normalized_shape = ((int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral)
                         else tuple(normalized_shape))
     k = len(normalized_shape)
@@ -194,16 +225,21 @@ def _reduce(loss, reduction):
     return loss
 
 
+def _autocast(name, *xs):
+    """Autocast's casts for a function built of several ops (the hook ``apply`` calls for one op)."""
+    return xs if state.cast is None else state.cast(name, xs)
+
+
 def _float_pair(name, input, target, reduction):
     """``target`` as a tensor of ``input``'s shape and dtype; clear errors otherwise."""
     _check_reduction(reduction)
     if not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{name}: input must be floating point, got dtype {input.dtype}")
     if not isinstance(target, Tensor):
         target = constant_like(target, input)
-    if target.dtype.kind != "f":
+    if not is_floating(target.dtype):
         raise TypeError(f"{name}: target must be floating point (like input, {input.dtype}), "
                         f"got dtype {target.dtype}; convert it with .float() or .double()")
     if input.shape != target.shape:
@@ -218,17 +254,20 @@ def _float_pair(name, input, target, reduction):
 
 def mse_loss(input, target, reduction: str = "mean"):
     """(input - target)², reduced."""
+    input, target = _autocast("mse_loss", input, target)
     d = input - _float_pair("mse_loss", input, target, reduction)
     return _reduce(d * d, reduction)
 
 
 def l1_loss(input, target, reduction: str = "mean"):
     """|input - target|, reduced."""
+    input, target = _autocast("l1_loss", input, target)
     return _reduce(ops.abs(input - _float_pair("l1_loss", input, target, reduction)), reduction)
 
 
 def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
     """0.5 d² where |d| < delta, else delta (|d| - 0.5 delta), with d = input - target."""
+    input, target = _autocast("huber_loss", input, target)
     target = _float_pair("huber_loss", input, target, reduction)
     if not delta > 0:
         raise ValueError(f"huber_loss delta must be positive, got {delta}")
@@ -238,6 +277,7 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
 
 def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     """0.5 d² / beta where |d| < beta, else |d| - 0.5 beta (``huber_loss / beta``; L1 for beta 0)."""
+    input, target = _autocast("smooth_l1_loss", input, target)
     target = _float_pair("smooth_l1_loss", input, target, reduction)
     if beta < 0:
         raise ValueError(f"smooth_l1_loss beta must be non-negative, got {beta}")
@@ -255,8 +295,12 @@ def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos
     target = _float_pair("binary_cross_entropy_with_logits", input, target, reduction)
     if pos_weight is None:
         return apply(BCEWithLogits, input, target, reduction=reduction)
-    pw = pos_weight if isinstance(pos_weight, Tensor) else constant_like(
-        np.asarray(pos_weight, dtype=input.dtype), input)
+    if isinstance(pos_weight, Tensor):
+        pw = pos_weight
+    elif gpu_array_device(pos_weight) is not None:  # a raw CuPy array: never through np.asarray
+        pw = Tensor(pos_weight, dtype=input.dtype, device=input.backend)
+    else:
+        pw = constant_like(np.asarray(pos_weight, dtype=input.dtype), input)
     if pw.requires_grad:
         pw = pw.detach()  # a constant weight, as a class prior; no gradient flows into it
     try:
@@ -270,7 +314,7 @@ def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos
 
 # --- classification losses --------------------------------------------------------------
 
-def _class_target(name, input, target, ignore_index):
+def _class_target(name, input, target, ignore_index, kernel_check=False):
     """``(target tensor, mean divisor)`` for (N, C) ``input`` and (N,) integer class indices; clear
     errors for wrong shapes, dtypes or out-of-range classes.
 
@@ -281,14 +325,22 @@ def _class_target(name, input, target, ignore_index):
     deferred to the next synchronisation (``.item()``, ``.numpy()``, ``bg.cuda.synchronize()``;
     see :class:`~backprop_gpu.array.modules.CupyArrays`), which raises the same IndexError, unless
     anomaly detection is on, which checks at once.
+
+    ``kernel_check``: the caller's loss kernel counts and checks a device target itself (the
+    ``stats`` of ``F.cross_entropy_forward``, no launch of its own); such a target then comes
+    back with ``(count, bad)``, two empty 0-d device arrays for the kernel to fill, in place of
+    the divisor, and the caller queues the check with :func:`_defer_class_check` once the
+    kernel is launched.
     """
     if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
         raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
     if not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{name}: input must be floating point, got dtype {input.dtype}")
     host = None
+    if not isinstance(target, Tensor) and gpu_array_device(target) is not None:
+        target = Tensor(target, device=input.backend)  # a raw CuPy array: np.asarray would be refused
     if not isinstance(target, Tensor):
         host = np.asarray(target)
         if host.dtype.kind not in "iu":
@@ -312,13 +364,21 @@ def _class_target(name, input, target, ignore_index):
             target = Tensor(host, device=input.backend)
         return target, int(np.count_nonzero(host != ignore_index))
     arrays, t = target.backend.arrays, target.array
+    if kernel_check:
+        with arrays.cuda_device:  # allocations: no launch
+            return target, (arrays.xp.empty((), input.dtype), arrays.xp.empty((), np.bool_))
     with arrays.cuda_device:  # on the target's GPU, whichever is current
-        counted = t != ignore_index
-        # a negative index is huge as uint64: one comparison checks both ends
-        bad = arrays.xp.logical_and(t.astype(np.uint64) >= c, counted).any()
-        count = counted.sum(dtype=input.dtype)  # 0/0 = nan with no counted row, as PyTorch
-    arrays.defer_check(bad, lambda: _check_classes(name, target.numpy(), ignore_index, input.shape, c))
+        # 0/0 = nan with no counted row, as PyTorch; one kernel on the cupy backend
+        count, bad = arrays.xp.empty((), input.dtype), arrays.xp.empty((), np.bool_)
+        target.backend.F.class_target_stats(t, c, ignore_index, count, bad)
+    _defer_class_check(name, input, target, ignore_index, bad)
     return target, count
+
+
+def _defer_class_check(name, input, target, ignore_index, bad):
+    """Queue the range check of device ``target`` whose failure flag ``bad`` (0-d) is on the device."""
+    target.backend.arrays.defer_check(
+        bad, lambda: _check_classes(name, target.numpy(), ignore_index, input.shape, input.shape[1]))
 
 
 def _check_classes(name, t, ignore_index, input_shape, c):
@@ -358,7 +418,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
         target = _class_target("cross_entropy", input, target, ignore_index)[0]
         return _weighted_class_loss("cross_entropy", log_softmax(input, 1), target, weight, reduction, ignore_index,
                                     float(label_smoothing))
-    target, count = _class_target("cross_entropy", input, target, ignore_index)
+    target, count = _class_target("cross_entropy", input, target, ignore_index, kernel_check=True)
+    if type(count) is tuple:  # a device target: the loss kernel counts the rows and checks the classes
+        loss = apply(CrossEntropy, input, target, reduction=reduction, ignore=ignore_index,
+                     ls=float(label_smoothing), count=count[0] if reduction == "mean" else 1, stats=count)
+        _defer_class_check("cross_entropy", input, target, ignore_index, count[1])
+        return loss
     return apply(CrossEntropy, input, target, reduction=reduction, ignore=ignore_index, ls=float(label_smoothing),
                  count=_mean_divisor(reduction, count))
 
@@ -382,6 +447,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
 
 
 __all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear", "dropout",
+           "dropout1d", "dropout2d", "conv_transpose2d",
            "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
            "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh",
            "one_hot"]
@@ -518,6 +584,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction: str = "mean
                                       f"use reduction=" + "|".join(repr(r) for r in _KL_REDUCTIONS))
     if reduction not in _KL_REDUCTIONS:
         raise ValueError(f"kl_div: reduction must be one of {_KL_REDUCTIONS}, got {reduction!r}")
+    input, target = _autocast("kl_div", input, target)
     target = _float_pair("kl_div", input, target, "none")
     if log_target:
         loss = ops.exp(target) * (target - input)
@@ -561,7 +628,7 @@ def _weighted_class_loss(name, logp, target, weight, reduction, ignore_index, la
     if weight.shape != (c,):
         raise ValueError(f"{name}: weight tensor should be defined either for all {c} classes or no classes "
                          f"but got weight tensor of shape {weight.shape} (input {logp.shape})")
-    if weight.dtype.kind != "f":
+    if not is_floating(weight.dtype):
         raise TypeError(f"{name}: weight must be floating point, got dtype {weight.dtype}")
     if weight.device != logp.device:
         raise ops.DeviceMismatchError(f"{name}: input is on {logp.device} but weight is on {weight.device}")

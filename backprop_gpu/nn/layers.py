@@ -192,9 +192,10 @@ class Flatten(Module):
 
 class Dropout(Module):
     """Inverted dropout in training mode (zero with probability ``p``, scale the rest by
-    1/(1-p)), the mask drawn from the input's backend generator; the identity in eval mode."""
+    1/(1-p)), the mask drawn from the input's backend generator; the identity in eval mode.
+    ``inplace`` is accepted for torch's signature; the result is always a new tensor."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         F._check_p(p)
         self.p = p
@@ -499,3 +500,73 @@ class Conv1d(Module):
 
 
 __all__ += ["Conv1d"]
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution over (N, C_in, H, W), as ``torch.nn.ConvTranspose2d`` (same signature,
+    parameter shapes (C_in, C_out, kh, kw) and default init). ``groups``, ``dilation`` other than 1 and
+    a ``padding_mode`` other than ``'zeros'`` raise NotImplementedError."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = "zeros", device=None,
+                 dtype=None):
+        super().__init__()
+        F._not_one("ConvTranspose2d", groups=groups, dilation=dilation if isinstance(dilation, int) else
+                   (1 if tuple(dilation) == (1, 1) else dilation))
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"ConvTranspose2d: padding_mode={padding_mode!r} is not supported")
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.in_channels, self.out_channels, self.kernel_size = int(in_channels), int(out_channels), (kh, kw)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.weight = Parameter(empty(in_channels, out_channels, kh, kw, device=device, dtype=dtype))
+        self.bias = Parameter(empty(out_channels, device=device, dtype=dtype)) if bias else None
+        if not bias:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # fan_in from weight.shape[1:], as torch
+        if self.bias is not None:
+            fan_in = self.out_channels * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x, output_size=None):
+        if output_size is not None:
+            raise NotImplementedError("ConvTranspose2d.forward(output_size=...): pass output_padding instead")
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}")
+
+
+class Unflatten(Module):
+    """Expand dimension ``dim`` into ``unflattened_size``, as ``torch.nn.Unflatten``."""
+
+    def __init__(self, dim: int, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = int(dim), tuple(unflattened_size)
+
+    def forward(self, x):
+        return x.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class Dropout1d(Dropout):
+    """Zero whole channels of (N, C, L) input with probability ``p`` in training mode."""
+
+    def forward(self, x):
+        return F.dropout1d(x, self.p, self.training)
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels of (N, C, H, W) input with probability ``p`` in training mode."""
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
+
+
+__all__ += ["ConvTranspose2d", "Unflatten", "Dropout1d", "Dropout2d"]

@@ -11,7 +11,9 @@ their own.
 from __future__ import annotations
 
 from ..tape.op import Op, apply
+from ..tape.mode import state
 from .joining import pad as pad_op
+from .linalg import mm
 
 
 def _pair(v, name):
@@ -85,7 +87,7 @@ class ConvCols(Op):
     def forward(F, cols, w, *b):
         n, c, k, ho, wo = cols.shape
         o = w.shape[0]
-        out = F.matmul(w.reshape(o, c * k), cols.reshape(n, c * k, ho * wo))
+        out = mm(F, w.reshape(o, c * k), cols.reshape(n, c * k, ho * wo))
         if b:
             out += b[0].reshape(o, 1)
         return out.reshape(n, o, ho, wo)
@@ -97,10 +99,10 @@ class ConvCols(Op):
         g3 = F.reshape(g, (n, o, ho * wo))
         gcols = gw = gb = None
         if needs[0]:
-            gcols = F.reshape(F.matmul(F.swapaxes(F.reshape(w, (o, c * k)), 0, 1), g3), cols.shape)
+            gcols = F.reshape(mm(F, F.swapaxes(F.reshape(w, (o, c * k)), 0, 1), g3), cols.shape)
         if needs[1]:
             cols3 = F.reshape(cols, (n, c * k, ho * wo))
-            gw = F.reshape(F.sum(F.matmul(g3, F.swapaxes(cols3, 1, 2)), axis=0), w.shape)
+            gw = F.reshape(F.sum(mm(F, g3, F.swapaxes(cols3, 1, 2)), axis=0), w.shape)
         if b and needs[2]:
             gb = F.sum(g3, axis=(0, 2))
         return (gcols, gw) + ((gb,) if b else ())
@@ -114,6 +116,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"conv2d: bias of shape {bias.shape} does not fit weight {weight.shape} "
                          f"(expected ({weight.shape[0]},))")
+    if state.cast is not None:  # autocast casts here, so that im2col's columns are made in the low dtype
+        x, weight, bias = state.cast("conv2d", (x, weight, bias))
     kh, kw = weight.shape[2:]
     cols, _, _ = _windows(x, (kh, kw), _pair(stride, "stride"), _pair(padding, "padding"), "conv2d")
     return apply(ConvCols, cols, weight, *(() if bias is None else (bias,)))

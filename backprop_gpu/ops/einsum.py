@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import string
 
+import numpy as np
+
+from ..array.dtypes import is_bfloat16
 from ..tape.op import Op, apply, constant_like
 from ..tape.tensor import Tensor
 
@@ -18,6 +21,8 @@ _LETTERS = string.ascii_letters
 
 
 def _einsum(F, eq, *operands):
+    if is_bfloat16(operands[0].dtype):  # NumPy's einsum has no bfloat16 loop
+        return _einsum(F, eq, *[o.astype(np.float32) for o in operands]).astype(operands[0].dtype)
     # NumPy's default computes in one C loop; with a path (optimize) it uses BLAS where it can
     if F.records:
         return F.einsum(eq, *operands)

@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from ..array.dtypes import is_differentiable
 from ..tape.op import Op, apply, binary, constant_like
 from ..tape.tensor import Tensor, get_default_dtype
 
@@ -379,7 +380,7 @@ def astype(x, dtype):
     dtype = np.dtype(dtype)
     if dtype == x.dtype:
         return x
-    return apply(Astype if dtype.kind in "fc" else _AstypeNonFloat, x, dtype=dtype)
+    return apply(Astype if is_differentiable(dtype) else _AstypeNonFloat, x, dtype=dtype)
 
 
 __all__ = sorted(set(FUNCTIONS) - {"gelu_erf", "gelu_tanh"}) + [

@@ -1,8 +1,27 @@
 """Batched matrix product, forward beside VJP."""
 from __future__ import annotations
 
+import numpy as np
+
+from ..array.dtypes import is_bfloat16
 from ..tape.op import Op, apply, constant_like
 from ..tape.tensor import Tensor
+
+_F32 = np.dtype("float32")
+
+
+def mm(F, a, b):
+    """``F.matmul(a, b)``, with a product of two float16 or two bfloat16 arrays in their dtype,
+    accumulated in float32 (as cuBLAS and torch's CPU kernels do): on the host both are
+    multiplied in float32 and the product rounded once, since NumPy has no float16 BLAS (a
+    slow loop) and ``ml_dtypes`` returns bfloat16 products in float32."""
+    d = a.dtype
+    if d.itemsize != 2 or d != b.dtype or not (d.kind == "f" or is_bfloat16(d)):
+        return F.matmul(a, b)
+    if isinstance(a, np.ndarray):
+        return F.matmul(a.astype(_F32), b.astype(_F32)).astype(d)
+    out = F.matmul(a, b)
+    return out if out.dtype == d else out.astype(d)
 
 
 def matmul_into(F, a, b, dst):
@@ -10,8 +29,8 @@ def matmul_into(F, a, b, dst):
     array (an empty gradient slot from a VJP's ``into``) of the product's shape and dtype: a
     weight gradient then needs no copy into its flat buffer."""
     if dst is None or a.ndim != 2 or b.ndim != 2 or dst.shape != (a.shape[0], b.shape[1]) \
-            or not a.dtype == b.dtype == dst.dtype:
-        return F.matmul(a, b)
+            or not a.dtype == b.dtype == dst.dtype or a.dtype.itemsize == 2:
+        return mm(F, a, b)
     return F.matmul(a, b, out=dst)
 
 
@@ -20,7 +39,7 @@ class Matmul(Op):
     dropped; leading batch axes broadcast (the engine sums them back)."""
     name = "matmul"
     saves = ('a', 'b')
-    forward = staticmethod(lambda F, a, b: F.matmul(a, b))
+    forward = staticmethod(lambda F, a, b: mm(F, a, b))
 
     @staticmethod
     def vjp(F, g, out, a, b, needs, into):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..tape.op import Op, apply
-from .linalg import matmul_into
+from .linalg import matmul_into, mm
 
 
 def _rows(g) -> int:
@@ -18,7 +18,7 @@ class LinearNoBias(Op):
 
     @staticmethod
     def forward(F, x, w):
-        return x @ w.T
+        return mm(F, x, w.T)  # mm: float16/bfloat16 products stay in their dtype
 
 
     @staticmethod
@@ -26,7 +26,7 @@ class LinearNoBias(Op):
         n_out, n_in = w.shape
         rows = _rows(g)  # written out: a -1 beside a 0-sized axis is ambiguous (nn.Linear(0, 5))
         g2 = F.reshape(g, (rows, n_out))
-        gx = F.reshape(F.matmul(g2, w), x.shape) if needs[0] else None
+        gx = F.reshape(mm(F, g2, w), x.shape) if needs[0] else None
         gw = matmul_into(F, F.swapaxes(g2, 0, 1), F.reshape(x, (rows, n_in)), into and into[1]) if needs[1] else None
         return gx, gw
 
@@ -38,7 +38,7 @@ class LinearOp(Op):
 
     @staticmethod
     def forward(F, x, w, b):
-        out = x @ w.T
+        out = mm(F, x, w.T)
         out += b
         return out
 
@@ -46,7 +46,12 @@ class LinearOp(Op):
     @staticmethod
     def vjp(F, g, out, x, w, b, needs, into):
         gx, gw = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into)
-        gb = F.sum(F.reshape(g, (_rows(g), w.shape[0])), axis=0) if needs[2] else None
+        gb = None
+        if needs[2]:
+            g2 = F.reshape(g, (_rows(g), w.shape[0]))
+            dst = into and into[2]
+            # straight into the bias's empty gradient slot when there is one: no copy after
+            gb = F.sum(g2, axis=0) if dst is None or dst.dtype != g.dtype else F.sum(g2, axis=0, out=dst)
         return gx, gw, gb
 
 
@@ -58,12 +63,16 @@ class LinearReLU(Op):
 
     @staticmethod
     def forward(F, x, w, *b):
-        return F.bias_relu_(x @ w.T, b[0] if b else None)
+        return F.bias_relu_(mm(F, x, w.T), b[0] if b else None)
 
     @staticmethod
     def vjp(F, g, out, x, w, *b, needs, into):
         if b and needs[2]:  # the bias gradient (column sums) in the same pass as the ReLU mask
-            g, gb = F.relu_backward_colsum(g, out)
+            dst = into and into[2]
+            if dst is not None and dst.dtype == g.dtype:  # written into the bias's empty gradient slot
+                g, gb = F.relu_backward_colsum_into(g, out, dst)
+            else:
+                g, gb = F.relu_backward_colsum(g, out)
             return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into) + (gb,)
         g = F.relu_backward(g, out)
         grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from ..array.kernels.reference import cross_entropy_grad
 from ..tape.op import Op
 
 
@@ -63,36 +64,23 @@ class CrossEntropy(Op):
     Per row, with lse = logsumexp(x) and ls the label smoothing:
     loss = (1 - ls) (lse - x[t]) + ls (lse - mean(x)); rows whose target is ``ignore``
     count for nothing. The VJP is (softmax(x) - ((1 - ls) one_hot(t) + ls / C)) g / count.
+    Both are the namespace's fused kernels (``F.cross_entropy_forward``/``_backward``: one
+    launch each on the cupy backend). ``stats``: None, or the 0-d ``(count, bad)`` arrays the
+    forward fills on the device (the counted rows, which ``count`` then is, and the target range
+    check; see :func:`backprop_gpu.nn.functional.cross_entropy`).
     """
     name = "cross_entropy"
     saves = ("x", "t")
 
     @staticmethod
-    def forward(F, x, t, reduction, ignore, ls, count):
-        n = x.shape[0]
-        s = x - x.max(axis=1, keepdims=True)
-        lse = F.log(F.exp(s).sum(axis=1))
-        ignored = t == ignore
-        loss = lse - s[F.arange(n), F.where(ignored, 0, t)]
-        if ls:
-            loss = (1 - ls) * loss + ls * (lse - s.mean(axis=1))
-        loss = F.where(ignored, 0, loss).astype(x.dtype, copy=False)
-        if reduction == "none":
-            return loss
-        total = loss.sum()
-        return (total / count).astype(x.dtype) if reduction == "mean" else total
+    def forward(F, x, t, reduction, ignore, ls, count, stats=None):
+        return F.cross_entropy_forward(x, t, ignore, ls, reduction, count, stats)
 
     @staticmethod
-    def vjp(F, g, out, x, t, reduction, ignore, ls, count):
-        n, c = x.shape
-        e = F.exp(x - F.amax(x, axis=1, keepdims=True))
-        p = e / F.sum(e, axis=1, keepdims=True)
-        valid = F.reshape(t != ignore, (n, 1))
-        target = F.one_hot(F.where(t != ignore, t, 0), c, x.dtype)
-        if ls:
-            target = target * (1 - ls) + ls / c
-        grad = (p - target) * _row_scale(F, g, reduction, n, count)
-        return F.where(valid, grad, 0), None
+    def vjp(F, g, out, x, t, reduction, ignore, ls, count, stats=None):
+        if F.records:  # create_graph: the same statement over the ops namespace records itself
+            return cross_entropy_grad(F, g, x, t, ignore, ls, reduction, count), None
+        return F.cross_entropy_backward(g, x, t, ignore, ls, reduction, count), None
 
 
 class NLLLoss(Op):

@@ -11,7 +11,9 @@ class _State(threading.local):
     # class attributes are each thread's defaults: plain attribute reads, no getattr fallback
     grad = True
     anomaly = False
-    #: grad on and anomaly off, the common case (one attribute read per op instead of two)
+    #: autocast's input hook ``cast(op_name, inputs) -> inputs``, or None (set by backprop_gpu.amp)
+    cast = None
+    #: grad on, anomaly off and no autocast, the common case (one attribute read per op instead of three)
     plain = True
 
     def set(self, grad=None, anomaly=None):
@@ -19,7 +21,13 @@ class _State(threading.local):
             self.grad = grad
         if anomaly is not None:
             self.anomaly = anomaly
-        self.plain = self.grad and not self.anomaly
+        self.plain = self.grad and not self.anomaly and self.cast is None
+
+    def set_cast(self, cast):
+        """Install (or, with None, remove) autocast's input hook; returns the previous one."""
+        prev, self.cast = self.cast, cast
+        self.plain = self.grad and not self.anomaly and cast is None
+        return prev
 
 
 state = _State()

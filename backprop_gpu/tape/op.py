@@ -38,6 +38,7 @@ import numbers
 import weakref
 
 from ..array.devices import DeviceMismatchError
+from ..array.dtypes import is_floating
 from . import engine
 from .mode import state
 from .tensor import Tensor, get_default_dtype
@@ -136,6 +137,9 @@ _ONE_NEEDS = (True,)  # a recorded one-input op: its input requires grad
 
 def apply(op, *inputs: Tensor, **kw) -> Tensor:
     """Run ``op`` forward and, when grad mode is on and an input requires grad, record it."""
+    plain = state.plain  # read once: it also guards the anomaly and grad-mode checks below
+    if not plain and state.cast is not None:  # autocast: its recorded casts of the inputs
+        inputs = state.cast(op.name, inputs)
     x0 = inputs[0]
     b = x0.backend
     F = b.F
@@ -162,7 +166,7 @@ def apply(op, *inputs: Tensor, **kw) -> Tensor:
         out = op.forward(F, *[t.array for t in inputs], **kw)
     if not out.ndim:  # NumPy returns scalars for 0-d results: keep arrays (in-place ops, .grad)
         out = b.xp.asarray(out)
-    if not state.plain:
+    if not plain:
         if state.anomaly:
             engine.check_forward_anomaly(b.xp, out, op.name, inputs)
         record = record and state.grad
@@ -219,7 +223,7 @@ def constant_like(x, ref: Tensor) -> Tensor:
         return x
     xp = ref.backend.xp
     if isinstance(x, numbers.Number) and not isinstance(x, bool):
-        if ref.dtype.kind in "fc" or isinstance(x, numbers.Integral):
+        if ref.dtype.kind in "fc" or isinstance(x, numbers.Integral) or is_floating(ref.dtype):  # bfloat16 too
             arr = xp.asarray(x, dtype=ref.dtype if ref.dtype.kind != "b" else None)
         else:
             arr = xp.asarray(x, dtype=get_default_dtype())

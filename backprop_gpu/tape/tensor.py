@@ -14,6 +14,7 @@ import numpy as np
 
 from ..array import Backend, get_backend
 from ..array.devices import DeviceMismatchError
+from ..array.dtypes import is_differentiable
 from . import engine, hooks
 from .mode import is_grad_enabled
 
@@ -339,7 +340,7 @@ class Tensor:
     # -- autograd -------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True):
         """Set ``requires_grad`` in place on a leaf; only floating tensors can require grad."""
-        if requires_grad and self.dtype.kind not in "fc":
+        if requires_grad and not is_differentiable(self.dtype):
             raise TypeError(f"only floating-point tensors can require grad, got dtype {self.dtype}")
         if not requires_grad and self._node is not None:
             raise RuntimeError("requires_grad can only be turned off on leaf tensors; use .detach()")

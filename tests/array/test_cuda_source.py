@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from backprop_gpu.array.optim import cuda_source, get_kernel, rules
-from helpers import compile_host_c
+from helpers import compile_host_c, gpu_available
 
 DTYPES = ("float32", "float64")
 # host C vs NumPy: both round every operation to the dtype, so these are a few ulps at most
@@ -276,23 +276,15 @@ def test_host_build_masked_skips_unmasked_elements(host_lib, name, flags, dtype)
 
 # --- the cupy target -----------------------------------------------------------------------------
 
-def test_cupy_impl_imports_without_touching_cupy():
-    code = "import sys; import backprop_gpu.array.optim.cupy_impl; print('cupy' in sys.modules)"
+@pytest.mark.parametrize("module", ["backprop_gpu.array.optim.cupy_impl", "backprop_gpu.array.rng.cupy_impl"])
+def test_cupy_impl_imports_without_touching_cupy(module):
+    code = f"import sys; import {module}; print('cupy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False"]
 
 
-def _gpu():
-    try:
-        import cupy
-
-        return bool(cupy.is_available())
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(_gpu(), reason="a GPU is present: build succeeds")
+@pytest.mark.skipif(gpu_available(), reason="a GPU is present: build succeeds")
 def test_cupy_build_without_gpu_raises_clearly():
     from backprop_gpu.array.optim import cupy_impl
 
@@ -308,7 +300,7 @@ GPU_RTOL = {"float32": 1e-5, "float64": 1e-12}
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu(), reason="needs a real CUDA GPU (cupy.is_available() is False)")
+@pytest.mark.skipif(not gpu_available(), reason="needs a real CUDA GPU (cupy.is_available() is False)")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,flags", ALL, ids=ALL_IDS)
 def test_cupy_kernels_match_numpy_reference(name, flags, dtype):

@@ -28,6 +28,7 @@ import pytest
 import backprop_gpu as bg
 from backprop_gpu.array import backend_availability, rng
 from backprop_gpu.array.rng import cuda_source, philox as P, scalar
+from helpers import gpu_available
 
 # Random123's known-answer vectors for Philox4x32-10, as cut from the ``kat_vectors`` file of the
 # Random123 distribution (D. E. Shaw Research) into DEShawResearch/Random123-Boost,
@@ -440,23 +441,7 @@ def test_backends_draw_with_their_providers_kernels(backend):
         rng.TARGETS[backend.kernels.optim_target].lstrip("."))
 
 
-def test_cupy_impl_imports_without_touching_cupy():
-    code = "import sys; import backprop_gpu.array.rng.cupy_impl; print('cupy' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False"]
-
-
-def _gpu():
-    try:
-        import cupy
-
-        return bool(cupy.is_available())
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(_gpu(), reason="a GPU is present")
+@pytest.mark.skipif(gpu_available(), reason="a GPU is present")
 def test_cupy_target_without_gpu_raises_clearly():
     from backprop_gpu.array.rng import cupy_impl
 

@@ -7,6 +7,7 @@ downloaded.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +35,79 @@ class ArrayDataset:
         return int(self.y.max()) + 1 if self.y.dtype.kind in "iu" and len(self.y) else 0
 
 
+def _digits_csv() -> Path | None:
+    """scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn (whose import
+    takes over a second: most of a one-epoch run), or ``None`` where it is not at the usual place."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per class, how many of ``n_draws`` to take: the floored proportional share, the remainder given
+    to the largest fractional parts, ties broken by ``rng`` (scikit-learn's ``_approximate_mode``)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            take = min(len(inds), need)
+            floored[rng.choice(inds, size=take, replace=False)] += 1
+            need -= take
+            if need == 0:
+                break
+    return floored.astype(int)
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices) of a stratified shuffle split: the same indices as scikit-learn's
+    ``train_test_split(..., test_size=test_fraction, random_state=seed, stratify=y)`` (its
+    ``StratifiedShuffleSplit`` steps and random draws, re-stated so that no scikit-learn import is needed)."""
+    n = len(y)
+    n_test = int(math.ceil(test_fraction * n))
+    n_train = n - n_test
+    _, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    if class_counts.min() < 2 or min(n_train, n_test) < len(class_counts):
+        raise ValueError(f"cannot split {n} samples of {len(class_counts)} classes (the smallest has "
+                         f"{class_counts.min()}) into {n_train} train and {n_test} test, stratified")
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train, test = [], []
+    for i in range(len(class_counts)):
+        perm = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(perm[:n_i[i]])
+        test.extend(perm[n_i[i]:n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
 def digits(test_fraction: float = 0.25, seed: int = 0):
     """scikit-learn's bundled 8x8 digits (1,797 images), pixels scaled to [0, 1],
-    split into train and test with a fixed stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    split into train and test with a fixed stratified split (scikit-learn's ``train_test_split``
+    with ``stratify``; see :func:`stratified_split`)."""
+    path = _digits_csv()
+    if path is not None:
+        data = np.loadtxt(path, delimiter=",")  # what load_digits reads: 64 pixels, then the label
+        x, y = data[:, :-1], data[:, -1].astype(int)
+    else:  # an unusual install: let scikit-learn find its own file
+        from sklearn.datasets import load_digits
 
-    x, y = load_digits(return_X_y=True)
+        x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, y.astype(np.int64), test_size=test_fraction, random_state=seed,
-                                          stratify=y)
-    return ArrayDataset(xtr, ytr, "digits/train"), ArrayDataset(xte, yte, "digits/test")
+    train, test = stratified_split(y, test_fraction, seed)
+    y = y.astype(np.int64)
+    return ArrayDataset(x[train], y[train], "digits/train"), ArrayDataset(x[test], y[test], "digits/test")
 
 
 class IDXError(ValueError):

@@ -49,8 +49,8 @@ class KernelProvider:
 REFERENCE = KernelProvider("reference", "numpy")
 #: Numba-compiled CPU loops for the hot ops and the optimizer steps
 NUMBA = KernelProvider("numba", "numba", ".numba_cpu:NumbaNamespace", needs="numba")
-#: CuPy: the reference kernels over cupy, optimizer steps as CUDA C generated from the rules
-CUDA = KernelProvider("cuda", "cupy")
+#: CuPy: the hot ops' kernels as CUDA C (.cuda), optimizer steps as CUDA C generated from the rules
+CUDA = KernelProvider("cuda", "cupy", ".cuda:CudaNamespace")
 #: Numba CUDA: the reference kernels over the arrays, optimizer steps as Numba CUDA kernels
 NUMBA_CUDA = KernelProvider("numba-cuda", "numba-cuda", needs="numba.cuda")
 

@@ -33,6 +33,23 @@ def channel_axes(ndim):
     return (0,) + tuple(range(2, ndim))
 
 
+def cross_entropy_grad(F, g, x, t, ignore_index, label_smoothing, reduction, count):
+    """:meth:`Kernels.cross_entropy_backward` over a namespace ``F``: the array namespace, or
+    :mod:`backprop_gpu.ops` (which records it, for ``create_graph``)."""
+    n, c = x.shape
+    e = F.exp(x - F.amax(x, axis=1, keepdims=True))
+    p = e / F.sum(e, axis=1, keepdims=True)
+    valid = F.reshape(t != ignore_index, (n, 1))
+    target = F.one_hot(F.where(t != ignore_index, t, 0), c, x.dtype)
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / c
+    if reduction == "none":
+        scale = F.reshape(g, (n, 1))
+    else:
+        scale = g / count if reduction == "mean" else g
+    return F.where(valid, (p - target) * scale, 0)
+
+
 def _im2col(xp, x, kernel, stride, padding, fill):
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -78,6 +95,57 @@ class Kernels:
         gradients of a ReLU'd linear layer's product and of its bias."""
         gm = self.relu_backward(g, out)
         return gm, gm.reshape((-1, gm.shape[-1])).sum(axis=0)
+
+    def relu_backward_colsum_into(self, g, out, gb):
+        """:meth:`relu_backward_colsum` with the column sums written into ``gb`` (an array of their
+        shape and dtype, a bias's empty gradient slot, say), which is returned in their place."""
+        gm, cs = self.relu_backward_colsum(g, out)
+        gb[...] = cs
+        return gm, gb
+
+    # -- cross-entropy ------------------------------------------------------------------------
+    def class_target_stats(self, t, num_classes, ignore_index, count, bad):
+        """Fill the 0-d ``count`` with how many integer class indices ``t`` are not
+        ``ignore_index`` (in ``count``'s dtype), and the 0-d bool ``bad`` with whether any of
+        those lies outside [0, num_classes): the on-device check of a loss's targets."""
+        counted = t != ignore_index
+        count[...] = counted.sum(dtype=count.dtype)
+        # a negative index is huge as uint64: one comparison checks both ends
+        bad[...] = self._xp.logical_and(t.astype(np.uint64) >= num_classes, counted).any()
+
+    def cross_entropy_forward(self, x, t, ignore_index, label_smoothing, reduction, count, stats=None):
+        """Cross-entropy of (N, C) logits ``x`` against (N,) integer targets ``t``.
+
+        Per row, with lse = logsumexp(x) and ls = ``label_smoothing``:
+        (1 - ls) (lse - x[t]) + ls (lse - mean(x)), and 0 where ``t`` is ``ignore_index``; then
+        ``reduction``: 'none' (the (N,) losses), 'sum', or 'mean' (the sum divided by ``count``, a
+        number or a 0-d array; 0/0 is nan). ``stats``: None, or two 0-d arrays ``(counted, bad)``
+        the kernel fills with the number of rows whose target is not ``ignore_index`` (in
+        ``counted``'s dtype; ``count`` may be ``counted`` itself, filled first) and with whether any
+        of their targets lies outside [0, C) (the on-device range check). Such a target reads
+        class 0: its loss is meaningless, and ``bad`` says so.
+        """
+        xp = self._xp
+        n, c = x.shape
+        counted = t != ignore_index
+        if stats is not None:
+            self.class_target_stats(t, c, ignore_index, *stats)
+        s = x - x.max(axis=1, keepdims=True)
+        lse = xp.log(xp.exp(s).sum(axis=1))
+        loss = lse - s[xp.arange(n), xp.where(counted & (t >= 0) & (t < c), t, 0)]
+        if label_smoothing:
+            loss = (1 - label_smoothing) * loss + label_smoothing * (lse - s.mean(axis=1))
+        loss = xp.where(counted, loss, 0).astype(x.dtype, copy=False)
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        return (total / count).astype(x.dtype) if reduction == "mean" else total
+
+    def cross_entropy_backward(self, g, x, t, ignore_index, label_smoothing, reduction, count):
+        """The gradient in ``x`` of :meth:`cross_entropy_forward` given the output's gradient ``g``
+        (0-d, or (N,) for 'none'): (softmax(x) - ((1 - ls) one_hot(t) + ls / C)) g / count per
+        row ('mean'; g alone for 'sum', g[i] for 'none'), 0 where ``t`` is ``ignore_index``."""
+        return cross_entropy_grad(self, g, x, t, ignore_index, label_smoothing, reduction, count)
 
     # -- windows ------------------------------------------------------------------------
     def im2col(self, x, kernel, stride, padding, fill=0.0):

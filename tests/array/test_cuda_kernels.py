@@ -1,0 +1,241 @@
+"""The cupy backend's hot-op kernels (``backprop_gpu.array.kernels.cuda``): CUDA C, checked here
+without a GPU.
+
+* the source compiles with NVRTC under the options CuPy's RawModule passes, and each PTX entry
+  takes the parameters the namespace passes;
+* the very same source, built for the host (it is C99 outside ``__CUDACC__``) and run through
+  the recording CuPy stand-in by :class:`~backprop_gpu.array.kernels.cuda.CudaNamespace` itself,
+  matches the reference kernels over NumPy in float32 and float64: ignored rows, all rows
+  ignored, one class, label smoothing, every reduction, huge and NaN logits, out-of-range targets;
+* each kernel is one launch, and the module is compiled once per device.
+
+The same kernels against the reference on a real GPU: tests/test_kernels.py (its cupy rows).
+
+Tolerances: the ReLU kernels are bitwise equal (one rounding per element on both sides). The
+column sums accumulate in double (rtol 1e-6 in float32, 1e-14 in float64). Cross-entropy differs
+from NumPy by libm's exp/log against NumPy's own and by the summation order: rtol 2e-6 in
+float32, 1e-13 in float64 (atol the same times the values' scale, for the losses and gradients
+that come out near 0).
+"""
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import recording_cupy
+from backprop_gpu.array.kernels import cuda
+from backprop_gpu.array.namespace import ArrayNamespace
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])  # test_cuda_source's NVRTC helpers
+from test_cuda_source import NVRTC_OPTIONS, _nvrtc, nvrtc_ptx  # noqa: E402
+
+DTYPES = ("float32", "float64")
+CE_RTOL = {"float32": 2e-6, "float64": 1e-13}
+SUM_RTOL = {"float32": 1e-6, "float64": 1e-14}
+# kernel: parameters the namespace passes
+PARAMS = {"relu": 2, "bias_relu": 4, "relu_backward": 4, "relu_backward_colsum": 6, "ce_forward": 13,
+          "ce_backward": 13, "class_target_stats": 6}
+
+
+@pytest.fixture
+def stand_in(monkeypatch, tmp_path_factory):
+    return recording_cupy.install(monkeypatch, tmp_path_factory.mktemp("hot_kernels"))
+
+
+@pytest.fixture
+def ref():
+    import backprop_gpu as bg
+
+    return ArrayNamespace(bg.get_backend("numpy"))
+
+
+def _host(a):
+    return recording_cupy.to_host(a)
+
+
+# --- NVRTC ---------------------------------------------------------------------------------------
+
+def test_source_compiles_with_nvrtc_and_entries_take_what_is_passed():
+    nvrtc = _nvrtc()
+    assert "--std=c++14" in NVRTC_OPTIONS and cuda.OPTIONS == ("--std=c++14",)
+    ptx = nvrtc_ptx(nvrtc, cuda.SOURCE, "bpg_hot_kernels.cu")
+    for kernel, n in PARAMS.items():
+        for dtype in DTYPES:
+            name = cuda.kernel_name(kernel, dtype)
+            assert f".visible .entry {name}(" in ptx, name
+            assert len(re.findall(rf"\.param \.\w+ {name}_param_\d+", ptx)) == n, name
+    assert len(re.findall(r"\.visible \.entry", ptx)) == len(PARAMS) * len(DTYPES)
+
+
+def test_float32_kernels_stay_in_float():
+    # the double accumulators are the column sums' and the loss total's, by design; no other double
+    body = cuda.BODY.split("BPG_KERNELS(float")[0]
+    assert set(re.findall(r"\bdouble \w+", body)) == {"double acc", "double total"}
+
+
+# --- the host build through the namespace -----------------------------------------------------
+
+def _rand(rng, dtype, *shape):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_kernels_match_reference(stand_in, ref, dtype):
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    assert type(F) is cuda.CudaNamespace
+    rng = np.random.default_rng(0)
+    for shape in [(7, 5), (2, 3, 4), (6,), (1, 1)]:
+        y, b, g = _rand(rng, dtype, *shape), _rand(rng, dtype, shape[-1]), _rand(rng, dtype, *shape)
+        y.reshape(-1)[0] = np.nan  # NaN propagates, as NumPy's maximum
+        for bias in (b, None):
+            dy = xp.asarray(y)
+            with rec.count() as c:
+                out = F.bias_relu_(dy, None if bias is None else xp.asarray(bias))
+            assert out is dy and c.launches == 1, c.table()
+            want = ref.bias_relu_(y.copy(), bias)
+            np.testing.assert_array_equal(_host(out), want)
+        o = ref.bias_relu_(y.copy(), b)
+        dg, do = xp.asarray(g), xp.asarray(o)
+        with rec.count() as c:
+            gm = F.relu_backward(dg, do)
+            gm2, cs = F.relu_backward_colsum(dg, do)
+        assert c.launches == 2, c.table()
+        np.testing.assert_array_equal(_host(gm), ref.relu_backward(g, o))
+        gm_ref, cs_ref = ref.relu_backward_colsum(g, o)
+        np.testing.assert_array_equal(_host(gm2), gm_ref)
+        np.testing.assert_allclose(_host(cs), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
+        slot = xp.empty(shape[-1:], dtype)
+        with rec.count() as c:
+            _, into = F.relu_backward_colsum_into(dg, do, slot)
+        assert into is slot and c.launches == 1, c.table()
+        np.testing.assert_allclose(_host(slot), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
+
+
+def _ce_cases(rng, dtype):
+    """(label, logits, targets, ignore_index)"""
+    yield "plain", _rand(rng, dtype, 9, 5), rng.integers(0, 5, 9), -100
+    t = rng.integers(0, 4, 7)
+    t[[1, 4]] = 2
+    yield "ignored rows", _rand(rng, dtype, 7, 4), t, 2
+    yield "all rows ignored", _rand(rng, dtype, 3, 4), np.full(3, -100), -100
+    yield "one class", _rand(rng, dtype, 4, 1), np.zeros(4, np.int64), -100
+    yield "many classes, a warp's worth and more", _rand(rng, dtype, 5, 70), rng.integers(0, 70, 5), -100
+    x = _rand(rng, dtype, 4, 3) * 1000  # exp would overflow without the max subtracted
+    yield "huge logits", x, rng.integers(0, 3, 4), -100
+    x = _rand(rng, dtype, 4, 3)
+    x[2, 1] = np.nan
+    yield "a NaN logit", x, np.array([0, 1, 1, 2]), -100
+    yield "no rows", np.zeros((0, 3), dtype), np.zeros(0, np.int64), -100
+
+
+def _close(a, b, dtype, what):
+    scale = max(float(np.nanmax(np.abs(b))) if np.size(b) and not np.all(np.isnan(b)) else 0.0, 1.0)
+    np.testing.assert_allclose(a, b, rtol=CE_RTOL[dtype], atol=CE_RTOL[dtype] * scale, err_msg=what)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning", "ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_kernels_match_reference(stand_in, ref, dtype):
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    rng = np.random.default_rng(1)
+    for label, x, t, ignore in _ce_cases(rng, dtype):
+        n = x.shape[0]
+        counted = int(np.count_nonzero(t != ignore))
+        for ls in (0.0, 0.1):
+            for reduction in ("none", "sum", "mean"):
+                what = f"{label}, ls={ls}, {reduction}"
+                dx, dt = xp.asarray(x), xp.asarray(t)
+                count, bad = xp.empty((), dtype), xp.empty((), np.bool_)
+                with rec.count() as c:
+                    loss = F.cross_entropy_forward(dx, dt, ignore, ls, reduction, count, (count, bad))
+                assert c.launches == 1 and c.syncs == 0 and c.h2d == 0, what + c.table()
+                rcount, rbad = np.empty((), dtype), np.empty((), np.bool_)
+                want = ref.cross_entropy_forward(x, t, ignore, ls, reduction, rcount, (rcount, rbad))
+                assert loss.shape == np.shape(want) and loss.dtype == dtype, what
+                _close(_host(loss), want, dtype, what)
+                assert _host(count) == counted == rcount and not _host(bad) and not rbad, what
+                # the divisor known on the host (a host target): the same loss
+                host_count = counted if counted else float("nan")
+                _close(_host(F.cross_entropy_forward(dx, dt, ignore, ls, reduction, host_count)),
+                       ref.cross_entropy_forward(x, t, ignore, ls, reduction, host_count), dtype, what + ", host count")
+                g = _rand(rng, dtype, n) if reduction == "none" else np.asarray(rng.standard_normal(), dtype)
+                for div in (count, host_count):
+                    with rec.count() as c:
+                        gx = F.cross_entropy_backward(xp.asarray(g), dx, dt, ignore, ls, reduction, div)
+                    assert c.launches == 1 and c.syncs == 0 and c.h2d == 1, what + c.table()  # h2d: g
+                    rdiv = rcount if div is count else host_count
+                    want = ref.cross_entropy_backward(g, x, t, ignore, ls, reduction, rdiv)
+                    _close(_host(gx), want, dtype, what + " backward")
+
+
+@pytest.mark.parametrize("bad_target", [5, -1])
+def test_cross_entropy_forward_flags_out_of_range_targets_without_reading_them(stand_in, ref, bad_target):
+    _, cupy = stand_in
+    xp = cupy.xp
+    x = np.random.default_rng(2).standard_normal((4, 5)).astype(np.float32)
+    t = np.array([0, bad_target, 4, -100])
+    count, bad = xp.empty((), np.float32), xp.empty((), np.bool_)
+    loss = cupy.F.cross_entropy_forward(xp.asarray(x), xp.asarray(t), -100, 0.0, "none", count, (count, bad))
+    rcount, rbad = np.empty((), np.float32), np.empty((), np.bool_)
+    want = ref.cross_entropy_forward(x, t, -100, 0.0, "none", rcount, (rcount, rbad))
+    assert bool(_host(bad)) and bool(rbad) and _host(count) == rcount == 3
+    keep = [0, 2, 3]  # the bad row's loss is meaningless (it reads class 0), the others stand
+    _close(_host(loss)[keep], want[keep], "float32", "rows with valid targets")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_target_stats_matches_reference(stand_in, ref, dtype):
+    rec, cupy = stand_in
+    xp = cupy.xp
+    rng = np.random.default_rng(5)
+    cases = [("in range", rng.integers(0, 6, 300), -100), ("ignored", np.array([1, 2, 2, 0, 2]), 2),
+             ("all ignored", np.full(4, 3), 3), ("above", np.array([0, 6, 1]), -100),
+             ("negative", np.array([0, -1, -100]), -100), ("empty", np.zeros(0, np.int64), -100),
+             ("int32, huge", np.array([0, 5, 2**31 - 1], np.int32), -100)]
+    for label, t, ignore in cases:
+        count, bad = xp.empty((), dtype), xp.empty((), np.bool_)
+        with rec.count() as c:
+            cupy.F.class_target_stats(xp.asarray(t), 6, ignore, count, bad)
+        assert c.launches == (1 if t.dtype == np.int64 else 2), label + c.table()  # + the int64 cast
+        rcount, rbad = np.empty((), dtype), np.empty((), np.bool_)
+        ref.class_target_stats(t, 6, ignore, rcount, rbad)
+        assert (_host(count), bool(_host(bad))) == (rcount, bool(rbad)), label
+
+
+def test_kernels_hand_other_arrays_to_the_reference(stand_in, ref):
+    rec, cupy = stand_in
+    xp = cupy.xp
+    x = np.random.default_rng(3).standard_normal((6, 4)).astype(np.float16)
+    t = np.array([0, 1, 2, 3, 0, 1], np.int32)
+    with rec.count() as c:
+        loss = cupy.F.cross_entropy_forward(xp.asarray(x), xp.asarray(t), -100, 0.0, "sum", 6)
+    assert not any("RawKernel" in what for (_, _, what) in c.events), c.table()  # float16: the reference
+    np.testing.assert_array_equal(_host(loss), ref.cross_entropy_forward(x, t, -100, 0.0, "sum", 6))
+    g = np.random.default_rng(4).standard_normal((4, 6)).astype(np.float32)
+    o = np.abs(g.T.copy())
+    res = cupy.F.relu_backward(xp.asarray(g).T, xp.asarray(o))  # a transposed operand
+    np.testing.assert_array_equal(_host(res), ref.relu_backward(g.T, o))
+    ti = xp.asarray(t)  # int32 targets: cast to int64 for the kernel (one launch more)
+    x32 = xp.asarray(x.astype(np.float32))
+    with rec.count() as c:
+        cupy.F.cross_entropy_forward(x32, ti, -100, 0.0, "sum", 6)
+    assert c.launches == 2, c.table()
+
+
+def test_module_is_compiled_once_per_device(monkeypatch, tmp_path_factory):
+    import backprop_gpu as bg
+    from backprop_gpu.array import registry
+
+    rec, cupy0 = recording_cupy.install(monkeypatch, tmp_path_factory.mktemp("two_devices"), n_devices=2)
+    cupy1 = registry.get_backend("cuda:1")
+    for b in (cupy0, cupy1):
+        x = bg.tensor(np.ones((2, 3), np.float32), device=b)
+        for _ in range(2):
+            b.F.bias_relu_(x.array, None)
+            b.F.relu_backward(x.array, x.array)
+        F = b.F
+        assert list(F._modules) == [b.arrays.cuda_device.id]
+        assert sorted(k[1] for k in F._functions) == ["bpg_relu_backward_f32", "bpg_relu_f32"]
