@@ -698,3 +698,63 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", alig
 
 
 __all__ += ["interpolate"]
+
+
+def _attention_mask(what, mask, scores):
+    """``mask`` as something to add to ``scores``, or a boolean to keep: ('add', m) or ('keep', m)."""
+    if not isinstance(mask, Tensor):
+        mask = constant_like(mask, scores)
+    if mask.dtype.kind == "b":
+        return "keep", mask
+    if mask.dtype.kind != "f":
+        raise TypeError(f"{what}: attn_mask must be a bool or floating tensor, got dtype {mask.dtype}")
+    return "add", mask
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale=None, enable_gqa: bool = False):
+    """``softmax(query @ key^T * scale + mask) @ value`` over the last two dimensions, as
+    ``torch.nn.functional.scaled_dot_product_attention``.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev); leading dimensions broadcast.
+    ``scale`` defaults to 1/sqrt(E). A boolean ``attn_mask`` (broadcastable to (..., L, S)) marks
+    with True the positions that take part; a floating one is added to the scores. ``is_causal``
+    uses the lower-triangular (L, S) mask and cannot be combined with ``attn_mask``. Dropout with
+    probability ``dropout_p`` is applied to the attention weights whenever ``dropout_p > 0`` (as
+    torch's; pass 0 in eval mode). ``enable_gqa=True`` raises NotImplementedError.
+    """
+    what = "scaled_dot_product_attention"
+    if enable_gqa:
+        raise NotImplementedError(f"{what}: enable_gqa=True (grouped-query attention) is not supported")
+    _check_p(dropout_p)
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{what}: {name} must be a Tensor, got {type(t).__name__}")
+        if t.ndim < 2:
+            raise ValueError(f"{what}: {name} must have at least 2 dimensions (..., seq, features), got shape "
+                             f"{t.shape}")
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{what}: query {query.shape}, key {key.shape} and value {value.shape} do not fit: "
+                         "expected query (..., L, E), key (..., S, E), value (..., S, Ev)")
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1.0 / float(np.sqrt(query.shape[-1])) if scale is None else float(scale)
+    scores = ops.matmul(query * scale, ops.swapaxes(key, -1, -2))
+    if is_causal:
+        if attn_mask is not None:
+            raise RuntimeError(f"{what}: Explicit attn_mask should not be set when is_causal=True")
+        attn_mask = ops.tril(ops.ones(L, S, dtype="bool", device=query.backend))  # made on the device
+    if attn_mask is not None:
+        kind, mask = _attention_mask(what, attn_mask, scores)
+        try:
+            np.broadcast_shapes(tuple(mask.shape), tuple(scores.shape))
+        except ValueError:
+            raise ValueError(f"{what}: attn_mask of shape {mask.shape} does not broadcast to the attention "
+                             f"scores' shape {scores.shape} (..., L={L}, S={S})") from None
+        scores = ops.where(mask, scores, -np.inf) if kind == "keep" else scores + mask
+    attn = ops.softmax(scores, dim=-1)
+    if dropout_p > 0:
+        attn = dropout(attn, dropout_p, True)
+    return ops.matmul(attn, value)
+
+
+__all__ += ["scaled_dot_product_attention"]
