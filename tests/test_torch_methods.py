@@ -109,6 +109,8 @@ CASES = {
     "lerp_tensor_weight": (lambda m, x, ix: m.lerp(x, x[:1] * 2, x[1:2].sigmoid()), (3, 4)),
     "lerp_scalar_weight": (lambda m, x, ix: x.lerp(x.flip(0), 0.3), (3, 4)),
     "trunc": (lambda m, x, ix: m.trunc(x * 3) + x, (3, 4)),
+    "addmm": (lambda m, x, ix: m.addmm(x[0, :3], x[:, :3], x.t()[:3], beta=0.5, alpha=2.0), (3, 4)),
+    "addmm_method": (lambda m, x, ix: x[:, :3].addmm(x[:, :2], x[:2, :3]), (3, 4)),
 }
 
 

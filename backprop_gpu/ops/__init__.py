@@ -74,6 +74,14 @@ def _matrix_product(what, ndim):
 mm, bmm = _matrix_product("mm", 2), _matrix_product("bmm", 3)
 
 
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):  # noqa: A002 - torch's names
+    """``torch.addmm``: ``beta * input + alpha * (mat1 @ mat2)``, ``input`` broadcast to the product."""
+    prod = mm(mat1, mat2)
+    if alpha != 1:
+        prod = prod * alpha
+    return prod if beta == 0 else prod + (input if beta == 1 else input * beta)
+
+
 def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
     """``torch.allclose``: whether ``|a - b| <= atol + rtol * |b|`` everywhere (a Python bool)."""
     return bool(a.backend.xp.allclose(a.array, b.array if isinstance(b, Tensor) else b, rtol=rtol, atol=atol,
@@ -121,7 +129,7 @@ METHODS = {
     "view": reshape, "unsqueeze": expand_dims, "expand_dims": expand_dims, "clamp": clamp, "pow": power,
     "add": add, "sub": subtract, "mul": multiply, "div": divide, "to": to, "clone": clone,
     "eq": eq, "equal": equal, "ne": not_equal, "lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
-    "neg": negative, "square": lambda self: multiply(self, self), "mm": mm, "bmm": bmm,
+    "neg": negative, "square": lambda self: multiply(self, self), "mm": mm, "bmm": bmm, "addmm": addmm,
     "view_as": lambda self, other: reshape(self, other.shape),
     "reshape_as": lambda self, other: reshape(self, other.shape),
     "expand_as": lambda self, other: expand(self, other.shape),
@@ -152,4 +160,4 @@ __all__ = sorted(set(_elementwise.__all__) | {
     "softmax", "sort", "split", "squeeze", "stack", "std", "sum", "swapaxes", "t", "take_along_dim", "tensor", "to",
     "topk", "transpose", "tril", "triu", "unbind", "unflatten", "unsqueeze", "var", "zeros", "zeros_like",
     "scatter", "scatter_add", "index_add", "index_fill", "masked_scatter", "prod", "cumprod", "median", "diff",
-    "einsum", "from_dlpack", "logspace", "bernoulli", "normal", "multinomial"})
+    "einsum", "from_dlpack", "logspace", "bernoulli", "normal", "multinomial", "addmm"})
