@@ -8,13 +8,21 @@ pools and caches are in that implementation's steady state, not the other's),
 and the ratio is taken pair by pair. The median of those ratios and their
 interquartile range are what the targets are judged on.
 
-usage: python benchmarks/interleaved.py [--pairs N] [--only tape,mlp,cnn,optim] [--json PATH]
+The workloads (``workloads_broad.py``) run the same computation on both sides
+from the same weights and inputs, and each is cross-checked against torch at
+set-up; one that disagrees is reported as failed, with no time.
+
+usage: python benchmarks/interleaved.py [--pairs N] [--quick] [--budget S] [--only GROUP,...] [--match TEXT]
+                                        [--profile STEPS] [--json PATH]
+       groups: tape, mlp, cnn, transformer, embedding, lstm, ops, optim
        (needs torch==2.13.0; threads as in common.py)
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -28,15 +36,11 @@ from common import THREADS, TORCH  # noqa: E402 - sets thread counts before NumP
 import numpy as np  # noqa: E402
 
 import backprop_gpu as bg  # noqa: E402
-import bench_cnn  # noqa: E402
-import bench_mlp  # noqa: E402
-import bench_optim  # noqa: E402
 import bench_tape  # noqa: E402
-from backprop_gpu import optim  # noqa: E402
+import workloads_broad as wb  # noqa: E402
 
 
 def _tape_cases():
-    x, y = bench_tape.tiny_inputs(4)
     cases = {}
     for name, n, fn in (("tape: (a*b+a).sum() fwd+bwd, (4,)", 4, lambda a, b: (a * b + a).sum()),
                         ("tape: 20-op elementwise chain fwd+bwd, (64,)", 64, bench_tape.chain)):
@@ -51,27 +55,11 @@ def _tape_cases():
         def theirs(a=ta, b=tb, fn=fn):
             a.grad = b.grad = None
             fn(a, b).backward()
+        ours()
+        theirs()
+        for g, tg in ((a.grad, ta.grad), (b.grad, tb.grad)):
+            wb._close(name, g, tg, 1e-5, 1e-6)
         cases[name] = {"ours": ours, "torch": theirs}
-    return cases
-
-
-def _mlp_case():
-    return {bench_mlp.WORKLOAD: {"ours": bench_mlp.step_ours("numba"), "torch": bench_mlp.step_torch("cpu"),
-                                 "floor": bench_mlp.step_matmul_floor()}}
-
-
-def _cnn_case():
-    return {bench_cnn.WORKLOAD: {"ours": bench_cnn.step_ours("numba"), "torch": bench_cnn.step_torch()}}
-
-
-def _optim_cases():
-    cases = {}
-    for name, layout, fused in (("adam", "1 tensor", True), ("adam", "200 tensors", True),
-                                ("rmsprop", "1 tensor", False), ("adadelta", "1 tensor", False)):
-        sizes = bench_optim.LAYOUTS[layout]
-        ours = optim.OPTIMIZERS[name](bench_optim.params_for("numba", sizes), **bench_optim.OPTIMIZERS[name])
-        theirs = bench_optim.torch_optimizer(name, sizes, "fused" if fused else "default")
-        cases[bench_optim.workload(name, layout)] = {"ours": ours.step, "torch": theirs.step}
     return cases
 
 
@@ -84,22 +72,30 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-CASES = {"tape": _tape_cases, "mlp": _mlp_case, "cnn": _cnn_case, "optim": _optim_cases}
+#: group -> {workload: impls, or a builder returning them (built, cross-checked and timed one at a time)}
+CASES = {"tape": _tape_cases, "mlp": wb.mlp_cases, "cnn": wb.cnn_cases, "transformer": wb.transformer_cases,
+         "embedding": wb.embedding_cases, "lstm": wb.lstm_cases, "ops": wb.ops_cases, "optim": wb.optim_cases}
 
 
-def measure(impls: dict, pairs: int, sample_s: float = 2e-3) -> dict:
+def measure(impls: dict, pairs: int, sample_s: float = 2e-3, budget_s: float | None = None,
+            min_pairs: int = 10) -> dict:
     """Median time of each implementation and the median and IQR of ours / each other one.
 
     Each sample times enough back-to-back calls to last about ``sample_s`` (one call for a
     training step, hundreds for a tiny graph, whose single calls jitter by more than the
-    difference being measured)."""
-    reps = {}
+    difference being measured). With ``budget_s``, a workload whose pairs would take longer
+    than that runs fewer of them (not fewer than ``min_pairs``)."""
+    reps, cost = {}, 0.0
     for k, f in impls.items():  # compile, allocate, fill caches; then size the samples
         for _ in range(3):
             f()
         t = time.perf_counter()
         f()
-        reps[k] = max(1, int(sample_s / max(time.perf_counter() - t, 1e-9)))
+        dt = max(time.perf_counter() - t, 1e-9)
+        reps[k] = max(1, int(sample_s / dt))
+        cost += (reps[k] + 1) * dt  # one pair: the untimed call and the timed sample
+    if budget_s is not None:
+        pairs = max(min(pairs, min_pairs), min(pairs, int(budget_s / cost)))
     times = {k: [] for k in impls}
     names = list(impls)
     for i in range(pairs):
@@ -120,29 +116,80 @@ def measure(impls: dict, pairs: int, sample_s: float = 2e-3) -> dict:
     return out
 
 
+def _profile(impl, steps: int, top: int = 12) -> str:
+    """cProfile of ``steps`` calls of one implementation: the functions with most own time."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        impl()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=60, help="interleaved repeats per workload")
+    p.add_argument("--pairs", type=int, default=40, help="interleaved repeats per workload")
+    p.add_argument("--quick", action="store_true", help="8 pairs per workload (4 for optimizers): a smoke run")
     p.add_argument("--only", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
+    p.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
+                   help="time a slow workload with fewer pairs (at least 10) so it takes about this long")
+    p.add_argument("--match", default=None, help="only workloads whose name contains this text")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, print a cProfile of STEPS of our implementation per workload")
     p.add_argument("--json", default=None, help="write the results here (benchmarks/report.py renders them)")
     args = p.parse_args(argv)
     if TORCH is None:
         print("torch is not installed: pip install torch==2.13.0", file=sys.stderr)
         return 2
-    results = {}
+    unknown = set(args.only.split(",")) - set(CASES)
+    if unknown:
+        p.error(f"unknown group(s) {', '.join(sorted(unknown))}; groups are {', '.join(CASES)}")
+    pairs = 8 if args.quick else args.pairs
+    results, start, load_start = {}, time.perf_counter(), os.getloadavg()
     for group in args.only.split(","):
-        for workload, impls in CASES[group]().items():
+        cases = CASES[group]()
+        if not cases:
+            print(f"[{group}] no workloads (the layer it needs is missing)", flush=True)
+        for workload, impls in cases.items():
+            if args.match and args.match not in workload:
+                continue
+            t0 = time.perf_counter()
+            try:
+                impls = impls() if callable(impls) else impls
+            except wb.CheckError as e:  # a broken workload reports no time
+                results[workload] = {"group": group, "error": str(e)}
+                print(f"{workload}\n    CROSS-CHECK FAILED: {e}", flush=True)
+                continue
             # optimizer steps move 10M parameters; fewer pairs keep the run short
-            r = measure(impls, args.pairs if group != "optim" else max(10, args.pairs // 4))
+            n = pairs if group != "optim" else max(4 if args.quick else 10, pairs // 4)
+            r = measure(impls, n, budget_s=args.budget, min_pairs=min(n, 10))
+            r["group"], r["seconds"] = group, round(time.perf_counter() - t0, 1)
             results[workload] = r
             ratios = "  ".join(f"ours/{k} {v['median']:.3f} (IQR {v['q25']:.3f}-{v['q75']:.3f})"
                                for k, v in r["ratios"].items())
             medians = "  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in r["median_s"].items())
-            print(f"{workload}\n    {medians}\n    {ratios}", flush=True)
+            print(f"{workload}\n    {medians}\n    {ratios}   [{r['seconds']} s]", flush=True)
+            if args.profile:
+                print(_profile(impls["ours"], args.profile), flush=True)
+            del impls
+            gc.collect()  # the optimizer group holds ~200 MB per workload
+    ok = [r["ratios"]["torch"]["median"] for r in results.values() if "ratios" in r]
+    if ok:
+        above = [w for w, r in results.items() if "ratios" in r and r["ratios"]["torch"]["median"] > 1.0]
+        print(f"\n{len(ok)} workloads in {time.perf_counter() - start:.0f} s; median ours/torch {np.median(ok):.3f}; "
+              f"{len(above)} above 1.0x torch", flush=True)
     if args.json:
         meta = {"kind": "interleaved", "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": int(THREADS),
                 "torch": TORCH.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                "cpu": _cpu_name(), "results": results}
+                "cpu": _cpu_name(), "cores": os.cpu_count(),
+                # a shared machine: how busy it was (1-minute load average) when the run began and ended
+                "loadavg": [round(load_start[0], 2), round(os.getloadavg()[0], 2)], "results": results}
         Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -10,6 +10,7 @@ to the floor against that workload's floor row, when there is one.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -71,14 +72,25 @@ def table(path: Path) -> str:
 
 
 def interleaved_table(path: Path, data: dict) -> str:
-    """The table of ``benchmarks/interleaved.py``'s JSON: medians and pair-by-pair ratios."""
-    lines = [f"**{Path(path).name}** — interleaved in one process, {data['datetime'][:16]}, {data['cpu']}, "
+    """The table of ``benchmarks/interleaved.py``'s JSON: medians, pair-by-pair ratios and a summary line.
+
+    Workloads whose set-up cross-check against torch failed are listed with no time."""
+    cores = f" ({data['cores']} cores)" if "cores" in data else ""
+    if "loadavg" in data:
+        cores += f", load average {data['loadavg'][0]:.1f} at the start and {data['loadavg'][1]:.1f} at the end"
+    lines = [f"**{Path(path).name}** — interleaved in one process, {data['datetime'][:16]}, {data['cpu']}{cores}, "
              f"CPython {data['python']}, NumPy {data['numpy']}, torch {data['torch']}; threads {data['threads']}. "
              "Ratios are medians of per-pair ratios (ours timed right next to the other), IQR in brackets.",
              "", "| workload | ours | torch | floor | ours / torch | ours / floor | pairs |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    vs_torch, failed = {}, []
     for workload, r in data["results"].items():
+        if "error" in r:
+            failed.append(workload)
+            lines.append(f"| {workload} | cross-check failed: {r['error']} | | | | | |")
+            continue
         med = r["median_s"]
+        vs_torch[workload] = r["ratios"]["torch"]["median"]
 
         def ratio(k):
             v = r["ratios"].get(k)
@@ -86,6 +98,12 @@ def interleaved_table(path: Path, data: dict) -> str:
         lines.append(f"| {workload} | {_fmt_time(med['ours'])} | {_fmt_time(med['torch'])} | "
                      f"{_fmt_time(med['floor']) if 'floor' in med else ''} | {ratio('torch')} | {ratio('floor')} | "
                      f"{r['pairs']} |")
+    if len(vs_torch) > 1:
+        median = statistics.median(vs_torch.values())
+        above = [w for w, v in vs_torch.items() if v > 1.0]
+        lines += ["", f"{len(vs_torch)} workloads timed: median ours / torch **{median:.2f}**; "
+                      f"{len(above)} above 1.0× torch" + (f" ({'; '.join(above)})" if above else "") + "."
+                      + (f" {len(failed)} failed their cross-check and are not timed." if failed else "")]
     return "\n".join(lines)
 
 
