@@ -76,6 +76,8 @@ def record_inplace(t: Tensor, what: str, compute, copy: bool) -> Tensor:
             raise RuntimeError(f"{what}: result type {r.dtype} can't be cast to the desired output type {t.dtype}")
         r = r.astype(t.dtype)
     t.array[...] = r.array
+    if r._node is not None:  # the node before, for the ops recorded before this change (engine.producer)
+        r._node.previous = t._node
     t._node, t.requires_grad = r._node, r.requires_grad
     t._version[0] += 1
     return t

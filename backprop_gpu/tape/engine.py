@@ -73,22 +73,14 @@ class Unsaved:
 class Node:
     """One recorded op application (see the module docstring)."""
 
-    __slots__ = ("op", "inputs", "parents", "out", "out_version", "kwargs", "backend", "seq", "needs",
-                 "saved_versions", "_hooks", "__weakref__")
+    # ``previous``: set only on the node of an in-place change, the node its tensor had before
+    # (see :func:`producer`)
+    __slots__ = ("op", "inputs", "out", "out_version", "kwargs", "backend", "seq", "needs", "saved_versions",
+                 "previous", "_hooks", "__weakref__")
 
-    def __init__(self, op, inputs, out, out_version, kwargs, backend, needs=None, parents=None):
+    def __init__(self, op, inputs, out, out_version, kwargs, backend, needs=None):
         self.op = op
         self.inputs = inputs
-        # the inputs' nodes now: an in-place op recorded later moves a tensor to a new node, and
-        # this node's gradient must still reach the one that made the value it read
-        if parents is not None:
-            self.parents = parents
-        elif len(inputs) == 2:
-            self.parents = (inputs[0]._node, inputs[1]._node)
-        elif len(inputs) == 1:
-            self.parents = (inputs[0]._node,)
-        else:
-            self.parents = tuple([t._node for t in inputs])
         self.kwargs = kwargs
         self.backend = backend
         self.seq = next(_sequence)
@@ -141,13 +133,24 @@ class Node:
         return xs, out
 
 
+def producer(t, seq):
+    """The node that made the value of ``t`` an op numbered ``seq`` read: ``t._node``, unless ``t``
+    was changed in place after that op (an in-place change gives ``t`` a newer node, which keeps
+    the one before as ``previous``)."""
+    node = t._node
+    while node is not None and node.seq > seq:
+        node = node.previous
+    return node
+
+
 def graph_nodes(root):
     """Every node reachable from ``root`` (a node), in decreasing creation order: the order
     backward visits them."""
     seen, stack = {id(root): root}, [root]
     while stack:
         node = stack.pop()
-        for n in node.parents if node.inputs is not None else ():
+        for t in node.inputs or ():
+            n = producer(t, node.seq)
             if n is not None and id(n) not in seen:
                 seen[id(n)] = n
                 stack.append(n)
@@ -196,7 +199,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
     pop = heapq.heappop
     prev_mode = state.grad
     if prev_mode != create_graph:  # set_grad, only when it changes something
-        state.set(grad=bool(create_graph))
+        state.grad = bool(create_graph)
+        state.plain = False  # grad off (or create_graph: nothing here reads plain)
     try:
         while heap:
             node = pop(heap)[1]
@@ -231,13 +235,17 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     in_grads = op.vjp(F, g, node.out, ins[0].array, ins[1].array, needs=node.needs)
                 else:
                     in_grads = op.vjp(F, g, node.out, ins[0].array, ins[1].array)
-            for t, gi, child, needed in zip(ins, in_grads, node.parents, node.needs):
-                if gi is None or not needed:
+            seq = node.seq
+            for t, gi, needed in zip(ins, in_grads, node.needs):
+                if gi is None or not needed:  # needs: what required grad when the node was made
                     continue
                 if gi.shape != t.array.shape:  # the array's: Tensor.shape is a property call
                     gi = unbroadcast(F, gi, tuple(t.array.shape))
                 if anomaly:
                     check_finite(node.backend.xp, gi.array if create_graph else gi, f"gradient of {node.op.name}")
+                child = t._node
+                if child is not None and child.seq > seq:  # changed in place after this node read it
+                    child = producer(t, seq)
                 if child is None:
                     if hooked is not None and getattr(t, "_hooks", None):  # summed first, then the hooks
                         held = hooked.get(id(t))
@@ -265,7 +273,7 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 else:
                     pending[k] = prev + gi
             if not retain_graph:
-                node.inputs = node.out = node.parents = None
+                node.inputs = node.out = None
         for t, g in (hooked or {}).values():
             g = _run_hooks(t._hooks, g, t, Tensor, create_graph)
             if plain:
@@ -274,7 +282,7 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 leaf(t, g)
     finally:
         if state.grad != prev_mode:
-            state.set(grad=prev_mode)
+            state.set(grad=prev_mode)  # recomputes plain
     return results
 
 
@@ -357,5 +365,5 @@ def check_forward_anomaly(xp, arr, op_name, inputs):
     check_finite(xp, arr, f"op {op_name} (inputs of shapes {shapes})")
 
 
-__all__ = ["Node", "GraphFreedError", "graph_nodes", "Unsaved", "run_backward", "deliver", "empty_slots", "unbroadcast",
+__all__ = ["Node", "GraphFreedError", "graph_nodes", "producer", "Unsaved", "run_backward", "deliver", "empty_slots", "unbroadcast",
            "check_saves", "register_graph_namespace", "check_finite", "check_forward_anomaly"]
