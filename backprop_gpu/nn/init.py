@@ -126,5 +126,16 @@ def kaiming_normal_(t, a: float = 0.0, mode: str = "fan_in", nonlinearity: str =
     return t if std is None else normal_(t, 0.0, std)
 
 
-__all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
+
+def reset_layer_(weight, bias=None):
+    """PyTorch's default init of a Linear or convolution layer: ``kaiming_uniform_(weight,
+    a=sqrt(5))`` and the bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in from the weight's shape
+    (U(0, 0) for a layer with no inputs, where torch leaves the bias uninitialised)."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in = _calculate_fan_in_and_fan_out(weight)[0]
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound)
+
+__all__ = ["reset_layer_", "calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
            "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "np"]

@@ -35,10 +35,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.reset_layer_(self.weight, self.bias)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -382,15 +379,14 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.weight = Parameter(empty(out_channels, in_channels, kh, kw, device=device, dtype=dtype))
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if bias:
-            fan_in = in_channels * kh * kw
-            # no inputs (torch leaves such a bias uninitialised; U(0, 0), as Linear's, is defined)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             self.bias = Parameter(empty(out_channels, device=device, dtype=dtype))
-            init.uniform_(self.bias, -bound, bound)
         else:
             self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.reset_layer_(self.weight, self.bias)
 
     def forward(self, x):
         return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -479,11 +475,7 @@ class Conv1d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.reset_layer_(self.weight, self.bias)
 
     def forward(self, x):
         if x.ndim not in (2, 3) or x.shape[-2] != self.in_channels:
@@ -525,11 +517,7 @@ class ConvTranspose2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # fan_in from weight.shape[1:], as torch
-        if self.bias is not None:
-            fan_in = self.out_channels * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.reset_layer_(self.weight, self.bias)  # fan_in from weight.shape[1:] (C_out k), as torch
 
     def forward(self, x, output_size=None):
         if output_size is not None:
