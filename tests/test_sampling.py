@@ -70,3 +70,13 @@ def test_in_place_fills_refuse_a_leaf_requiring_grad(backend):
     with bg.no_grad():
         w.uniform_(0.0, 1.0)
     assert (w.numpy() >= 0).all()
+
+
+def test_logspace_and_reflected_remainder_match_torch(backend):
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(bg.logspace(-1, 2, 7, base=3.0, device=backend).numpy(),
+                               torch.logspace(-1, 2, 7, base=3.0).numpy(), rtol=1e-6)
+    a = np.array([-3.5, 0.5, 4.0])
+    np.testing.assert_allclose((7.5 % bg.tensor(a, device=backend)).numpy(), (7.5 % torch.tensor(a)).numpy())
+    p = bg.tensor(np.array([0.0, 1.0] * 50, np.float32), device=backend)
+    np.testing.assert_array_equal(bg.zeros(100, device=backend).bernoulli_(p).numpy(), p.numpy())

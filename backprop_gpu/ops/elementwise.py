@@ -136,7 +136,8 @@ def _op_class(name, forward, vjp=None, saves=(), differentiable=True):
 
 #: unary ops whose integer and boolean inputs give the default float dtype, as in PyTorch
 #: (``bg.sqrt(int tensor)`` is float32, not NumPy's float64)
-FLOAT_RESULT = {"exp", "log", "sqrt", "sin", "cos", "sigmoid", "tanh", "softplus", "erf", "gelu_erf", "gelu_tanh", "log1p", "expm1",
+FLOAT_RESULT = {"exp", "log", "sqrt", "sin", "cos", "sigmoid", "tanh", "softplus", "erf", "gelu_erf", "gelu_tanh",
+                "log1p", "expm1",
                 "rsqrt", "reciprocal"}
 
 

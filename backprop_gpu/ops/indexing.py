@@ -14,7 +14,7 @@ from ..tape.op import Op, apply, constant_like, normalize_axis
 from ..tape.tensor import Tensor, plain_key
 from . import return_types
 from .elementwise import where
-from .inplace import needs_recording, record_inplace
+from .inplace import needs_recording, operand_array, record_inplace
 from .shape import getitem
 
 
@@ -403,9 +403,7 @@ def masked_scatter(input, mask, source):  # noqa: A002
 # -- in-place forms: the rule of the Tensor's in-place ops (no grad-requiring tensor involved) --------
 def _check_inplace_operand(self, what, *operands):
     for t in operands:  # nothing to record (see needs_recording): only the devices to check
-        if isinstance(t, Tensor):
-            if t.device != self.device:
-                raise RuntimeError(f"{what}: operand on {t.device} but the tensor on {self.device}")
+        operand_array(self, t)
 
 
 def scatter_(self, dim, index, src=None, *, value=None, reduce=None):

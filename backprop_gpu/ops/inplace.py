@@ -83,7 +83,8 @@ def record_inplace(t: Tensor, what: str, compute, copy: bool) -> Tensor:
     return t
 
 
-def _operand(t: Tensor, other):
+def operand_array(t: Tensor, other):
+    """``other``'s array for an in-place change of ``t`` (a number as it is); a tensor on another device raises."""
     if isinstance(other, Tensor):
         if other.device != t.device:
             raise DeviceMismatchError(f"in-place op between tensors on different devices: "
@@ -101,7 +102,8 @@ def _arithmetic(name, ufunc_name, out_of_place, saves_self):
     def method(self, other):
         if needs_recording(self, (other,)):
             return record_inplace(self, name, lambda old: out_of_place(old, other), saves_self)
-        getattr(self.backend.xp, ufunc_name)(self.array, _operand(self, other), out=self.array, casting="same_kind")
+        ufunc = getattr(self.backend.xp, ufunc_name)
+        ufunc(self.array, operand_array(self, other), out=self.array, casting="same_kind")
         return _bump(self)
     method.__name__ = method.__qualname__ = name
     method.__doc__ = f"In place: ``self = self {out_of_place.__doc__} other``; recorded when grad is involved."
@@ -148,7 +150,7 @@ def clamp_(self, min=None, max=None):  # noqa: A002 - PyTorch's names
         raise RuntimeError("clamp_: at least one of min and max must be given")
     if needs_recording(self, (min, max)):
         return record_inplace(self, "clamp_", lambda old: old.clamp(min, max), True)
-    lo, hi = (_operand(self, v) if v is not None else None for v in (min, max))
+    lo, hi = (operand_array(self, v) if v is not None else None for v in (min, max))
     self.backend.xp.clip(self.array, lo, hi, out=self.array)
     return _bump(self)
 
@@ -160,7 +162,7 @@ def _put(self, what, key, value):
         if v.device != self.device:
             v = v.to(self.device)
         return record_inplace(self, what, lambda old: apply(IndexPut, old, v, key=key), False)
-    self.array[key] = _operand(self, value)
+    self.array[key] = operand_array(self, value)
     return _bump(self)
 
 
@@ -199,4 +201,4 @@ METHODS = {"__setitem__": __setitem__, "zero_": zero_, "fill_": fill_, "copy_": 
            "mul_": mul_, "div_": div_, "clamp_": clamp_, "__iadd__": _iadd, "__isub__": _isub, "__imul__": mul_,
            "__itruediv__": div_}
 
-__all__ = ["IndexPut", "needs_recording", "record_inplace", "METHODS"]
+__all__ = ["IndexPut", "needs_recording", "operand_array", "record_inplace", "METHODS"]

@@ -365,5 +365,6 @@ def check_forward_anomaly(xp, arr, op_name, inputs):
     check_finite(xp, arr, f"op {op_name} (inputs of shapes {shapes})")
 
 
-__all__ = ["Node", "GraphFreedError", "graph_nodes", "producer", "Unsaved", "run_backward", "deliver", "empty_slots", "unbroadcast",
+__all__ = ["Node", "GraphFreedError", "graph_nodes", "producer", "Unsaved", "run_backward", "deliver", "empty_slots",
+           "unbroadcast",
            "check_saves", "register_graph_namespace", "check_finite", "check_forward_anomaly"]

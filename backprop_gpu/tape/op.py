@@ -284,5 +284,6 @@ def alias(what: str, torch_value, torch_name: str, numpy_value, numpy_name: str,
     return numpy_value
 
 
-__all__ = ["Op", "alias", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view", "share_version",
+__all__ = ["Op", "alias", "apply", "binary", "constant_like", "normalize_axis", "share_version_if_view",
+           "share_version",
            "DeviceMismatchError"]
