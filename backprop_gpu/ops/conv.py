@@ -108,14 +108,18 @@ class ConvCols(Op):
         return (gcols, gw) + ((gb,) if b else ())
 
 
+def _check_conv(what, x, weight, bias, nd, expected):
+    """``nd``-D input, weight and bias shapes that fit a convolution (``expected`` names the layouts)."""
+    if weight.ndim != nd or x.ndim != nd or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"{what}: input {x.shape} and weight {weight.shape} do not fit (expected {expected})")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"{what}: bias of shape {bias.shape} does not fit weight {weight.shape} "
+                         f"(expected ({weight.shape[0]},))")
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """Cross-correlation of (N, C, H, W) input with (O, C, kh, kw) weights, as ``torch.nn.functional.conv2d``."""
-    if weight.ndim != 4 or x.ndim != 4 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d: input {x.shape} and weight {weight.shape} do not fit "
-                         "(expected (N, C, H, W) and (O, C, kh, kw))")
-    if bias is not None and bias.shape != weight.shape[:1]:
-        raise ValueError(f"conv2d: bias of shape {bias.shape} does not fit weight {weight.shape} "
-                         f"(expected ({weight.shape[0]},))")
+    _check_conv("conv2d", x, weight, bias, 4, "(N, C, H, W) and (O, C, kh, kw)")
     if state.cast is not None:  # autocast casts here, so that im2col's columns are made in the low dtype
         x, weight, bias = state.cast("conv2d", (x, weight, bias))
     kh, kw = weight.shape[2:]
@@ -206,12 +210,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0):
 
     It is :func:`conv2d` of the height-1 images (N, C, 1, L): the same op and kernels, and only
     reshape views around them."""
-    if weight.ndim != 3 or x.ndim != 3 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv1d: input {x.shape} and weight {weight.shape} do not fit "
-                         "(expected (N, C, L) and (O, C, k))")
-    if bias is not None and bias.shape != weight.shape[:1]:
-        raise ValueError(f"conv1d: bias of shape {bias.shape} does not fit weight {weight.shape} "
-                         f"(expected ({weight.shape[0]},))")
+    _check_conv("conv1d", x, weight, bias, 3, "(N, C, L) and (O, C, k)")
     n, c, length = x.shape
     o, _, k = weight.shape
     st = _single(stride, "stride")
