@@ -32,6 +32,42 @@ def test_hooks_see_and_replace_gradients_as_torch(backend):
         _close(ours, theirs)
 
 
+def test_post_accumulate_hooks_run_when_each_leaf_is_final_as_torch(backend):
+    """A leaf used twice gets its hook once, with the summed gradient, and the order in which the
+    leaves become final is torch's; an optimizer's flat-buffer slot and a tensor hook change nothing."""
+    B = A[:, :2] + 1
+    out = {}
+    for m in (bg, torch):
+        kw = dict(device=backend) if m is bg else {}
+        w, v, u = (m.tensor(a, requires_grad=True, **kw) for a in (A, B, A[:2]))
+        if m is bg:
+            bg.optim.SGD([v], lr=0.1)  # v's gradient goes into a flat buffer's slot
+        u.register_hook(lambda g: g * 3)
+        seen = []
+        for name, t in (("w", w), ("v", v), ("u", u)):
+            t.register_post_accumulate_grad_hook(lambda t, name=name: seen.append((name, t.grad.detach().clone())))
+        y = (w[:, :2] * v).sum() + (w * w).sum() + (u * 2).sum()
+        y.backward()
+        out[m] = seen
+    assert [n for n, _ in out[bg]] == [n for n, _ in out[torch]]
+    for (_, ours), (_, theirs) in zip(out[bg], out[torch]):
+        _close(ours, theirs)
+
+
+def test_post_accumulate_hooks_need_a_leaf_and_skip_autograd_grad(backend):
+    x = bg.tensor(A, device=backend, requires_grad=True)
+    with pytest.raises(RuntimeError, match="non-leaf"):
+        (x * 2).register_post_accumulate_grad_hook(lambda t: None)
+    calls = []
+    handle = x.register_hook(lambda g: None)
+    handle.remove()
+    x.register_post_accumulate_grad_hook(lambda t: calls.append(t.grad is not None))
+    bg.autograd.grad((x * x).sum(), [x])  # accumulates nothing: no hook, as in torch
+    assert calls == []
+    (x * x).sum().backward()
+    assert calls == [True]
+
+
 def test_removed_hook_no_longer_runs(backend):
     x = bg.tensor(A, device=backend, requires_grad=True)
     calls = []

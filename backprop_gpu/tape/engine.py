@@ -193,6 +193,12 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
         else:
             pending[node.seq] = g
             push(heap, (-node.seq, node))
+    # leaves with post-accumulate hooks: id -> [leaf, gradients still to come, got one]
+    post = _post_hook_counts(outputs) if accumulate and _hooks_mod.post_registered else None
+    if post:
+        for out in outputs:
+            if out.requires_grad and out._node is None:
+                _delivered(post, out)
     anomaly = state.anomaly
     special = create_graph or _check_saves  # VJPs get tensors, or stand-ins for unsaved inputs
     hooked = {} if _hooks_mod.registered else None  # id(leaf) -> [leaf, summed gradient] for hooked leaves
@@ -250,9 +256,17 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                     if hooked is not None and getattr(t, "_hooks", None):  # summed first, then the hooks
                         held = hooked.get(id(t))
                         if held is None:
-                            hooked[id(t)] = [t, gi]
+                            hooked[id(t)] = held = [t, gi]
                         else:
                             held[1] = held[1] + gi
+                        if post and _last_of(post, t):  # all in: hooks, .grad and post hooks now
+                            del hooked[id(t)]
+                            g_t = _run_hooks(t._hooks, held[1], t, Tensor, create_graph)
+                            if plain:
+                                deliver(t, g_t, Tensor)
+                            else:
+                                leaf(t, g_t)
+                            _run_post_hooks(t)
                         continue
                     if not plain:
                         leaf(t, gi)
@@ -264,6 +278,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                         t.grad = Tensor._make(gi.copy(), t.backend)  # a copy: gi may alias other arrays
                     else:
                         deliver(t, gi, Tensor)
+                    if post:
+                        _delivered(post, t)
                     continue
                 k = child.seq
                 prev = pending.get(k)
@@ -280,10 +296,73 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 deliver(t, g, Tensor)
             else:
                 leaf(t, g)
+            if post and id(t) in post:
+                post.pop(id(t))
+                _run_post_hooks(t)
+        if post:  # a VJP that gave no gradient (None) leaves a count short: the leaf's .grad is final now
+            for t, left, got in list(post.values()):
+                if got and left > 0:
+                    _run_post_hooks(t)
     finally:
         if state.grad != prev_mode:
             state.set(grad=prev_mode)  # recomputes plain
     return results
+
+
+def _post_hook_counts(outputs) -> dict:
+    """For each leaf with post-accumulate hooks that a backward from ``outputs`` reaches, how
+    many gradients it will receive (one per use, as the engine delivers them)."""
+    counts, seen, stack = {}, set(), []
+    for out in outputs:
+        if not out.requires_grad:
+            continue
+        if out._node is None:
+            _count(counts, out)
+        elif id(out._node) not in seen:
+            seen.add(id(out._node))
+            stack.append(out._node)
+    while stack:
+        node = stack.pop()
+        for t, needed in zip(node.inputs or (), node.needs):
+            if not needed:
+                continue
+            n = producer(t, node.seq)
+            if n is None:
+                _count(counts, t)
+            elif id(n) not in seen:
+                seen.add(id(n))
+                stack.append(n)
+    return counts
+
+
+def _count(counts, t) -> None:
+    if getattr(t, "_post_accumulate_hooks", None):
+        c = counts.get(id(t))
+        if c is None:
+            counts[id(t)] = [t, 1, False]
+        else:
+            c[1] += 1
+
+
+def _last_of(post, t) -> bool:
+    """Count one of ``t``'s gradients in; whether it was the last."""
+    c = post.get(id(t))
+    if c is None:
+        return False
+    c[1] -= 1
+    c[2] = True
+    return c[1] == 0
+
+
+def _delivered(post, t) -> None:
+    """``t`` received one of its gradients; its hooks run with the last."""
+    if _last_of(post, t):
+        _run_post_hooks(t)
+
+
+def _run_post_hooks(t) -> None:
+    for hook in list(t._post_accumulate_hooks.values()):
+        hook(t)
 
 
 def _run_hooks(hooks, g, owner, Tensor, create_graph):

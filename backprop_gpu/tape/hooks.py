@@ -5,7 +5,10 @@ itself. The engine looks for hooks only once any has been registered in the
 process (:data:`registered`), so a program without hooks pays nothing for them.
 A non-leaf's hooks run on its whole gradient before it flows on; a leaf's run
 once per backward on the sum of its incoming gradients, before it is
-accumulated into ``.grad``, as in PyTorch.
+accumulated into ``.grad``, as in PyTorch. A leaf's post-accumulate hooks
+(``Tensor.register_post_accumulate_grad_hook``) run once its ``.grad`` holds the
+whole of this backward's gradient, while backward goes on with the rest of the
+graph: data parallelism starts a bucket's all-reduce from them.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ import weakref
 
 #: how many hooks have ever been registered: the engine's one check while there are none
 registered = 0
+#: how many post-accumulate-grad hooks have ever been registered: the engine counts a leaf's
+#: incoming gradients (to know when it has them all) only once there is one
+post_registered = 0
 _ids = itertools.count()
 
 
@@ -26,6 +32,7 @@ class RemovableHandle:
         self._hooks = weakref.ref(hooks) if hasattr(hooks, "__weakref__") else (lambda: hooks)
 
     def remove(self) -> None:
+        """Unregister the hook (again is a no-op)."""
         hooks = self._hooks()
         if hooks is not None:
             hooks.pop(self.id, None)
@@ -55,6 +62,21 @@ def add(owner, hook) -> RemovableHandle:
     return handle
 
 
+def add_post_accumulate(leaf, hook) -> RemovableHandle:
+    """Register ``hook(leaf)`` to run when ``leaf.grad`` is final in a backward (a leaf's
+    ``_post_accumulate_hooks`` slot)."""
+    global post_registered
+    if not callable(hook):
+        raise TypeError(f"register_post_accumulate_grad_hook expects a callable, got {type(hook).__name__}")
+    hooks = getattr(leaf, "_post_accumulate_hooks", None)
+    if hooks is None:
+        hooks = leaf._post_accumulate_hooks = _Hooks()
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    post_registered += 1
+    return handle
+
+
 def run(hooks: dict, g, shape, wrap, unwrap):
     """``g`` through each hook in registration order; a hook may return a replacement gradient
     (of the same shape) or ``None``. ``wrap``/``unwrap`` turn the engine's gradient into the Tensor
@@ -70,4 +92,4 @@ def run(hooks: dict, g, shape, wrap, unwrap):
     return unwrap(gt)
 
 
-__all__ = ["RemovableHandle", "add", "run", "registered"]
+__all__ = ["RemovableHandle", "add", "add_post_accumulate", "run", "registered", "post_registered"]

@@ -84,7 +84,7 @@ class Tensor:
     """
 
     __slots__ = ("array", "backend", "requires_grad", "grad", "_grad_slot", "_node", "_version", "_hooks",
-                 "_retains_grad", "__weakref__")
+                 "_retains_grad", "_post_accumulate_hooks", "__weakref__")
     __array_ufunc__ = None  # make NumPy defer to our reflected operators
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -198,6 +198,17 @@ class Tensor:
         ref = weakref.ref(self)
 
         def keep(g):
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` once backward has accumulated this leaf's whole gradient into ``.grad``,
+        while the rest of the graph is still being differentiated (as
+        ``torch.Tensor.register_post_accumulate_grad_hook``; the hook returns nothing). Not run by
+        ``bg.autograd.grad``, which accumulates nothing. Returns a handle whose ``remove()`` unregisters it."""
+        if self._node is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        return hooks.add_post_accumulate(self, hook)
+
             t = ref()
             if t is not None:
                 t.grad = g.detach().clone() if t.grad is None else t.grad + g.detach()
