@@ -70,7 +70,7 @@ def _run(cmd, timeout):
 
 def params(path):
     z = np.load(path)
-    return {k: z[k] for k in z.files if k not in ("calls", "world")}
+    return {k: z[k] for k in z.files if k not in ("calls", "world", "buckets", "early")}
 
 
 def assert_same_params(a, b, rtol=1e-5, atol=1e-6):
@@ -143,6 +143,18 @@ def test_distributed_sampler_weights_add_up():
         dist.DistributedSampler(61, 15, rank=0, world_size=2)
 
 
+def test_buckets_take_parameters_from_the_end_until_full():
+    from backprop_gpu.distributed.buckets import bucket_ranges
+
+    mb = 2 ** 20 // 4  # float32 values in 1 MB
+    # first bucket 1 MB, then 25 MB: [4] alone fills the first, [1..3] the second, [0] what is left
+    assert bucket_ranges([10, 20 * mb, 3 * mb, 2 * mb, mb], 4) == [(4, 5), (1, 4), (0, 1)]
+    assert bucket_ranges([5, 5], 4) == [(0, 2)]  # all under 1 MB: one bucket
+    assert bucket_ranges([], 4) == []
+    with pytest.raises(ValueError, match="bucket sizes must be positive"):
+        bucket_ranges([1], 4, cap_mb=0)
+
+
 def test_a_world_of_one_needs_no_mpi():
     assert dist.init() == (0, 1) and not dist.is_initialized()
     assert dist.get_rank() == 0 and dist.get_world_size() == 1
@@ -203,16 +215,30 @@ def reference(tmp_path_factory):
 
 
 @needs_mpi
-@pytest.mark.parametrize("mode,optim,calls", [("setup", "sgd", 8), ("flat", "adam", 8), ("tensors", "sgd", 32)])
-def test_two_ranks_take_the_same_steps_as_one(tmp_path, reference, mode, optim, calls):
+@pytest.mark.parametrize("mode,optim,calls,buckets", [("setup", "sgd", 8, 1), ("setup", "adam", 8, 2),
+                                                      ("whole", "sgd", 8, 0), ("flat", "adam", 8, 0),
+                                                      ("tensors", "sgd", 32, 0)])
+def test_two_ranks_take_the_same_steps_as_one(tmp_path, reference, mode, optim, calls, buckets):
     """Same seed, same global batch of 16 (8 per rank; the last batch of each epoch is 13, split 7/6):
-    after 8 steps the parameters equal one process's to float32 rounding."""
-    rc, out, _ = launch(2, STEPS, tmp_path / "two.npz", 8, "--optim", optim, "--mode", mode)
+    after 8 steps the parameters equal one process's to float32 rounding. ``setup`` averages in
+    buckets started during backward: one bucket at the default size, two (one per layer) at 1e-4 MB."""
+    extra = ["--bucket-mb", 1e-4] if buckets > 1 else []
+    rc, out, _ = launch(2, STEPS, tmp_path / "two.npz", 8, "--optim", optim, "--mode", mode, *extra)
     assert rc == 0, out
     z = np.load(tmp_path / "two.npz")
     assert int(z["world"]) == 2
     assert int(z["calls"]) == calls  # flat: ONE all-reduce per step for the whole model; tensors: one per tensor
+    assert int(z["buckets"]) == buckets
+    # every bucket's gradients are final before backward ends, so each one starts during backward
+    assert int(z["early"]) == 8 * buckets
     assert_same_params(reference(optim), params(tmp_path / "two.npz"))
+
+
+@needs_mpi
+def test_a_second_backward_before_averaging_is_refused_with_the_way_out(tmp_path):
+    rc, out, _ = launch(2, STEPS, tmp_path / "two.npz", 2, "--backward-twice", "--bucket-mb", 1e-4)
+    assert rc == 5, out
+    assert "backward ran again before setup.after_backward(optimizer)" in out and "setup.no_sync()" in out, out
 
 
 @needs_mpi

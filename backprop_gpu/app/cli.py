@@ -175,7 +175,8 @@ def main(argv=None) -> int:
             # compared across ranks, with the model, before training starts
             same = ("dataset", "model", "hidden", "optimizer", "momentum", "nesterov", "weight_decay", "scheduler",
                     "batch_size", "epochs", "stop_after", "seed")
-            dist.prepare(trainer.model, config={**{k: getattr(trainer.cfg, k) for k in same},
+            # given the optimizer, gradients are averaged in buckets while backward runs
+            dist.prepare(trainer.model, trainer.opt, config={**{k: getattr(trainer.cfg, k) for k in same},
                                                 "lr": trainer.cfg.resolved_lr(), "resumed after epoch": trainer.epoch})
             # weights each rank's gradient by its share of an unevenly split last batch
             trainer.loader = dist.wrap_loader(trainer.loader)

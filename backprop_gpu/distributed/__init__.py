@@ -30,10 +30,17 @@ What it does
   (tensor count, sizes and a hash of shapes and dtypes, all-gathered; a clear
   :class:`DistributedError` on every rank otherwise) and copies rank 0's
   parameters and buffers everywhere, in one broadcast.
-* :func:`all_reduce_gradients` averages gradients after ``backward()``: one
-  in-place all-reduce per flat gradient buffer of the optimizer
-  (``optimizer.flat_groups``), i.e. one per step for a whole model; loose
-  parameters fall back to one per tensor.
+* Gradients are averaged while backward runs: ``setup.prepare(model, optimizer)``
+  cuts the optimizer's flat gradient buffers into buckets (views, last layers
+  first, 1 MB then ``bucket_cap_mb``), and each bucket's all-reduce starts as
+  soon as its gradients are final (:mod:`.buckets`); ``after_backward`` waits
+  only for what is still in flight. ``with setup.no_sync():`` around all but the
+  last backward accumulates gradients over several. :func:`all_reduce_gradients`
+  averages after ``backward()`` instead: one in-place all-reduce per flat
+  gradient buffer (``optimizer.flat_groups``), i.e. one per step for a whole
+  model; loose parameters fall back to one per tensor. On GPUs NCCL averages in
+  the all-reduce itself, queued on the compute stream: the host never waits for
+  it (:mod:`.nccl`).
 * Data: ``batch_size`` is the *global* batch. :func:`shard_indices`, the
   DataLoader's ``rank``/``world_size`` and :class:`ShardedLoader` give each
   rank a disjoint ``batch_size / world_size`` share of every global batch
@@ -60,11 +67,11 @@ A training loop::
     opt = optim.SGD(model.parameters(), lr=0.1)
     loader = setup.wrap_loader(DataLoader(data, 64, shuffle=True, seed=0, device=setup.device,
                                           rank=setup.rank, world_size=setup.world_size))
-    setup.prepare(model)                      # same model everywhere, rank 0's values
+    setup.prepare(model, opt)                 # same model everywhere, rank 0's values
     for x, y in loader:
         opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        setup.after_backward(opt)             # average gradients
+        loss_fn(model(x), y).backward()       # buckets are averaged as they complete
+        setup.after_backward(opt)             # waits for the last ones
         opt.step()
     if setup.is_main:
         save_checkpoint(...)

@@ -127,6 +127,10 @@ def fail_all_ranks(message: str, code: int) -> int:
 
 def wait(requests, what: str, timeout: float | None = None, poll=None) -> None:
     """Complete non-blocking MPI requests, aborting the job after ``timeout`` seconds.
+#: how long :func:`wait` polls without sleeping
+SPIN_SECONDS = 0.25
+
+
 
     A rank that died or stopped calling collectives leaves the others here;
     instead of hanging forever they print which collective timed out and call
@@ -143,8 +147,12 @@ def wait(requests, what: str, timeout: float | None = None, poll=None) -> None:
     deadline = start + timeout
     tries, nap = 0, 0.0
     while not MPI.Request.Testall(reqs):
+    spin_until = start + SPIN_SECONDS
         tries += 1
-        if tries > 2000:  # spin first (collectives of a step finish within microseconds to milliseconds)
+        # spin first: a collective of a step takes microseconds to tens of milliseconds, and without
+        # a progress thread it advances only inside MPI calls, the peer's copies waiting for ours;
+        # a nap then would stall both ranks
+        if nap or time.monotonic() > spin_until:
             nap = min(2e-3, max(2e-5, nap * 1.5))
             time.sleep(nap)
         if (tries & 63) == 0 or nap:
@@ -342,8 +350,9 @@ def all_reduce_gradients(optimizer_or_params, weight: float | None = None, timeo
     unequal; without it every rank counts equally (exact when they are equal).
 
     Host buffers go through ``MPI_Iallreduce(MPI_IN_PLACE, ...)``, GPU buffers
-    through NCCL; both under the watchdog (``timeout`` seconds, see
-    :func:`wait`).
+    through NCCL, queued on the compute stream and averaged by NCCL itself
+    (:func:`~backprop_gpu.distributed.nccl.all_reduce_mean`: the host does not
+    wait for it); both under the watchdog (``timeout`` seconds, see :func:`wait`).
     """
     if _comm is None:
         return 0
@@ -353,17 +362,17 @@ def all_reduce_gradients(optimizer_or_params, weight: float | None = None, timeo
     bufs = _grad_buffers(optimizer_or_params)
     host = [b for b, be in bufs if be.is_host]
     gpu = [(b, be) for b, be in bufs if not be.is_host]
-    if weight is not None:
-        for b, _ in bufs:
-            b *= weight
     if host:
         reqs = [_comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM) for b in host]
         wait(reqs, f"the gradient all-reduce ({sum(b.size for b in host)} values)", timeout)
+        if weight is not None:
+            for b in host:
+                b *= weight
     if gpu:
-        from .nccl import all_reduce_sum
+        from .nccl import all_reduce_mean
+        if weight is None:
+            for b in host:
+                b /= world
 
-        all_reduce_sum(gpu, timeout)
-    if weight is None:
-        for b, _ in bufs:
-            b /= world
+        all_reduce_mean(gpu, weight, timeout)  # queued on the stream: the host does not wait
     return len(bufs)

@@ -99,31 +99,54 @@ class NcclGroup:
                     "GPU per rank: start at most as many ranks per machine as it has GPUs, or set "
                     "BACKPROP_GPU_GPU_COMM=host to average over MPI through host memory") from None
 
-    def all_reduce_sum(self, bufs, timeout: float | None = None) -> None:
-        """Sum each CuPy array in ``bufs`` over the group, in place, and wait under the watchdog.
+    def all_reduce(self, bufs, timeout: float | None = None, average: bool = False) -> None:
+        """Sum (or, with ``average``, average) each CuPy array in ``bufs`` over the group, in place.
 
-        The collectives are queued on the current stream inside one NCCL group;
-        then an event is polled (checking NCCL's asynchronous errors) until it
-        completes or ``timeout`` seconds pass, when the communicator is aborted
-        and the whole job with it (MPI_Abort).
+        The collectives are queued on the current stream inside one NCCL group, so the kernels
+        queued after them (the optimizer step) wait for them on the device, and the host goes on
+        without waiting. The watchdog runs at the next call: if the previous all-reduce has not
+        finished by then, the host waits for it (polling NCCL's asynchronous errors) up to
+        ``timeout`` seconds, then aborts the communicator and the whole job (MPI_Abort). So the
+        host runs at most one step ahead of the device, and never stops for a healthy all-reduce.
+        :meth:`synchronize` waits for the last one.
         """
         import cupy
 
         nccl = _nccl()
+        op = nccl.NCCL_SUM
+        if average:
+            op = _avg_op()
         with cupy.cuda.Device(self.device_index):
+            self.synchronize(timeout, previous=True)
             stream = cupy.cuda.get_current_stream()
             nccl.groupStart()
             try:
                 for b in bufs:
                     if not b.flags.c_contiguous:
                         raise ValueError("NCCL all-reduce needs contiguous buffers")
-                    self.comm.allReduce(b.data.ptr, b.data.ptr, b.size, _dtype_code(b.dtype), nccl.NCCL_SUM,
-                                        stream.ptr)
+                    self.comm.allReduce(b.data.ptr, b.data.ptr, b.size, _dtype_code(b.dtype), op, stream.ptr)
             finally:
                 nccl.groupEnd()
             done = cupy.cuda.Event(block=False, disable_timing=True)
             done.record(stream)
-            self._wait(done, timeout, sum(b.size for b in bufs))
+            self._pending = (done, sum(b.size for b in bufs))
+        if average and op == nccl.NCCL_SUM:  # an NCCL older than 2.10 has no average: one more pass
+            for b in bufs:
+                b /= self.world
+
+    def all_reduce_sum(self, bufs, timeout: float | None = None) -> None:
+        """:meth:`all_reduce` summing."""
+        self.all_reduce(bufs, timeout)
+
+    def synchronize(self, timeout: float | None = None, previous: bool = False) -> None:
+        """Wait, under the watchdog, for the last all-reduce queued (``previous``: called before
+        queueing the next one)."""
+        pending = getattr(self, "_pending", None)
+        if pending is not None:
+            event, n = pending
+            if not event.done:
+                self._wait(event, timeout, n)
+            self._pending = None
 
     def _wait(self, event, timeout, n) -> None:
         timeout = _c.default_timeout() if timeout is None else timeout
@@ -153,6 +176,17 @@ class NcclGroup:
         self.comm.destroy()
 
 
+def _avg_op() -> int:
+    """NCCL's ``ncclAvg`` where the library has it (2.10 and newer; CuPy's enum lacks the name),
+    else ``NCCL_SUM`` (the caller then divides)."""
+    nccl = _nccl()
+    avg = getattr(nccl, "NCCL_AVG", 4)
+    try:
+        return avg if nccl.get_version() >= 21000 else nccl.NCCL_SUM
+    except Exception:
+        return nccl.NCCL_SUM
+
+
 def communicator(device_index: int, timeout: float | None = None) -> NcclGroup:
     """This rank's NCCL group on GPU ``device_index``, created on first use (collective: all ranks call it)."""
     g = _groups.get(device_index)
@@ -168,26 +202,62 @@ def communicator(device_index: int, timeout: float | None = None) -> NcclGroup:
     return g
 
 
-def _host_all_reduce_sum(bufs, timeout) -> None:
-    """The fallback: through host memory and MPI."""
+def _host_all_reduce(bufs, timeout, scale: float | None = None) -> None:
+    """The fallback: through host memory and MPI (each host copy scaled by ``scale`` first)."""
     from mpi4py import MPI
 
     import cupy
 
     hosts = [cupy.asnumpy(b) for b in bufs]
+    if scale is not None and scale != 1.0:
+        for h in hosts:
+            h *= scale
     reqs = [_c.get_comm().Iallreduce(MPI.IN_PLACE, h, op=MPI.SUM) for h in hosts]
     _c.wait(reqs, f"the gradient all-reduce ({sum(h.size for h in hosts)} values, staged on the host)", timeout)
     for b, h in zip(bufs, hosts):
         b.set(h)
 
 
-def all_reduce_sum(bufs_and_backends, timeout: float | None = None) -> None:
-    """Sum GPU arrays over the ranks in place: NCCL per device, or the host fallback."""
-    if not use_nccl(timeout):
-        _host_all_reduce_sum([b for b, _ in bufs_and_backends], timeout)
-        return
+def _by_device(bufs_and_backends) -> dict[int, list]:
     by_device: dict[int, list] = {}
     for b, be in bufs_and_backends:
         by_device.setdefault(be.device.index or 0, []).append(b)
+    return by_device
+
+
+def all_reduce_sum(bufs_and_backends, timeout: float | None = None) -> None:
+    """Sum GPU arrays over the ranks in place: NCCL per device, or the host fallback."""
+    if not use_nccl(timeout):
+        _host_all_reduce([b for b, _ in bufs_and_backends], timeout)
+        return
+    by_device = _by_device(bufs_and_backends)
     for idx in sorted(by_device):
-        communicator(idx, timeout).all_reduce_sum(by_device[idx], timeout)
+        communicator(idx, timeout).all_reduce(by_device[idx], timeout)
+
+
+def all_reduce_mean(bufs_and_backends, weight: float | None = None, timeout: float | None = None) -> None:
+    """Average GPU gradient buffers over the ranks in place, each rank weighted by ``weight``
+    (its share of the global batch; ``None``: all alike), without waiting on the host.
+
+    With equal weights NCCL averages in the all-reduce itself (``ncclAvg``), so the gradients
+    get no pass besides it; unequal weights (an unevenly split last batch) cost one scaling pass
+    before it.
+    """
+    world = _c.get_world_size()
+    equal = weight is None or abs(weight * world - 1.0) < 1e-12
+    if not use_nccl(timeout):
+        _host_all_reduce([b for b, _ in bufs_and_backends], timeout, 1.0 / world if equal else weight)
+        return
+    by_device = _by_device(bufs_and_backends)
+    for idx in sorted(by_device):
+        bufs = by_device[idx]
+        if not equal:
+            for b in bufs:
+                b *= weight * world  # then averaged: sum of weight * g over the ranks
+        communicator(idx, timeout).all_reduce(bufs, timeout, average=True)
+
+
+def synchronize(timeout: float | None = None) -> None:
+    """Wait for every NCCL all-reduce still in flight (under the watchdog)."""
+    for g in _groups.values():
+        g.synchronize(timeout)

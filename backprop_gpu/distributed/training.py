@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import comm as _c
+from .buckets import FIRST_BUCKET_MB, GradientBuckets
 from .sampler import ShardedLoader
 
 
@@ -71,6 +72,7 @@ class TrainingSetup:
     local_rank: int = 0
     timeout: float | None = None
     loader: ShardedLoader | None = field(default=None, repr=False)
+    buckets: GradientBuckets | None = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -79,9 +81,10 @@ class TrainingSetup:
 
     @property
     def distributed(self) -> bool:
+        """Whether there is more than one rank."""
         return self.world_size > 1
 
-    def prepare(self, model, optimizer=None, config: dict | None = None) -> None:
+    def prepare(self, model, optimizer=None, config: dict | None = None, bucket_cap_mb: float = 25.0) -> None:
         """Check every rank built the same model, then start them all from rank 0's parameters and buffers.
 
         Call once after building (or resuming) the model, before the first
@@ -91,6 +94,13 @@ class TrainingSetup:
         of either raises :class:`DistributedError` on every rank. On GPU with
         NCCL, also creates the NCCL communicator now, while all ranks are known
         to be here.
+
+        With ``optimizer`` (one with flat buffers, as every optimizer here), gradients are
+        averaged while backward runs: its flat gradient buffers are cut into buckets, each
+        all-reduced as soon as its gradients are final (:mod:`.buckets`), and
+        :meth:`after_backward` waits only for what is still in flight. Without it they are
+        averaged whole in :meth:`after_backward`. ``bucket_cap_mb``: the buckets' size (the first
+        is at most 1 MB), as DDP's argument of that name.
         """
         if not self.distributed:
             return
@@ -105,6 +115,15 @@ class TrainingSetup:
             if use_nccl(self.timeout):
                 for idx in gpus:
                     communicator(idx, self.timeout)
+        if optimizer is not None and hasattr(optimizer, "flat_groups"):
+            if self.buckets is not None:
+                self.buckets.remove()
+            self.buckets = GradientBuckets(optimizer, weight=self._weight, timeout=self.timeout,
+                                           bucket_cap_mb=bucket_cap_mb,
+                                           first_bucket_mb=min(bucket_cap_mb, FIRST_BUCKET_MB))
+
+    def _weight(self):
+        return self.loader.weight if self.loader is not None else None
 
     def wrap_loader(self, loader):
         """``loader`` (built with ``rank=setup.rank, world_size=setup.world_size``) wrapped in a
@@ -119,9 +138,21 @@ class TrainingSetup:
 
     def after_backward(self, optimizer) -> None:
         """Average the gradients over the ranks (call between ``loss.backward()`` and ``optimizer.step()``)."""
-        if self.distributed:
-            weight = self.loader.weight if self.loader is not None else None
-            _c.all_reduce_gradients(optimizer, weight=weight, timeout=self.timeout)
+        if not self.distributed:
+            return
+        if self.buckets is not None and self.buckets.optimizer is optimizer:
+            self.buckets.finish()
+        else:
+            _c.all_reduce_gradients(optimizer, weight=self._weight(), timeout=self.timeout)
+
+    def no_sync(self):
+        """A context in which backward only accumulates gradients locally, for gradient
+        accumulation over several backward calls before one :meth:`after_backward` (as
+        ``DistributedDataParallel.no_sync``). Outside ``mpiexec``, or without an optimizer given to
+        :meth:`prepare`, nothing starts during backward anyway, and it changes nothing."""
+        import contextlib
+
+        return self.buckets.no_sync() if self.buckets is not None else contextlib.nullcontext()
 
     def barrier(self) -> None:
         _c.barrier(self.timeout)

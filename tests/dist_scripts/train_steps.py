@@ -1,11 +1,13 @@
 """Run K data-parallel steps of a small MLP and save rank 0's parameters. Used by tests/test_distributed.py.
 
 usage: python train_steps.py OUT.npz STEPS [--n N] [--batch B] [--optim sgd|adam]
-                             [--mode setup|flat|tensors|unweighted] [--timeout S] [--device D]
-                             [--mismatch] [--die-rank R] [--stall-rank R] [--quit-rank R]
+                             [--mode setup|whole|flat|tensors|unweighted] [--bucket-mb MB]
+                             [--timeout S] [--device D]
+                             [--backward-twice] [--mismatch] [--die-rank R] [--stall-rank R] [--quit-rank R]
 
 Modes: ``setup`` goes through setup_for_training / wrap_loader / after_backward
-(what the CLI does); ``flat`` calls all_reduce_gradients(optimizer, weight=...);
+(what the CLI does: buckets all-reduced during backward, ``--bucket-mb`` each);
+``whole`` the same without the optimizer given to prepare (one all-reduce after backward); ``flat`` calls all_reduce_gradients(optimizer, weight=...);
 ``tensors`` passes the parameter list (one all-reduce per tensor);
 ``unweighted`` averages every rank equally.
 """
@@ -31,6 +33,8 @@ ap.add_argument("--n", type=int, default=61)  # 61 = 3 x 16 + 13: the last globa
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--optim", default="sgd")
 ap.add_argument("--mode", default="setup")
+ap.add_argument("--bucket-mb", type=float, default=25.0)
+ap.add_argument("--backward-twice", action="store_true")
 ap.add_argument("--timeout", type=float, default=None)
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--mismatch", action="store_true")
@@ -50,7 +54,10 @@ model = models.mlp(10, 3, hidden).to(setup.device)
 opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if a.optim == "sgd" else \
     optim.Adam(model.parameters(), lr=1e-2)
 try:
-    setup.prepare(model)
+    if a.mode == "setup":
+        setup.prepare(model, opt, bucket_cap_mb=a.bucket_mb)
+    else:
+        setup.prepare(model)
 except dist.DistributedError as e:
     print(f"rank {rank}: {e}", flush=True)
     sys.exit(4)
@@ -68,7 +75,13 @@ while done < a.steps:
             sys.exit(0)  # leaves the loop early, cleanly
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
-        if a.mode == "setup":
+        if a.backward_twice:
+            try:
+                F.cross_entropy(model(x), y).backward()
+            except dist.DistributedError as e:
+                print(f"rank {rank}: {e}", flush=True)
+                sys.exit(5)
+        if a.mode in ("setup", "whole"):
             setup.after_backward(opt)
             calls += 1 if world > 1 else 0
         elif a.mode == "flat":
@@ -83,4 +96,6 @@ while done < a.steps:
         if done == a.steps:
             break
 if setup.is_main:
-    np.savez(a.out, calls=calls, world=world, **{k: v.numpy() for k, v in model.state_dict().items()})
+    b = setup.buckets
+    np.savez(a.out, calls=calls, world=world, buckets=len(b.buckets) if b else 0, early=b.started_early if b else 0,
+             **{k: v.numpy() for k, v in model.state_dict().items()})
