@@ -80,24 +80,29 @@ def interleaved_table(path: Path, data: dict) -> str:
         cores += f", load average {data['loadavg'][0]:.1f} at the start and {data['loadavg'][1]:.1f} at the end"
     lines = [f"**{Path(path).name}** — interleaved in one process, {data['datetime'][:16]}, {data['cpu']}{cores}, "
              f"CPython {data['python']}, NumPy {data['numpy']}, torch {data['torch']}; threads {data['threads']}. "
-             "Ratios are medians of per-pair ratios (ours timed right next to the other), IQR in brackets.",
-             "", "| workload | ours | torch | floor | ours / torch | ours / floor | pairs |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Ratios are medians of per-pair ratios (ours timed right next to the other), IQR in brackets; "
+             "below 1 is faster than torch."]
     vs_torch, failed = {}, []
+    groups: dict[str, list] = {}
     for workload, r in data["results"].items():
-        if "error" in r:
-            failed.append(workload)
-            lines.append(f"| {workload} | cross-check failed: {r['error']} | | | | | |")
-            continue
-        med = r["median_s"]
-        vs_torch[workload] = r["ratios"]["torch"]["median"]
+        groups.setdefault(r.get("group", "other"), []).append((workload, r))
+    for group, rows in groups.items():
+        lines += ["", f"*{group}*", "", "| workload | ours | torch | floor | ours / torch | ours / floor | pairs |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for workload, r in rows:
+            if "error" in r:
+                failed.append(workload)
+                lines.append(f"| {workload} | cross-check failed: {r['error']} | | | | | |")
+                continue
+            med = r["median_s"]
+            vs_torch[workload] = r["ratios"]["torch"]["median"]
 
-        def ratio(k):
-            v = r["ratios"].get(k)
-            return f"**{v['median']:.2f}** ({v['q25']:.2f}–{v['q75']:.2f})" if v else ""
-        lines.append(f"| {workload} | {_fmt_time(med['ours'])} | {_fmt_time(med['torch'])} | "
-                     f"{_fmt_time(med['floor']) if 'floor' in med else ''} | {ratio('torch')} | {ratio('floor')} | "
-                     f"{r['pairs']} |")
+            def ratio(k):
+                v = r["ratios"].get(k)
+                return f"**{v['median']:.2f}** ({v['q25']:.2f}–{v['q75']:.2f})" if v else ""
+            lines.append(f"| {workload} | {_fmt_time(med['ours'])} | {_fmt_time(med['torch'])} | "
+                         f"{_fmt_time(med['floor']) if 'floor' in med else ''} | {ratio('torch')} | "
+                         f"{ratio('floor')} | {r['pairs']} |")
     if len(vs_torch) > 1:
         median = statistics.median(vs_torch.values())
         above = [w for w, v in vs_torch.items() if v > 1.0]
