@@ -521,12 +521,19 @@ class Trainer:
                 self.resume_step = (steps, lr)
             return dict(summary, interrupted=True)
         if self.is_main and self.rows:
-            from .plots import training_curves
+            from .plots import run_title, training_curves
+
+            n_out = self.train_set.num_classes if self.classify else self.train_set.y.shape[1]
+            widths = (self.train_set.x.shape[1], *cfg.hidden, n_out) if cfg.model == "mlp" else None
+            extras = [f"momentum {cfg.momentum:g}"] if cfg.momentum is not None else []
+            extras += ["Nesterov"] if cfg.nesterov else []
+            extras += [f"weight decay {cfg.weight_decay:g}"] if cfg.weight_decay is not None else []
+            extras += [f"{cfg.scheduler} schedule"] if cfg.scheduler != "none" else []
+            title = run_title(cfg.model, widths, cfg.dataset, cfg.optimizer, cfg.resolved_lr(), cfg.batch_size,
+                              len(self.train_set), extras)
 
             def write():
-                training_curves(self.rows, self.out / "curves.png",
-                                f"{cfg.model} on {cfg.dataset} with {cfg.optimizer} (lr {cfg.resolved_lr():g}"
-                                + (f", {cfg.scheduler} schedule)" if cfg.scheduler != "none" else ")"))
+                training_curves(self.rows, self.out / "curves.png", title)
                 (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
             self._write_outputs(self.epoch, write)
             checkpoint.remove_stale_temp_files(self.out)  # a clean exit leaves no killed save's debris
