@@ -91,6 +91,25 @@ def train_workload(build, loss, arrays, opt_name, opt_kwargs, floor=None, rtol=2
         if floor is not None:
             impls["floor"] = floor()
         return impls
+
+    def one_side(side: str):
+        """The step of one library only ("ours" or "torch"), nothing of the other's made (for memory)."""
+        lib = bg if side == "ours" else TORCH
+        (bg.manual_seed if side == "ours" else TORCH.manual_seed)(0)
+        model = build(lib)
+        model = model.to(DEVICE) if side == "ours" else model
+        xs = _inputs(arrays, lib)
+        opt = getattr(lib.optim, opt_name)(model.parameters(), **opt_kwargs)
+        F = lib.nn.functional
+
+        def step():
+            opt.zero_grad()
+            loss(model, F, *xs).backward()
+            opt.step()
+            if side == "ours":
+                _SYNC()
+        return step
+    builder.one_side = one_side
     return builder
 
 
