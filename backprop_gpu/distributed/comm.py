@@ -81,10 +81,12 @@ def is_initialized() -> bool:
 
 
 def get_rank() -> int:
+    """This process's rank (0 without ``mpiexec``)."""
     return _comm.Get_rank() if _comm is not None else 0
 
 
 def get_world_size() -> int:
+    """The number of ranks (1 without ``mpiexec``)."""
     return _comm.Get_size() if _comm is not None else 1
 
 
@@ -125,12 +127,12 @@ def fail_all_ranks(message: str, code: int) -> int:
     raise SystemExit(code)  # pragma: no cover - Abort does not return
 
 
-def wait(requests, what: str, timeout: float | None = None, poll=None) -> None:
-    """Complete non-blocking MPI requests, aborting the job after ``timeout`` seconds.
 #: how long :func:`wait` polls without sleeping
 SPIN_SECONDS = 0.25
 
 
+def wait(requests, what: str, timeout: float | None = None, poll=None) -> None:
+    """Complete non-blocking MPI requests, aborting the job after ``timeout`` seconds.
 
     A rank that died or stopped calling collectives leaves the others here;
     instead of hanging forever they print which collective timed out and call
@@ -145,9 +147,9 @@ SPIN_SECONDS = 0.25
     timeout = default_timeout() if timeout is None else timeout
     start = time.monotonic()
     deadline = start + timeout
+    spin_until = start + SPIN_SECONDS
     tries, nap = 0, 0.0
     while not MPI.Request.Testall(reqs):
-    spin_until = start + SPIN_SECONDS
         tries += 1
         # spin first: a collective of a step takes microseconds to tens of milliseconds, and without
         # a progress thread it advances only inside MPI calls, the peer's copies waiting for ours;
@@ -363,16 +365,16 @@ def all_reduce_gradients(optimizer_or_params, weight: float | None = None, timeo
     host = [b for b, be in bufs if be.is_host]
     gpu = [(b, be) for b, be in bufs if not be.is_host]
     if host:
-        reqs = [_comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM) for b in host]
-        wait(reqs, f"the gradient all-reduce ({sum(b.size for b in host)} values)", timeout)
         if weight is not None:
             for b in host:
                 b *= weight
-    if gpu:
-        from .nccl import all_reduce_mean
+        reqs = [_comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM) for b in host]
+        wait(reqs, f"the gradient all-reduce ({sum(b.size for b in host)} values)", timeout)
         if weight is None:
             for b in host:
                 b /= world
+    if gpu:
+        from .nccl import all_reduce_mean
 
         all_reduce_mean(gpu, weight, timeout)  # queued on the stream: the host does not wait
     return len(bufs)

@@ -64,6 +64,7 @@ class Size(tuple):
     """PyTorch's ``torch.Size``: a tensor's shape, a tuple of ints."""
 
     def numel(self) -> int:
+        """The number of elements of a tensor of this shape (the product of the sizes)."""
         n = 1
         for d in self:
             n *= d
@@ -132,14 +133,17 @@ class Tensor:
     # -- metadata -------------------------------------------------------------
     @property
     def shape(self) -> tuple:
+        """The shape, a tuple of ints (NumPy's spelling of :meth:`size`)."""
         return tuple(self.array.shape)
 
     @property
     def dtype(self):
+        """The element type, a ``numpy.dtype`` (``bg.float32`` is ``numpy.dtype('float32')``)."""
         return self.array.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return self.array.ndim
 
     def size(self, dim=None):
@@ -153,21 +157,26 @@ class Tensor:
         return self.array.shape[dim]
 
     def numel(self) -> int:
+        """The number of elements."""
         return int(self.array.size)
 
     def dim(self) -> int:
+        """The number of dimensions (PyTorch's name for :attr:`ndim`)."""
         return self.ndim
 
     @property
     def device(self):
+        """The :class:`~backprop_gpu.Device` the tensor lives on (``device.type`` is ``'cpu'`` or ``'cuda'``)."""
         return self.backend.device
 
     @property
     def is_leaf(self) -> bool:
+        """Whether the tensor was made by the user rather than recorded from an op."""
         return self._node is None
 
     @property
     def grad_fn(self):
+        """The graph node that made this tensor, or ``None`` for a leaf."""
         return self._node
 
     def __dlpack__(self, *, stream=None, **kwargs):
@@ -189,15 +198,6 @@ class Tensor:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         return hooks.add(self if self._node is None else self._node, hook)
 
-    def retain_grad(self) -> None:
-        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (a no-op on a leaf)."""
-        if not self.requires_grad:
-            raise RuntimeError("can't retain_grad on a tensor that doesn't require gradient")
-        if self._node is None or getattr(self, "_retains_grad", False):
-            return
-        ref = weakref.ref(self)
-
-        def keep(g):
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` once backward has accumulated this leaf's whole gradient into ``.grad``,
         while the rest of the graph is still being differentiated (as
@@ -209,6 +209,15 @@ class Tensor:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         return hooks.add_post_accumulate(self, hook)
 
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (a no-op on a leaf)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that doesn't require gradient")
+        if self._node is None or getattr(self, "_retains_grad", False):
+            return
+        ref = weakref.ref(self)
+
+        def keep(g):
             t = ref()
             if t is not None:
                 t.grad = g.detach().clone() if t.grad is None else t.grad + g.detach()
@@ -251,6 +260,7 @@ class Tensor:
         return self.numpy().reshape(()).item()
 
     def tolist(self):
+        """The values as nested Python lists (a Python number for a 0-d tensor)."""
         return self.numpy().tolist()
 
     def __float__(self):
@@ -271,24 +281,31 @@ class Tensor:
         return self if self.device.type == "cpu" else self.to("cpu")
 
     def cuda(self, index: int = 0):
+        """This tensor on GPU ``index`` (``self.to(f"cuda:{index}")``)."""
         return self.to(f"cuda:{index}")
 
     def float(self):
+        """``self.to(dtype=float32)``."""
         return self.to(dtype=float32)
 
     def double(self):
+        """``self.to(dtype=float64)``."""
         return self.to(dtype=float64)
 
     def long(self):
+        """``self.to(dtype=int64)``."""
         return self.to(dtype=int64)
 
     def int(self):
+        """``self.to(dtype=int32)``."""
         return self.to(dtype=int32)
 
     def half(self):
+        """``self.to(dtype=float16)``."""
         return self.to(dtype=float16)
 
     def bool(self):
+        """``self.to(dtype=bool)``."""
         return self.to(dtype=bool_)
 
     def type(self, dtype=None):
@@ -296,6 +313,7 @@ class Tensor:
         return f"backprop_gpu.{self.dtype}" if dtype is None else self.to(dtype=dtype)
 
     def is_contiguous(self) -> bool:
+        """Whether the storage is in row-major (C) order."""
         return bool(self.array.flags.c_contiguous)
 
     def contiguous(self):
@@ -304,6 +322,7 @@ class Tensor:
 
     # -- factories like this tensor (dtype and device) ------------------------
     def new_tensor(self, data, dtype=None, requires_grad=False):
+        """A new leaf tensor from ``data``, with this tensor's dtype (unless given) and device."""
         return Tensor(data.numpy() if isinstance(data, Tensor) else data, dtype=dtype or self.dtype,
                       device=self.backend, requires_grad=requires_grad)
 
@@ -313,15 +332,19 @@ class Tensor:
         return Tensor._make(arr, self.backend).requires_grad_(requires_grad)
 
     def new_zeros(self, *size, dtype=None, requires_grad=False):
+        """Zeros of shape ``size``, with this tensor's dtype (unless given) and device."""
         return self._new_filled(size, 0, dtype, requires_grad)
 
     def new_ones(self, *size, dtype=None, requires_grad=False):
+        """Ones of shape ``size``, with this tensor's dtype (unless given) and device."""
         return self._new_filled(size, 1, dtype, requires_grad)
 
     def new_full(self, size, fill_value, dtype=None, requires_grad=False):
+        """``fill_value`` in shape ``size``, with this tensor's dtype (unless given) and device."""
         return self._new_filled((size,), fill_value, dtype, requires_grad)
 
     def new_empty(self, *size, dtype=None, requires_grad=False):
+        """A tensor of shape ``size`` with this tensor's dtype (unless given) and device (zero-filled here)."""
         return self._new_filled(size, 0, dtype, requires_grad)
 
     # -- copying and pickling ---------------------------------------------------
@@ -365,6 +388,7 @@ class Tensor:
         return t
 
     def detach_(self):
+        """Cut this tensor from the graph in place: it becomes a leaf that does not require grad."""
         self._node = None
         self.requires_grad = False
         return self
@@ -533,4 +557,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 def is_tensor(x) -> bool:
+    """Whether ``x`` is a :class:`Tensor`."""
     return isinstance(x, Tensor)
