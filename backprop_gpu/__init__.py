@@ -11,6 +11,11 @@ The package is layered, and imports only ever point down (a test checks it):
 4. ``nn``, ``optim``, ``autograd``, ``utils``;
 5. ``distributed``;
 6. ``app``: training loop, CLI, checkpoints, datasets, demos, plots.
+
+Dtypes are NumPy's, under PyTorch's names (``bg.float32 == numpy.dtype("float32")``):
+``float32`` (also ``float``), ``float64`` (``double``), ``float16`` (``half``), ``bfloat16``
+(ml_dtypes' type; ``None`` without ml_dtypes), ``int8``, ``int16``, ``int32`` (``int``),
+``int64`` (``long``), ``uint8`` and ``bool_`` (``bool``).
 """
 
 from . import ops

@@ -47,6 +47,7 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self) -> tuple:
+        """The tensors ``forward`` passed to ``save_for_backward``, in order."""
         return self._saved
 
     def mark_non_differentiable(self, *tensors) -> None:
@@ -86,10 +87,14 @@ class Function:
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
+        """Compute the outputs from the inputs; save what backward needs with ``ctx.save_for_backward``. Subclasses
+        define it as a staticmethod."""
         raise NotImplementedError("a Function subclass defines forward(ctx, *args) as a staticmethod")
 
     @staticmethod
     def backward(ctx, *grad_outputs):
+        """One gradient per input of ``forward`` (``None`` where none is needed), from the output's gradient.
+        Subclasses define it as a staticmethod."""
         raise NotImplementedError("a Function subclass defines backward(ctx, *grad_outputs) as a staticmethod")
 
     @classmethod

@@ -57,6 +57,8 @@ What it does
   rank 0 writes them whole, and the data order depends on the seed only, so a
   checkpoint resumes with any number of ranks.
 
+``ABORT_CODE`` is the exit code of a job the watchdog ended with MPI_Abort.
+
 Caveats: BatchNorm statistics are per rank (rank 0's are saved, as with
 PyTorch's DDP default); Dropout masks are drawn per rank.
 

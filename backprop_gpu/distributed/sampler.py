@@ -87,6 +87,7 @@ class DistributedSampler:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch, which with the seed decides the shuffle order (call it before each epoch)."""
         self.epoch = int(epoch)
 
     def __iter__(self):

@@ -155,6 +155,7 @@ class TrainingSetup:
         return self.buckets.no_sync() if self.buckets is not None else contextlib.nullcontext()
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (within the setup's timeout)."""
         _c.barrier(self.timeout)
 
     def print(self, *args, **kwargs) -> None:

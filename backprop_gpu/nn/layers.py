@@ -35,6 +35,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-initialise weight and bias as ``torch.nn.Linear`` does (Kaiming-uniform, bias bound from fan-in)."""
         init.reset_layer_(self.weight, self.bias)
 
     def forward(self, x):
@@ -264,6 +265,7 @@ class BatchNorm1d(Module):
             self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self):
+        """Running mean to 0, running variance to 1, batch count to 0."""
         if self.running_mean is not None:
             init.zeros_(self.running_mean)
             init.ones_(self.running_var)
@@ -386,6 +388,7 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-initialise weight and bias as ``torch.nn.Conv2d`` does."""
         init.reset_layer_(self.weight, self.bias)
 
     def forward(self, x):
@@ -475,6 +478,7 @@ class Conv1d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-initialise weight and bias as ``torch.nn.Conv1d`` does."""
         init.reset_layer_(self.weight, self.bias)
 
     def forward(self, x):
@@ -517,6 +521,7 @@ class ConvTranspose2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-initialise weight and bias as ``torch.nn.ConvTranspose2d`` does."""
         init.reset_layer_(self.weight, self.bias)  # fan_in from weight.shape[1:] (C_out k), as torch
 
     def forward(self, x, output_size=None):

@@ -206,6 +206,7 @@ class Module:
         return self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse: bool = True):
+        """Every buffer (running statistics, ...), each once, in registration order."""
         return (b for _, b in self._named_members("_buffers", "", recurse))
 
     def num_parameters(self, only_trainable: bool = False) -> int:
@@ -252,12 +253,14 @@ class Module:
                     p.grad.array.fill(0)
 
     def requires_grad_(self, requires_grad: bool = True):
+        """Set ``requires_grad`` on every parameter; returns ``self``."""
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     # -- calling ------------------------------------------------------------------
     def forward(self, *args, **kwargs):  # pragma: no cover - interface
+        """The computation; subclasses define it. Call the module itself (``model(x)``), which also runs its hooks."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     #: set on an instance by its first ``register_forward_*hook``: the one check a call makes
@@ -456,15 +459,19 @@ class Module:
         return self
 
     def cpu(self):
+        """``self.to("cpu")``."""
         return self.to("cpu")
 
     def cuda(self, index: int = 0):
+        """``self.to(f"cuda:{index}")``."""
         return self.to(f"cuda:{index}")
 
     def double(self):
+        """Floating parameters and buffers to float64."""
         return self.to(dtype=np.float64)
 
     def float(self):
+        """Floating parameters and buffers to float32."""
         return self.to(dtype=np.float32)
 
     def __deepcopy__(self, memo):
@@ -481,6 +488,7 @@ class Module:
 
     # -- printing --------------------------------------------------------------------
     def extra_repr(self) -> str:
+        """The text inside the parentheses of this module's ``repr`` (its settings); subclasses define it."""
         return ""
 
     def __repr__(self):
@@ -523,6 +531,8 @@ class Sequential(Module):
             setattr(self, name, m)
 
     def forward(self, x):
+        """Run the modules in order, each on the previous one's output (a Linear or BatchNorm followed by a ReLU as
+        one fused op)."""
         mods = [m for m in self._modules.values() if m is not None]
         i, n = 0, len(mods)
         while i < n:
@@ -551,6 +561,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, m):
+        """Add module ``m`` at the end; returns ``self``."""
         if not isinstance(m, Module):
             raise TypeError(f"Sequential.append takes a Module, got {type(m).__name__}")
         setattr(self, str(len(self)), m)
@@ -565,12 +576,14 @@ class ModuleList(Module):
         self.extend(modules)
 
     def append(self, m):
+        """Add module ``m`` at the end; returns ``self``."""
         if not isinstance(m, Module):
             raise TypeError(f"ModuleList takes Modules, got {type(m).__name__}")
         setattr(self, str(len(self._modules)), m)
         return self
 
     def extend(self, modules):
+        """Add each of ``modules`` at the end; returns ``self``."""
         for m in modules:
             self.append(m)
         return self

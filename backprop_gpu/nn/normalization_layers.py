@@ -36,6 +36,7 @@ class GroupNorm(Module):
             self.register_parameter("bias", None)
 
     def reset_parameters(self):
+        """Weight to 1 and bias to 0 (when affine)."""
         if self.affine:
             init.ones_(self.weight)
             init.zeros_(self.bias)
@@ -80,12 +81,14 @@ class _InstanceNorm(Module):
             self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self):
+        """Running mean to 0, running variance to 1, batch count to 0 (when tracked)."""
         if self.track_running_stats:
             init.zeros_(self.running_mean)
             init.ones_(self.running_var)
             self.num_batches_tracked.zero_()
 
     def reset_parameters(self):
+        """Reset the running statistics, and weight to 1 and bias to 0 (when affine)."""
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)

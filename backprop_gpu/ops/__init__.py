@@ -116,6 +116,32 @@ def _rev(fn):
     return lambda self, other: fn(other, self)
 
 
+# Named (not lambdas) so that the Tensor's methods carry docstrings into the API reference.
+def _square(self):
+    """``self * self``, as ``torch.Tensor.square``."""
+    return multiply(self, self)
+
+
+def _view_as(self, other):
+    """``self.view(other.shape)``, as ``torch.Tensor.view_as``."""
+    return reshape(self, other.shape)
+
+
+def _reshape_as(self, other):
+    """``self.reshape(other.shape)``, as ``torch.Tensor.reshape_as``."""
+    return reshape(self, other.shape)
+
+
+def _expand_as(self, other):
+    """``self.expand(other.shape)``, as ``torch.Tensor.expand_as``."""
+    return expand(self, other.shape)
+
+
+def _transposed(self):
+    """The tensor with its dimensions reversed (``permute`` of all of them, as ``torch.Tensor.T``)."""
+    return transpose(self)
+
+
 #: Tensor attribute: function. Every entry is an op function of this package.
 METHODS = {
     "__add__": add, "__radd__": _rev(add), "__sub__": subtract, "__rsub__": _rev(subtract),
@@ -125,14 +151,12 @@ METHODS = {
     "__neg__": negative, "__pos__": lambda self: self, "__abs__": abs,
     "__gt__": greater, "__ge__": greater_equal, "__lt__": less, "__le__": less_equal,
     "__eq__": eq, "__ne__": not_equal, "__getitem__": getitem, "__hash__": lambda self: id(self),
-    "T": property(lambda self: transpose(self)),
+    "T": property(_transposed),
     "view": reshape, "unsqueeze": expand_dims, "expand_dims": expand_dims, "clamp": clamp, "pow": power,
     "add": add, "sub": subtract, "mul": multiply, "div": divide, "to": to, "clone": clone,
     "eq": eq, "equal": equal, "ne": not_equal, "lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
-    "neg": negative, "square": lambda self: multiply(self, self), "mm": mm, "bmm": bmm, "addmm": addmm,
-    "view_as": lambda self, other: reshape(self, other.shape),
-    "reshape_as": lambda self, other: reshape(self, other.shape),
-    "expand_as": lambda self, other: expand(self, other.shape),
+    "neg": negative, "square": _square, "mm": mm, "bmm": bmm, "addmm": addmm,
+    "view_as": _view_as, "reshape_as": _reshape_as, "expand_as": _expand_as,
 }
 for _f in (exp, log, sqrt, sin, cos, fmod, remainder, lerp, trunc, abs, sign, clip, relu, leaky_relu, sigmoid, tanh,
            softplus, gelu, sum, mean, max, min,

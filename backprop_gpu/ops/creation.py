@@ -85,10 +85,12 @@ def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=N
 
 
 def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    """Zeros with ``t``'s shape, dtype (unless given) and device."""
     return zeros(t.shape, dtype=dtype or t.dtype, device=t.backend, requires_grad=requires_grad)
 
 
 def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
+    """Ones with ``t``'s shape, dtype (unless given) and device."""
     return ones(t.shape, dtype=dtype or t.dtype, device=t.backend, requires_grad=requires_grad)
 
 

@@ -1,6 +1,4 @@
 """Named tuples returned by reductions along a dimension, as ``torch.return_types``."""
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from ..tape.tensor import Tensor

@@ -1,4 +1,7 @@
-"""Optimizers with ``torch.optim``'s API, each step one fused launch per flat buffer."""
+"""Optimizers with ``torch.optim``'s API, each step one fused launch per flat buffer.
+
+``OPTIMIZERS`` maps each optimizer's lower-case name (``"sgd"``, ``"adam"``, ...) to its class.
+"""
 from . import lr_scheduler
 from .clip import clip_grad_norm_
 from .optimizer import Optimizer

@@ -82,6 +82,7 @@ class LRScheduler:
         self.step()
 
     def lr_at(self, base_lr: float, epoch: int) -> float:  # pragma: no cover - interface
+        """The lr of a group whose initial lr is ``base_lr`` at ``epoch``; subclasses define it."""
         raise NotImplementedError
 
     def step(self) -> None:
@@ -171,6 +172,7 @@ class LinearLR(LRScheduler):
 
 
 LinearWarmup = LinearLR
+"""Another name for :class:`LinearLR`: a warm-up from ``start_factor`` to ``end_factor`` times the lr."""
 
 
 class MultiStepLR(LRScheduler):
@@ -322,6 +324,7 @@ class SequentialLR:
         self._last_lr = schedulers[0].get_last_lr()
 
     def step(self) -> None:
+        """Advance one epoch: step the scheduler whose turn it is (restarted at its milestone)."""
         self.last_epoch += 1
         i = bisect.bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[i]
@@ -333,6 +336,7 @@ class SequentialLR:
     get_last_lr = LRScheduler.get_last_lr
 
     def state_dict(self) -> dict:
+        """The epoch, milestones, last lrs and every sub-scheduler's state, as plain Python values."""
         return {"last_epoch": self.last_epoch, "_milestones": list(self._milestones),
                 "_last_lr": list(self._last_lr), "_schedulers": [s.state_dict() for s in self._schedulers]}
 

@@ -151,6 +151,7 @@ class set_grad_enabled(_GradMode):
 
 
 def is_anomaly_enabled() -> bool:
+    """Whether anomaly detection (:class:`detect_anomaly`) is on."""
     return state.anomaly
 
 

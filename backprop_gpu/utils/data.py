@@ -232,6 +232,7 @@ class DataLoader:
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the shuffling generator's state from :meth:`state_dict`."""
         self.rng.bit_generator.state = state["rng"]
 
 

@@ -32,6 +32,7 @@ class ArrayDataset:
 
     @property
     def num_classes(self) -> int:
+        """One more than the largest integer label (0 for regression targets or no samples)."""
         return int(self.y.max()) + 1 if self.y.dtype.kind in "iu" and len(self.y) else 0
 
 
