@@ -542,7 +542,8 @@ class Trainer:
             if self.epoch < cfg.epochs:
                 self.log(f"stopped after epoch {self.epoch} of {cfg.epochs}; continue with: "
                          f"{resume_command(cfg, self.out, stop_after=False)}")
+            trained = f"{wall:.2f}" if wall < 1 else f"{wall:.1f}"  # a 1-epoch run on digits takes ~0.05 s
             self.log(f"done: test {metric} {shown(summary['test_metric'])} (best {shown(best['test_metric'])} at "
-                     f"epoch {best['epoch']}) | training {wall:.1f} s, {process_seconds():.1f} s since the process "
+                     f"epoch {best['epoch']}) | training {trained} s, {process_seconds():.1f} s since the process "
                      f"started | device {summary['device']} | outputs in {self.out}/")
         return dict(summary, interrupted=False)
