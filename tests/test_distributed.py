@@ -242,6 +242,18 @@ def test_a_second_backward_before_averaging_is_refused_with_the_way_out(tmp_path
 
 
 @needs_mpi
+@pytest.mark.parametrize("mode", ["setup", "whole"])
+def test_a_parameter_unused_on_one_rank_is_averaged_with_zeros_there(tmp_path, mode):
+    """Rank 1's loss skips the last layer: its gradient there is None, and that rank contributes zeros
+    (its slot is not left holding the previous step's values); every rank ends with the same parameters."""
+    rc, out, _ = launch(2, STEPS, tmp_path / "two.npz", 4, "--mode", mode, "--unused-on-rank", 1,
+                        "--bucket-mb", 1e-4)
+    assert rc == 0, out
+    z = params(tmp_path / "two.npz")
+    assert len(z) == 6 and all(np.isfinite(v).all() for v in z.values())
+
+
+@needs_mpi
 def test_equal_shards_need_no_weights(tmp_path, reference):
     rc, out, _ = launch(2, STEPS, tmp_path / "two.npz", 8, "--mode", "unweighted", "--n", 64)
     assert rc == 0, out

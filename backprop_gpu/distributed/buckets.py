@@ -142,11 +142,7 @@ class GradientBuckets:
     def _start(self, b) -> None:
         from mpi4py import MPI
 
-        for p in b.params:
-            if p.grad is None:  # not used on this rank this step: a zero contribution
-                slot = p._grad_slot
-                slot.array.fill(0)
-                p.grad = slot
+        _c.zero_missing_grads(b.params)  # parameters unused on this rank this step
         scale = self._scale()
         if scale != 1.0:
             b.view *= scale

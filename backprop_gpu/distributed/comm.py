@@ -313,10 +313,24 @@ def _tensors(module_or_params):
 
 
 # -- gradients -------------------------------------------------------------------------
+def zero_missing_grads(params) -> None:
+    """Give each flat-buffer parameter without a gradient a zero one in its slot: a parameter unused on
+    this rank takes part with zeros (its slot may still hold the previous step's values) and then has
+    the average, so every rank steps it alike."""
+    for p in params:
+        if p.grad is None:
+            slot = p._grad_slot
+            slot.array.fill(0)
+            p.grad = slot
+
+
 def _grad_buffers(optimizer_or_params):
     """[(contiguous 1-D-able array, backend)] to average, in an order every rank agrees on."""
     if hasattr(optimizer_or_params, "flat_groups"):
-        return [(f.grad, f.backend) for f in optimizer_or_params.flat_groups]
+        flats = optimizer_or_params.flat_groups
+        for f in flats:
+            zero_missing_grads(f.params)
+        return [(f.grad, f.backend) for f in flats]
     if hasattr(optimizer_or_params, "param_groups"):
         params = [p for g in optimizer_or_params.param_groups for p in g["params"]]
     else:

@@ -3,7 +3,7 @@
 usage: python train_steps.py OUT.npz STEPS [--n N] [--batch B] [--optim sgd|adam]
                              [--mode setup|whole|flat|tensors|unweighted] [--bucket-mb MB]
                              [--timeout S] [--device D]
-                             [--backward-twice] [--mismatch] [--die-rank R] [--stall-rank R] [--quit-rank R]
+                             [--backward-twice] [--unused-on-rank R] [--mismatch] [--die-rank R] [--stall-rank R] [--quit-rank R]
 
 Modes: ``setup`` goes through setup_for_training / wrap_loader / after_backward
 (what the CLI does: buckets all-reduced during backward, ``--bucket-mb`` each);
@@ -41,6 +41,7 @@ ap.add_argument("--mismatch", action="store_true")
 ap.add_argument("--die-rank", type=int, default=None)
 ap.add_argument("--stall-rank", type=int, default=None)
 ap.add_argument("--quit-rank", type=int, default=None)
+ap.add_argument("--unused-on-rank", type=int, default=None)
 a = ap.parse_args()
 
 setup = dist.setup_for_training(a.device, timeout=a.timeout)
@@ -51,6 +52,8 @@ bg.manual_seed(rank + 100)  # different local inits: the broadcast must make the
 rng = np.random.default_rng(0)
 data = ArrayDataset(rng.random((a.n, 10)).astype(np.float32), rng.integers(0, 3, a.n), "toy")
 model = models.mlp(10, 3, hidden).to(setup.device)
+if a.unused_on_rank is not None:  # a last layer that one rank's loss leaves out: no gradient there
+    model = bg.nn.Sequential(*model, bg.nn.Linear(3, 3)).to(setup.device)
 opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if a.optim == "sgd" else \
     optim.Adam(model.parameters(), lr=1e-2)
 try:
@@ -74,7 +77,8 @@ while done < a.steps:
         if done == 1 and rank == a.quit_rank:
             sys.exit(0)  # leaves the loop early, cleanly
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        out = model[:-1](x) if rank == a.unused_on_rank else model(x)
+        F.cross_entropy(out, y).backward()
         if a.backward_twice:
             try:
                 F.cross_entropy(model(x), y).backward()
@@ -95,6 +99,12 @@ while done < a.steps:
         done += 1
         if done == a.steps:
             break
+if world > 1:  # every rank holds the same parameters (checked here, since only rank 0 saves them)
+    mine = np.concatenate([p.numpy().ravel() for p in model.parameters()]).astype(np.float64)
+    first = dist.get_comm().bcast(mine, root=0)
+    if not np.array_equal(first, mine):
+        print(f"rank {rank}: parameters differ from rank 0's by up to {np.abs(first - mine).max()}", flush=True)
+        sys.exit(6)
 if setup.is_main:
     b = setup.buckets
     np.savez(a.out, calls=calls, world=world, buckets=len(b.buckets) if b else 0, early=b.started_early if b else 0,
