@@ -112,9 +112,30 @@ def interleaved_table(path: Path, data: dict) -> str:
     return "\n".join(lines)
 
 
+def memory_table(path: Path, data: dict) -> str:
+    """The table of ``benchmarks/bench_memory.py``'s JSON: peak and steady MB per training step, ours / torch."""
+    lines = [f"**{Path(path).name}** — memory of a training step, each side in its own process, {data['cpu']}, "
+             f"CPython {data['python']}, NumPy {data['numpy']}, torch {data['torch']}: MB above the resident set "
+             f"before the model was built; peak = the high-water mark over {data['steps']} steps after 2 warm-up "
+             "steps, steady = resident after the warm-up.", "",
+             "| workload | ours peak | torch peak | ours / torch | ours steady | torch steady |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for workload, r in data["results"].items():
+        o, t = r["ours"], r["torch"]
+        lines.append(f"| {workload} | {o['peak_mb']:.1f} | {t['peak_mb']:.1f} | **{r['peak_ratio']:.2f}** | "
+                     f"{o['steady_mb']:.1f} | {t['steady_mb']:.1f} |")
+    ratios = [r["peak_ratio"] for r in data["results"].values()]
+    if ratios:
+        lines += ["", f"Peak ours / torch: median **{statistics.median(ratios):.2f}**, highest {max(ratios):.2f}."]
+    return "\n".join(lines)
+
+
 def render(path: Path) -> str:
     data = json.loads(Path(path).read_text())
-    return interleaved_table(path, data) if data.get("kind") == "interleaved" else table(path)
+    kind = data.get("kind")
+    if kind == "interleaved":
+        return interleaved_table(path, data)
+    return memory_table(path, data) if kind == "memory" else table(path)
 
 
 def main(argv):
