@@ -38,6 +38,18 @@ def size_path(request, monkeypatch):
     return request.param
 
 
+def test_serial_and_parallel_compilations_are_cached_apart():
+    """Numba's disk cache keys a function by name, line and bytecode, not by ``parallel=True``: under
+    one name the parallel compilation of a kernel loaded the serial one's machine code (and ran
+    serial), or the other way round. Each kernel's two compilations have two cache files."""
+    kernels = [v for v in vars(numba_kernels).values() if hasattr(v, "serial") and hasattr(v, "parallel")]
+    pool = numba_kernels._pool_kernels(2, 2) + numba_kernels._window_kernels(3, 3, 1, 1)  # closures too
+    assert len(kernels) >= 10
+    for k in kernels + list(pool):
+        files = [f._cache._cache_file._index_name for f in (k.serial, k.parallel)]
+        assert files[0] != files[1], k.__name__
+
+
 def _arrays(backend, dtype, *shapes, seed=0):
     b = bg.get_backend(backend)
     rng = np.random.default_rng(seed)
@@ -98,6 +110,86 @@ def test_relu_backward_colsum_into_matches_reference(backend, dtype):
     np.testing.assert_array_equal(b.to_host(gm), b.to_host(gm_ref))
     np.testing.assert_allclose(b.to_host(cs), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
 
+
+
+def _gelu_inputs(backend, dtype, approximate):
+    """Spread over GELU's regions: the negative tail (where the reference's 1 + erf cancels),
+    the bend, the linear side; and 0, inf and NaN, and for the exact form huge values (the tanh
+    form's x^3 overflows float32 in the reference there, and its gradient becomes 0 * inf)."""
+    huge = [-1e30, 1e30] if approximate == "none" else [-1.0, 1.0]
+    x = np.concatenate([np.linspace(-12, 12, 241), [0.0, -0.0, 1e-30, *huge, np.inf, -np.inf, np.nan]])
+    g = np.random.default_rng(7).standard_normal(x.size)
+    b = bg.get_backend(backend)
+    return b, b.asarray(x.astype(dtype).reshape(3, -1)), b.asarray(g.astype(dtype).reshape(3, -1))
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")  # inf inputs
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_kernels_match_reference(backend, size_path, dtype, approximate):
+    compiled(backend, "gelu_forward", "gelu_backward")
+    b, x, g = _gelu_inputs(backend, dtype, approximate)
+    ref = reference(backend)
+    y, gx = b.F.gelu_forward(x, approximate), b.F.gelu_backward(g, x, approximate)
+    assert y.dtype == gx.dtype == x.dtype and y.shape == gx.shape == x.shape
+    y_ref, gx_ref = (b.to_host(a) for a in (ref.gelu_forward(x, approximate), ref.gelu_backward(g, x, approximate)))
+    y, gx = b.to_host(y), b.to_host(gx)
+    # a few ulps of the values' scale (12); an ulp of it in float32 is 1e-6: the compiled Phi comes
+    # through erfc, the reference's 1 + erf loses digits in the negative tail, and exp/tanh/erf are
+    # each library's own
+    atol = {"float32": 4e-6, "float64": 1e-14}[dtype]
+    np.testing.assert_allclose(y, y_ref, rtol=atol / 12, atol=atol)
+    np.testing.assert_allclose(gx, gx_ref, rtol=atol / 12, atol=atol)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_matches_torch_in_float32(backend, approximate):
+    """The op, forward and backward, against torch's float32 GELU."""
+    torch = pytest.importorskip("torch")
+    xs = np.linspace(-6, 6, 1201).astype(np.float32)
+    x = bg.tensor(xs, device=bg.get_backend(backend), requires_grad=True)
+    y = bg.gelu(x, approximate=approximate)
+    y.sum().backward()
+    xt = torch.tensor(xs, requires_grad=True)
+    yt = torch.nn.functional.gelu(xt, approximate=approximate)
+    yt.sum().backward()
+    # to 4 float32 ulps of the largest value (6): torch's own 1 + erf loses digits in the negative
+    # tail (a relative 4e-5 from the exact value at x = -2.6, and 0 instead of -1.2e-6 at x = -5.3)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-6, atol=2e-6)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_backward_matches_reference(backend, size_path, dtype):
+    """The compiled mask product (the cupy forward and backward are checked against the reference
+    under the stand-in, tests/array/test_cuda_kernels.py)."""
+    compiled(backend, "dropout_backward")
+    b, ref = bg.get_backend(backend), reference(backend)
+    x, g = _arrays(backend, dtype, (9, 11), (9, 11), seed=8)
+    g[0, :3] = [np.inf, np.nan, -np.inf]  # g * 0 where dropped: NaN, as the reference's product
+    keep = b.arrays.empty(x.shape, np.bool_)
+    ref.dropout_(x, 0.3, keep)
+    assert 0 < int(b.to_host(keep).sum()) < keep.size
+    np.testing.assert_array_equal(b.to_host(b.F.dropout_backward(g, keep, 0.3)),
+                                  b.to_host(ref.dropout_backward(g, keep, 0.3)))
+
+
+def test_dropout_op_first_and_second_order(backend):
+    """F.dropout is one op: its gradient is the mask times 1 / (1 - p), and under create_graph the
+    same product recorded (so d2/dx2 of sum(dropout(x)^2) is 2 (mask / (1 - p))^2)."""
+    b = bg.get_backend(backend)
+    x = bg.tensor(np.linspace(-1, 1, 40), device=b, requires_grad=True)
+    bg.manual_seed(3)
+    y = F.dropout(x, 0.25)
+    assert y._node.op.name == "dropout"  # one op, not a mask multiply
+    kept = y.numpy() != 0
+    assert 0 < kept.sum() < 40
+    np.testing.assert_allclose(y.numpy(), np.where(kept, x.numpy() / 0.75, 0), rtol=1e-15)
+    (g,) = bg.grad((y * y).sum(), x, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), 2 * y.numpy() * kept / 0.75, rtol=1e-15)
+    (gg,) = bg.grad(g.sum(), x)
+    np.testing.assert_allclose(gg.numpy(), 2 * kept / 0.75 ** 2, rtol=1e-15)
 
 # libm's (or CUDA's) exp and log against NumPy's, and another summation order: a few ulps
 CE_RTOL = {"float32": 2e-6, "float64": 1e-13}
@@ -372,3 +464,172 @@ def test_embedding_gradient_through_the_compiled_rows(backend):
     want = np.zeros((10, 3))
     np.add.at(want, idx.numpy(), w)
     np.testing.assert_allclose(emb.weight.grad.numpy(), want, rtol=1e-12)
+
+
+# --- softmax over the last axis, LayerNorm over rows --------------------------------------------------
+
+ROW_SHAPES = [(0, 5), (1, 1), (4, 1), (5, 3), (3, 1000), (2, 3, 7), (40, 33)]
+# the compiled exp (a polynomial on the numba backend, libm's in CUDA C) against NumPy's, and other
+# summation orders: a few ulps of the values' scale
+ROW_TOL = {"float32": dict(rtol=2e-6, atol=2e-6), "float64": dict(rtol=1e-13, atol=1e-13)}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the -inf row, in the reference
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+def test_softmax_kernels_match_reference(backend, size_path, dtype, shape, kind):
+    compiled(backend, f"{kind}_forward", f"{kind}_backward")
+    b, ref = bg.get_backend(backend), reference(backend)
+    x, g = _arrays(backend, dtype, shape, shape, seed=10)
+    x = x * 4
+    if x.size > 8:  # a NaN (its row NaN), an all -inf row (NaN, as torch), +inf and huge values, and
+        # a row far from 0 (log_softmax's x - max must come first: max + log(sum) rounds at 1000's ulp)
+        x[1] += 1000
+        x[(0,) * (x.ndim - 1)] = -np.inf
+        flat = x.reshape(-1)
+        flat[-1], flat[-2], flat[-3 - shape[-1]] = np.nan, np.inf, 1e4
+    y, y_ref = getattr(b.F, f"{kind}_forward")(x), getattr(ref, f"{kind}_forward")(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    y, y_ref = b.to_host(y), b.to_host(y_ref)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+    np.testing.assert_allclose(y, y_ref, **ROW_TOL[dtype])
+    out = b.asarray(np.nan_to_num(y_ref, nan=0.0))  # the backward given a finite forward
+    gx = getattr(b.F, f"{kind}_backward")(g, out)
+    gx_ref = getattr(ref, f"{kind}_backward")(g, out)
+    assert gx.shape == x.shape and gx.dtype == x.dtype
+    np.testing.assert_allclose(b.to_host(gx), b.to_host(gx_ref), **ROW_TOL[dtype])
+
+
+LN_SHAPES = [(0, 3), (1, 1), (4, 1), (5, 3), (3, 1000), (64, 33)]
+LN_NEEDS = [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", LN_SHAPES, ids=str)
+def test_layer_norm_kernels_match_reference(backend, size_path, dtype, shape):
+    compiled(backend, "layer_norm_forward", "layer_norm_backward")
+    b, ref = bg.get_backend(backend), reference(backend)
+    x, g, w, bias = _arrays(backend, dtype, shape, shape, shape[1:], shape[1:], seed=11)
+    x = x * 3 + 10  # a mean far from zero: the centred sums must not cancel
+    # torch's float32 LayerNorm also reduces rows in float; the numba backend sums in float64
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    stats = [b.arrays.empty(shape[:1], dtype) for _ in range(4)]
+    for wb in ((w, bias), (None, None), (w, None), (None, bias)):
+        y = b.F.layer_norm_forward(x, *wb, 1e-5, *stats[:2])
+        y_ref = ref.layer_norm_forward(x, *wb, 1e-5, *stats[2:])
+        assert y.shape == x.shape and y.dtype == x.dtype
+        for a, r in zip((y, *stats[:2]), (y_ref, *stats[2:])):
+            np.testing.assert_allclose(b.to_host(a), b.to_host(r), **tol)
+        for needs in LN_NEEDS:
+            got = b.F.layer_norm_backward(g, x, *stats[2:], wb[0], needs)
+            want = ref.layer_norm_backward(g, x, *stats[2:], wb[0], needs)
+            for k, (a, r) in enumerate(zip(got, want)):
+                assert (a is None) == (r is None) == (not needs[k]), (needs, k)
+                if r is not None:
+                    assert a.shape == r.shape and a.dtype == r.dtype
+                    scale = max(float(np.abs(b.to_host(r)).max(initial=0)), 1.0)  # column sums grow with rows
+                    np.testing.assert_allclose(b.to_host(a), b.to_host(r), rtol=tol["rtol"],
+                                               atol=tol["atol"] * scale, err_msg=f"{needs} gradient {k}")
+
+
+def test_row_kernels_fall_back_for_arrays_they_do_not_take(backend):
+    """Transposed (non-contiguous) rows and float16 take the reference's path, with its results."""
+    b, ref = bg.get_backend(backend), reference(backend)
+    (x,) = _arrays(backend, "float32", (6, 5))
+    for kind in ("softmax_forward", "log_softmax_forward"):
+        np.testing.assert_allclose(b.to_host(getattr(b.F, kind)(x.T)), b.to_host(getattr(ref, kind)(x.T)), rtol=1e-6)
+    h = x.astype(np.float16)
+    stats = [b.arrays.empty((6,), np.float32) for _ in range(4)]
+    y = b.F.layer_norm_forward(h, None, None, 1e-5, *stats[:2])
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(b.to_host(y), b.to_host(ref.layer_norm_forward(h, None, None, 1e-5, *stats[2:])))
+
+
+# --- the LayerNorm op ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalized", [(4,), (3, 4)], ids=str)
+def test_layer_norm_gradcheck(backend, normalized):
+    rng = np.random.default_rng(12)
+    x = bg.tensor(rng.standard_normal((2, 3, 4)) * 2 + 1, device=backend, requires_grad=True)
+    w = bg.tensor(rng.standard_normal(normalized), device=backend, requires_grad=True)
+    bias = bg.tensor(rng.standard_normal(normalized), device=backend, requires_grad=True)
+    assert bg.gradcheck(lambda x, w, b: F.layer_norm(x, normalized, w, b), [x, w, bias])
+    assert bg.gradcheck(lambda x, w: F.layer_norm(x, normalized, w), [x, w])
+    assert bg.gradcheck(lambda x, b: F.layer_norm(x, normalized, None, b), [x, bias])
+    assert bg.gradcheck(lambda x: F.layer_norm(x, normalized), [x])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layer_norm_matches_torch(backend, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    xs, gs = (rng.standard_normal((3, 5, 2, 6)).astype(dtype) * 3 + 2 for _ in range(2))
+    ws, bs = (rng.standard_normal((2, 6)).astype(dtype) for _ in range(2))
+    ours = [bg.tensor(a, device=backend, requires_grad=True) for a in (xs, ws, bs)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (xs, ws, bs)]
+    y = F.layer_norm(ours[0], (2, 6), ours[1], ours[2], eps=1e-3)
+    yt = torch.nn.functional.layer_norm(theirs[0], (2, 6), theirs[1], theirs[2], eps=1e-3)
+    y.backward(bg.tensor(gs, device=backend))
+    yt.backward(torch.tensor(gs))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), **tol)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), **tol)
+
+
+def test_layer_norm_second_order_matches_composed_formula(backend):
+    """create_graph through the op (its VJP over the recorded ops) gives the composed formula's
+    second derivatives, in the input and the weight."""
+    rng = np.random.default_rng(14)
+    x0, w0, b0 = rng.standard_normal((4, 2, 3)), rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+
+    def composed(x, w, b):
+        d = x - x.mean(axis=(1, 2), keepdims=True)
+        return d / bg.sqrt((d * d).mean(axis=(1, 2), keepdims=True) + 1e-5) * w + b
+
+    def hvp(fn):
+        x, w, b = (bg.tensor(a, device=backend, requires_grad=True) for a in (x0, w0, b0))
+        gx, gw = bg.grad((bg.tanh(fn(x, w, b)) ** 2).sum(), [x, w], create_graph=True)
+        return [t.numpy() for t in bg.grad((gx * gx).sum() + (gw * gw).sum(), [x, w, b])]
+    for a, r in zip(hvp(lambda x, w, b: F.layer_norm(x, (2, 3), w, b)), hvp(composed)):
+        np.testing.assert_allclose(a, r, rtol=1e-8, atol=1e-10)
+    x = bg.tensor(x0, device=backend, requires_grad=True)
+
+    def grad_norm(x):
+        (gx,) = bg.grad((F.layer_norm(x, (3,)) ** 3).sum(), x, create_graph=True)
+        return (gx * gx).sum()
+    assert bg.gradcheck(grad_norm, [x])
+
+
+def test_layer_norm_is_one_op(backend):
+    x = bg.tensor(np.random.default_rng(15).standard_normal((2, 3, 4)), device=backend, requires_grad=True)
+    ln = nn.LayerNorm((3, 4)).to(backend).double()
+    y = ln(x)
+    assert y._node.op.name == "layer_norm" and y._node.inputs[0] is x
+
+
+# --- softmax and log-softmax ops ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", [bg.softmax, bg.log_softmax], ids=lambda f: f.__name__)
+def test_softmax_ops_on_any_axis_and_layout(backend, fn):
+    """The last axis (the kernels) and the others (the same statement over that axis), contiguous
+    or not, give the composed values and gradients; and create_graph through either."""
+    rng = np.random.default_rng(16)
+    x0 = rng.standard_normal((3, 4, 5))
+    for axis in (-1, 0, 1):
+        for transposed in (False, True):
+            x = bg.tensor(x0, device=backend, requires_grad=True)
+            xin = x.swapaxes(0, 2) if transposed else x
+            assert bg.gradcheck(lambda x: fn(x, dim=axis), [xin.detach().requires_grad_()])
+            want = xin.numpy() - xin.numpy().max(axis=axis, keepdims=True)
+            want = want - np.log(np.exp(want).sum(axis=axis, keepdims=True))
+            np.testing.assert_allclose(fn(xin, dim=axis).numpy(), want if fn is bg.log_softmax else np.exp(want),
+                                       rtol=1e-12, atol=1e-15)
+    x = bg.tensor(x0, device=backend, requires_grad=True)
+
+    def grad_norm(x):
+        (gx,) = bg.grad((fn(x * x, dim=-1) ** 3).sum(), x, create_graph=True)
+        return (gx * gx).sum()
+    assert bg.gradcheck(grad_norm, [x])

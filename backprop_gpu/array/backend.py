@@ -113,16 +113,20 @@ class Backend:
     def random_bernoulli(self, shape, p: float, dtype):
         """A boolean mask, True with probability ``p``: ``uniform < p``, both in the float ``dtype``
         (``random_uniform(shape, dtype) < p`` for the same stream, without the uniform array)."""
+        kind, args = self.bernoulli_draw(p, dtype)
+        return self._draw(kind, shape, np.uint8, *args).view(bool)
+
+    def bernoulli_draw(self, p: float, dtype, what="random_bernoulli") -> tuple:
+        """``(kind, args)`` of the Philox draw behind :meth:`random_bernoulli` for ``dtype``: a fused
+        kernel drawing the same mask takes these (and :meth:`PhiloxGenerator.take` its blocks)."""
         dtype = np.dtype(dtype)
-        bits = _significand_bits(dtype, "random_bernoulli")
+        bits = _significand_bits(dtype, what)
         if not 0 <= p <= 1:
-            raise ValueError(f"random_bernoulli: p must be in [0, 1], got {p}")
+            raise ValueError(f"{what}: p must be in [0, 1], got {p}")
         if bits == 53:
-            out = self._draw("bernoulli64", shape, np.uint8, np.float64(p))
-        else:
-            p = np.float32(np.asarray(p, dtype).astype(np.float32))  # p rounded to dtype, exact in float32
-            out = self._draw("bernoulli32", shape, np.uint8, np.uint64(32 - bits), np.float32(2.0 ** -bits), p)
-        return out.view(bool)
+            return "bernoulli64", (np.float64(p),)
+        p = np.float32(np.asarray(p, dtype).astype(np.float32))  # p rounded to dtype, exact in float32
+        return "bernoulli32", (np.uint64(32 - bits), np.float32(2.0 ** -bits), p)
 
     def random_integers(self, low: int, high: int, shape, dtype=np.int64):
         """Uniform integers in [low, high) (``high - low`` at most 2**63), as ``dtype``."""

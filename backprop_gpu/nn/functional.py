@@ -28,9 +28,11 @@ from ..ops.conv import conv1d as _conv1d
 from ..ops.conv_transpose import conv_transpose2d  # noqa: F401 - re-exported
 from ..ops import gelu, leaky_relu, relu, sigmoid, softplus, tanh  # noqa: F401 - re-exported
 from ..ops.linear import linear, linear_relu  # noqa: F401 - re-exported
+from ..ops.dropout import dropout as _dropout
 from ..ops.losses import BCEWithLogits, CrossEntropy, NLLLoss
 from ..ops.normalization import batch_norm_train
 from ..ops.normalization import group_norm as _group_norm
+from ..ops.normalization import layer_norm as _layer_norm
 from ..ops.upsampling import upsample_nearest as _upsample_nearest
 from ..tape.mode import is_anomaly_enabled, state
 from ..tape.op import apply, constant_like
@@ -96,11 +98,8 @@ def dropout(x, p: float = 0.5, training: bool = True):
         return x
     if p == 1:
         return x * 0
-    b = x.backend
-    # kept where uniform >= p: the complement of bernoulli(p), the same stream without the uniforms
-    mask = (~b.random_bernoulli(x.shape, p, x.dtype)).astype(x.dtype)
-    mask *= 1 / (1 - p)
-    return x * Tensor._make(mask, b)
+    # kept where uniform >= p: the complement of bernoulli(p), drawn and applied in one kernel
+    return _dropout(x, p)
 
 
 def _channel_dropout(x, p, training, what, dims):
@@ -132,7 +131,8 @@ def dropout2d(x, p: float = 0.5, training: bool = True):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     """Normalise over the trailing ``normalized_shape`` axes (biased variance, as PyTorch),
-    then scale by ``weight`` and shift by ``bias`` (both of ``normalized_shape``) if given."""
+    then scale by ``weight`` and shift by ``bias`` (both of ``normalized_shape``) if given. One op
+    (:class:`~backprop_gpu.ops.normalization.LayerNorm`) over the trailing axes flattened to rows."""
     x, weight, bias = _autocast("layer_norm", x, weight, bias)
     normalized_shape = ((int(normalized_shape),) if isinstance(normalized_shape, numbers.Integral)
                         else tuple(normalized_shape))
@@ -142,14 +142,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.shape != normalized_shape:
             raise ValueError(f"layer_norm: {name} has shape {t.shape}, expected {normalized_shape}")
-    axes = tuple(range(x.ndim - k, x.ndim))
-    d = x - x.mean(axis=axes, keepdims=True)
-    y = d / ops.sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
+    return _layer_norm(x, k, weight, bias, float(eps))
 
 
 def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,

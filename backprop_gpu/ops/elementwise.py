@@ -14,25 +14,19 @@ import numbers
 import numpy as np
 
 from ..array.dtypes import is_differentiable
+from ..array.kernels.reference import gelu_grad
 from ..tape.op import Op, apply, binary, constant_like
 from ..tape.tensor import Tensor, get_default_dtype
 
-_INV_SQRT2 = 1 / math.sqrt(2)
-_INV_SQRT2PI = 1 / math.sqrt(2 * math.pi)
-_TANH_C = math.sqrt(2 / math.pi)
 _TWO_OVER_SQRTPI = 2 / math.sqrt(math.pi)
 
 
-def _gelu_tanh_vjp(F, g, out, x):
-    t = F.tanh(_TANH_C * (x + 0.044715 * x ** 3))
-    dt = (1 - t * t) * _TANH_C * (1 + 3 * 0.044715 * x * x)
-    return (g * (0.5 * (1 + t) + 0.5 * x * dt),)
-
-
-def _gelu_vjp(F, g, out, x):
-    cdf = 0.5 * (1 + F.erf(x * _INV_SQRT2))
-    pdf = F.exp(-0.5 * x * x) * _INV_SQRT2PI
-    return (g * (cdf + x * pdf),)
+def _gelu_row(approximate, doc):
+    """The table row of a GELU: the namespace's fused kernels, or under ``create_graph`` the
+    reference statement of the gradient over the recording ops."""
+    def vjp(F, g, out, x):
+        return (gelu_grad(F, g, x, approximate) if F.records else F.gelu_backward(g, x, approximate),)
+    return (lambda F, x: F.gelu_forward(x, approximate), vjp, ("x",), doc)
 
 
 #: name: (forward(F, x), vjp(F, g, out, x, needs), saves, docstring)
@@ -57,10 +51,8 @@ UNARY = {
     "cos": (lambda F, x: F.cos(x), lambda F, g, out, x: (-g * F.sin(x),), ("x",), "Elementwise cosine."),
     "erf": (lambda F, x: F.erf(x), lambda F, g, out, x: (g * _TWO_OVER_SQRTPI * F.exp(-x * x),), ("x",),
             "Elementwise error function."),
-    "gelu_erf": (lambda F, x: x * (0.5 * (1 + F.erf(x * _INV_SQRT2))), _gelu_vjp, ("x",),
-                 "Exact GELU, ``x * Phi(x)``."),
-    "gelu_tanh": (lambda F, x: 0.5 * x * (1 + F.tanh(_TANH_C * (x + 0.044715 * x ** 3))), _gelu_tanh_vjp, ("x",),
-                  "GELU's tanh approximation."),
+    "gelu_erf": _gelu_row("none", "Exact GELU, ``x * Phi(x)``."),
+    "gelu_tanh": _gelu_row("tanh", "GELU's tanh approximation."),
     "clone": (lambda F, x: x.copy(), lambda F, g, out, x: (g,), (), "A copy of ``x`` that stays on the graph."),
     "log1p": (lambda F, x: F.log1p(x), lambda F, g, out, x: (g / (1 + x),), ("x",), "``log(1 + x)``, exact near 0."),
     "expm1": (lambda F, x: F.expm1(x), lambda F, g, out, x: (g * (out + 1),), ("out",), "``e**x - 1``, exact near 0."),

@@ -10,12 +10,18 @@ with recorded ops, so higher-order gradients see them as the functions of
 
 Group normalisation (and instance normalisation, its one-channel-per-group
 case) is one op too, :class:`GroupNorm`, saving only its input.
+
+Layer normalisation is :class:`LayerNorm`: the forward kernel normalises each row and keeps
+its mean and 1/std, and the VJP is one kernel for the input's gradient and the weight's and
+bias's (two launches on the cupy backend). Under ``create_graph`` the VJP runs the kernel's
+statement (:func:`~backprop_gpu.array.kernels.reference.layer_norm_grad`) over the ops, with the
+statistics recomputed from ``x`` by recorded ops.
 """
 from __future__ import annotations
 
 import math
 
-from ..array.kernels.reference import channel_axes
+from ..array.kernels.reference import channel_axes, layer_norm_grad, stats_dtype
 from ..tape.op import Op, apply
 from .elementwise import sqrt
 from .recorded import relu_backward
@@ -146,3 +152,49 @@ def group_norm(x, groups, weight, bias, eps):
     """Apply :class:`GroupNorm` (arguments checked by :func:`backprop_gpu.nn.functional.group_norm`)."""
     inputs = [x] + [t for t in (weight, bias) if t is not None]
     return apply(GroupNorm, *inputs, groups=groups, eps=eps, has_w=weight is not None, has_b=bias is not None)
+
+
+class LayerNorm(Op):
+    """Each row of the trailing ``cols`` values normalised (biased variance), times ``w`` plus
+    ``b`` (each of those ``cols``, if given). Inputs: ``x``, then ``w`` and ``b`` if given.
+    ``mean`` and ``rstd``: (rows,) arrays the forward fills with each row's mean and
+    1 / sqrt(var + eps), which the VJP reads."""
+    name = "layer_norm"
+    saves = ("x", "wb")
+
+    @staticmethod
+    def forward(F, x, *wb, cols, eps, has_w, has_b, mean, rstd):
+        w, b = _split(wb, has_w, has_b)
+        y = F.layer_norm_forward(x.reshape(mean.shape[0], cols), None if w is None else w.reshape(cols),
+                                 None if b is None else b.reshape(cols), eps, mean, rstd)
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def vjp(F, g, out, x, *wb, cols, eps, has_w, has_b, mean, rstd, needs):
+        w, _ = _split(wb, has_w, has_b)
+        w = None if w is None else F.reshape(w, (cols,))
+        needs = (needs[0], has_w and needs[1], has_b and needs[-1])
+        rows = (mean.shape[0], cols)
+        if F.records:  # create_graph: the statistics as recorded functions of x, then the same statement
+            x2 = F.reshape(x, rows)
+            mu = F.mean(x2, axis=1, keepdims=True)
+            d = x2 - mu
+            r = 1 / F.sqrt(F.mean(d * d, axis=1, keepdims=True) + eps)
+            gx, gw, gb = layer_norm_grad(F, F.reshape(g, rows), x2, mu, r, w, needs)
+        else:
+            gx, gw, gb = F.layer_norm_backward(g.reshape(rows), x.reshape(rows), mean, rstd, w, needs)
+        wshape = tuple(wb[0].shape) if wb else ()
+        return ((None if gx is None else F.reshape(gx, x.shape),)
+                + ((None if gw is None else F.reshape(gw, wshape),) if has_w else ())
+                + ((None if gb is None else F.reshape(gb, wshape),) if has_b else ()))
+
+
+def layer_norm(x, k, weight, bias, eps):
+    """Apply :class:`LayerNorm` over the last ``k`` axes of ``x`` (arguments checked by
+    :func:`backprop_gpu.nn.functional.layer_norm`)."""
+    cols = math.prod(x.shape[x.ndim - k:])
+    rows = math.prod(x.shape[:x.ndim - k])
+    arrays, dt = x.backend.arrays, stats_dtype(x.dtype)
+    inputs = [x] + [t for t in (weight, bias) if t is not None]
+    return apply(LayerNorm, *inputs, cols=cols, eps=eps, has_w=weight is not None, has_b=bias is not None,
+                 mean=arrays.empty((rows,), dt), rstd=arrays.empty((rows,), dt))

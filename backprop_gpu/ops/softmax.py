@@ -1,6 +1,14 @@
-"""Numerically stable softmax and log-softmax, forward beside VJP."""
+"""Numerically stable softmax and log-softmax, forward beside VJP.
+
+Over the last axis both directions are the namespace's fused kernels (``F.softmax_forward`` and
+so on: one pass over each row, one launch on the cupy backend); other axes, and the VJP under
+``create_graph``, run the same statements (:mod:`backprop_gpu.array.kernels.reference`) over
+that axis with the namespace's functions, which record under ``create_graph``.
+"""
 from __future__ import annotations
 
+from ..array.kernels.reference import log_softmax_grad, log_softmax as _log_softmax, softmax as _softmax
+from ..array.kernels.reference import softmax_grad
 from ..tape.op import Op, alias, apply, normalize_axis
 
 
@@ -12,13 +20,13 @@ class Softmax(Op):
     def forward(F, x, axis):
         if x.size == 0:  # amax has no identity; an empty softmax is empty, as in PyTorch
             return x.copy()
-        e = F.exp(x - F.amax(x, axis=axis, keepdims=True))
-        e /= F.sum(e, axis=axis, keepdims=True)
-        return e
+        return F.softmax_forward(x) if axis == x.ndim - 1 else _softmax(F, x, axis)
 
     @staticmethod
     def vjp(F, g, out, x, axis):
-        return (out * (g - F.sum(g * out, axis=axis, keepdims=True)),)
+        if F.records or axis != out.ndim - 1:
+            return (softmax_grad(F, g, out, axis),)
+        return (F.softmax_backward(g, out),)
 
 
 class LogSoftmax(Op):
@@ -29,12 +37,13 @@ class LogSoftmax(Op):
     def forward(F, x, axis):
         if x.size == 0:
             return x.copy()
-        s = x - F.amax(x, axis=axis, keepdims=True)
-        return s - F.log(F.sum(F.exp(s), axis=axis, keepdims=True))
+        return F.log_softmax_forward(x) if axis == x.ndim - 1 else _log_softmax(F, x, axis)
 
     @staticmethod
     def vjp(F, g, out, x, axis):
-        return (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),)
+        if F.records or axis != out.ndim - 1:
+            return (log_softmax_grad(F, g, out, axis),)
+        return (F.log_softmax_backward(g, out),)
 
 
 def softmax(x, dim=None, *, axis=None):

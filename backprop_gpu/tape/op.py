@@ -34,8 +34,11 @@ Gradients are summed back to each input's shape by the engine
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import weakref
+
+import numpy as np
 
 from ..array.devices import DeviceMismatchError
 from ..array.dtypes import is_floating
@@ -221,14 +224,41 @@ def constant_like(x, ref: Tensor) -> Tensor:
     it is floating (so ``t * 2`` keeps float32); other data keeps its own dtype."""
     if isinstance(x, Tensor):
         return x
-    xp = ref.backend.xp
     if isinstance(x, numbers.Number) and not isinstance(x, bool):
         if ref.dtype.kind in "fc" or isinstance(x, numbers.Integral) or is_floating(ref.dtype):  # bfloat16 too
-            arr = xp.asarray(x, dtype=ref.dtype if ref.dtype.kind != "b" else None)
+            dtype = ref.dtype if ref.dtype.kind != "b" else None
         else:
-            arr = xp.asarray(x, dtype=get_default_dtype())
-        return Tensor._make(arr, ref.backend)
+            dtype = get_default_dtype()
+        b = ref.backend
+        arr = b.xp.asarray(x, dtype=dtype) if b.is_host else _device_scalar(b, x, dtype)
+        return Tensor._make(arr, b)
     return Tensor._make(ref.backend.asarray(x), ref.backend)
+
+
+#: 0-d device arrays of the Python scalars that met device tensors, by (backend, dtype, value):
+#: a fresh one per op would be an allocation and a host-to-device copy each time (design.md: no
+#: copies but the batch). Bounded, oldest dropped first; the arrays are never written (every op
+#: taking a constant computes a new array).
+_device_scalars: dict = {}
+MAX_DEVICE_SCALARS = 512
+
+
+def _device_scalar(backend, x, dtype):
+    """``x`` as a 0-d array of ``dtype`` on ``backend``'s device, from the cache when it can be."""
+    if isinstance(x, numbers.Integral):
+        key = (backend, dtype, int(x), 0)
+    elif isinstance(x, float) or isinstance(x, np.floating):
+        if x != x:  # NaN: never equal to a key, so never cached
+            return backend.asarray(x, dtype)
+        key = (backend, dtype, float(x), math.copysign(1.0, x))  # -0.0 is a key of its own
+    else:  # complex and other numbers: rare, made each time
+        return backend.asarray(x, dtype)
+    arr = _device_scalars.get(key)
+    if arr is None:
+        if len(_device_scalars) >= MAX_DEVICE_SCALARS:
+            del _device_scalars[next(iter(_device_scalars))]
+        arr = _device_scalars[key] = backend.asarray(x, dtype)
+    return arr
 
 
 def _float_for(t: Tensor, scalar) -> Tensor:

@@ -200,7 +200,7 @@ class DataLoader:
     def _to_tensor(self, arr):
         return Tensor._make(self.backend.asarray(np.ascontiguousarray(arr)), self.backend)
 
-    def __iter__(self):
+    def _batch_indices(self):
         n = len(self.dataset)
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         bs = n if self.batch_size is None else self.batch_size
@@ -210,10 +210,34 @@ class DataLoader:
                 break
             if self.world_size > 1:
                 idx = np.array_split(idx, self.world_size)[self.rank]
+            yield idx
+
+    def __iter__(self):
+        if self._arrays and not self.backend.is_host:
+            yield from self._prefetched(self._batch_indices())
+            return
+        for idx in self._batch_indices():
             if self._arrays:
                 yield self._to_tensor(self._x[idx]), self._to_tensor(self._y[idx])
             else:
                 yield self._collate(idx)
+
+    def _prefetched(self, batches):
+        """The batches on a GPU: gathered into pinned buffers and copied on a side stream
+        (:class:`~backprop_gpu.array.staging.BatchStager`), the next one issued before the current
+        one is handed out, so its gather and copy overlap the step that uses the current one."""
+        if getattr(self, "_stager", None) is None:
+            from ..array.staging import BatchStager
+
+            self._stager = BatchStager(self.backend.arrays)
+        stager, b, pending = self._stager, self.backend, None
+        for idx in batches:
+            staged = stager.stage((self._x, idx), (self._y, idx))
+            if pending is not None:
+                yield tuple(Tensor._make(a, b) for a in stager.ready(pending))
+            pending = staged
+        if pending is not None:
+            yield tuple(Tensor._make(a, b) for a in stager.ready(pending))
 
     def _collate(self, idx):
         """One batch of a map-style dataset: a TensorDataset's rows gathered in one index per tensor

@@ -35,7 +35,9 @@ CE_RTOL = {"float32": 2e-6, "float64": 1e-13}
 SUM_RTOL = {"float32": 1e-6, "float64": 1e-14}
 # kernel: parameters the namespace passes
 PARAMS = {"relu": 2, "bias_relu": 4, "relu_backward": 4, "relu_backward_colsum": 6, "ce_forward": 13,
-          "ce_backward": 13, "class_target_stats": 6}
+          "ce_backward": 13, "class_target_stats": 6, "gelu": 4, "gelu_backward": 5, "scatter_add_rows": 6}
+# the row kernels: softmax and log-softmax over the last axis, LayerNorm over rows
+PARAMS |= {"softmax": 5, "softmax_backward": 6, "layer_norm": 11, "layer_norm_backward": 14, "layer_norm_colsums": 8}
 
 
 @pytest.fixture
@@ -56,10 +58,14 @@ def _host(a):
 
 # --- NVRTC ---------------------------------------------------------------------------------------
 
-def test_source_compiles_with_nvrtc_and_entries_take_what_is_passed():
-    nvrtc = _nvrtc()
+@pytest.fixture(scope="module")
+def ptx():
+    """The module's PTX, compiled once for the tests that read it (skips without NVRTC)."""
+    return nvrtc_ptx(_nvrtc(), cuda.SOURCE, "bpg_hot_kernels.cu")
+
+
+def test_source_compiles_with_nvrtc_and_entries_take_what_is_passed(ptx):
     assert "--std=c++14" in NVRTC_OPTIONS and cuda.OPTIONS == ("--std=c++14",)
-    ptx = nvrtc_ptx(nvrtc, cuda.SOURCE, "bpg_hot_kernels.cu")
     for kernel, n in PARAMS.items():
         for dtype in DTYPES:
             name = cuda.kernel_name(kernel, dtype)
@@ -73,6 +79,22 @@ def test_float32_kernels_stay_in_float():
     body = cuda.BODY.split("BPG_KERNELS(float")[0]
     assert set(re.findall(r"\bdouble \w+", body)) == {"double acc", "double total"}
 
+
+def test_float32_row_kernels_stay_in_float(ptx):
+    # doubles only for LayerNorm's column sums (the scratch parts and their total); rows reduce in T
+    body = cuda.ROWS_BODY.split("BPG_ROW_KERNELS(float")[0]
+    assert set(re.findall(r"\bdouble\b[ *]*\w+", body)) == {"double *pw", "double *pb", "double acc_w"}
+    for kernel in ("softmax", "softmax_backward", "layer_norm"):
+        entry = ptx.split(f".entry {cuda.kernel_name(kernel, 'float32')}(")[1].split(".entry")[0]
+        assert ".f64" not in entry, kernel
+
+
+
+def test_float32_gelu_and_scatter_kernels_stay_in_float(ptx):
+    for kernel in ("gelu", "gelu_backward", "scatter_add_rows"):
+        entry = ptx.split(f".entry {cuda.kernel_name(kernel, 'float32')}(")[1].split(".entry")[0]
+        assert ".f64" not in entry, kernel
+    assert "atom.global.add.f32" in ptx.split(f".entry {cuda.kernel_name('scatter_add_rows', 'float32')}(")[1]
 
 # --- the host build through the namespace -----------------------------------------------------
 
@@ -112,6 +134,74 @@ def test_relu_kernels_match_reference(stand_in, ref, dtype):
         assert into is slot and c.launches == 1, c.table()
         np.testing.assert_allclose(_host(slot), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
 
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")  # inf inputs
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_kernels_match_reference(stand_in, ref, dtype):
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    x = np.concatenate([np.linspace(-12, 12, 97), [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(dtype).reshape(2, -1)
+    g = _rand(np.random.default_rng(2), dtype, *x.shape)
+    atol = {"float32": 4e-6, "float64": 1e-14}[dtype]  # erfc against 1 + erf, libm against NumPy/SciPy
+    for approximate in ("none", "tanh"):
+        dx, dg = xp.asarray(x), xp.asarray(g)
+        with rec.count() as c:
+            y = F.gelu_forward(dx, approximate)
+            gx = F.gelu_backward(dg, dx, approximate)
+        assert c.launches == 2 and c.h2d == 0 and c.syncs == 0, c.table()
+        for got, want in ((y, ref.gelu_forward(x, approximate)), (gx, ref.gelu_backward(g, x, approximate))):
+            assert got.dtype == x.dtype
+            np.testing.assert_allclose(_host(got), want, rtol=atol / 12, atol=atol, err_msg=approximate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_is_one_launch_each_way_and_matches_reference(stand_in, dtype):
+    """The fused Philox dropout (array/rng/cuda_source.DROPOUT) draws the reference's mask at the same
+    offset, bit for bit, scales as it does, and leaves the generator where the reference leaves it."""
+    import backprop_gpu as bg
+
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    host = bg.get_backend("numpy")
+    rng = np.random.default_rng(3)
+    for shape, p in (((7, 143), 0.3), ((5,), 0.9), ((1,), 0.5)):
+        x, g = _rand(rng, dtype, *shape), _rand(rng, dtype, *shape)
+        x.reshape(-1)[0] = np.nan  # NaN stays NaN where kept, as x * mask does
+        for b in (cupy, host):
+            b.manual_seed(11)
+            b.generator.offset = 5
+        keep, keep_ref = xp.empty(shape, np.bool_), np.empty(shape, np.bool_)
+        dx, dg = xp.asarray(x), xp.asarray(g)
+        with rec.count() as c:
+            y = F.dropout_(dx, p, keep)
+            gx = F.dropout_backward(dg, keep, p)
+        assert (c.launches, c.h2d, c.syncs) == (2, 0, 0), c.table()
+        y_ref = host.F.dropout_(x, p, keep_ref)
+        np.testing.assert_array_equal(_host(keep), keep_ref)
+        np.testing.assert_array_equal(_host(y), y_ref)
+        np.testing.assert_array_equal(_host(gx), host.F.dropout_backward(g, keep_ref, p))
+        assert _host(y).dtype == _host(gx).dtype == x.dtype
+        assert cupy.generator.offset == host.generator.offset > 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scatter_add_rows_matches_reference(stand_in, ref, dtype):
+    """An Embedding's gradient: the zeros and one scatter-add launch; repeated and negative indices
+    accumulate as the reference's (np.add.at) do."""
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    rng = np.random.default_rng(4)
+    for idx_shape, row in (((13,), (4,)), ((3, 5), (2, 3)), ((6,), ())):
+        idx = rng.integers(-7, 7, idx_shape)
+        idx.reshape(-1)[:2] = 3  # a repeat
+        g = _rand(rng, dtype, *idx_shape, *row)
+        di, dg = xp.asarray(idx), xp.asarray(g)
+        with rec.count() as c:
+            out = F.index_backward(dg, (7,) + row, di)
+        assert c.launches == 2 and c.h2d == 0 and c.syncs == 0, c.table()  # zeros, the scatter
+        np.testing.assert_allclose(_host(out), ref.index_backward(g, (7,) + row, idx),
+                                   rtol=SUM_RTOL[dtype], atol=SUM_RTOL[dtype])
 
 def _ce_cases(rng, dtype):
     """(label, logits, targets, ignore_index)"""
@@ -239,3 +329,88 @@ def test_module_is_compiled_once_per_device(monkeypatch, tmp_path_factory):
         F = b.F
         assert list(F._modules) == [b.arrays.cuda_device.id]
         assert sorted(k[1] for k in F._functions) == ["bpg_relu_backward_f32", "bpg_relu_f32"]
+
+
+# --- softmax and LayerNorm over rows ------------------------------------------------------------
+
+def _row_cases(rng, dtype):
+    """(label, (rows, cols) values): odd sizes, a warp's worth and more, a block's worth and more,
+    huge values, a NaN, an all -inf row (NaN, as NumPy and PyTorch)."""
+    for shape in [(1, 1), (4, 1), (5, 3), (3, 70), (2, 1000), (33, 17)]:
+        yield f"{shape}", _rand(rng, dtype, *shape) * 3
+    yield "huge", _rand(rng, dtype, 4, 5) * 1000
+    x = _rand(rng, dtype, 3, 6)
+    x[1, 2] = np.nan
+    x[2] = -np.inf
+    yield "NaN and -inf rows", x
+    yield "no rows", np.zeros((0, 4), dtype)
+
+
+def _row_close(a, b, dtype, what):
+    finite = np.isfinite(b)
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=what)
+    scale = max(float(np.abs(b[finite]).max()) if finite.any() else 0.0, 1.0)
+    np.testing.assert_allclose(a[finite], b[finite], rtol=CE_RTOL[dtype], atol=CE_RTOL[dtype] * scale, err_msg=what)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_kernels_match_reference(stand_in, ref, dtype):
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    rng = np.random.default_rng(7)
+    for label, x in _row_cases(rng, dtype):
+        g = _rand(rng, dtype, *x.shape)
+        for kind in ("softmax", "log_softmax"):
+            what = f"{kind} {label}"
+            with rec.count() as c:
+                y = getattr(F, kind + "_forward")(xp.asarray(x))
+            assert c.launches == (1 if x.size else 0) and c.syncs == 0 and c.h2d == 1, what + c.table()
+            want = getattr(ref, kind + "_forward")(x)
+            _row_close(_host(y), want, dtype, what)
+            dg, dy = xp.asarray(g), xp.asarray(want)
+            with rec.count() as c:
+                gx = getattr(F, kind + "_backward")(dg, dy)
+            assert c.launches == (1 if x.size else 0) and c.syncs == 0, what + c.table()
+            _row_close(_host(gx), getattr(ref, kind + "_backward")(g, want), dtype, what + " backward")
+
+
+LN_RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm_kernels_match_reference(stand_in, ref, dtype):
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    rng = np.random.default_rng(8)
+    for shape in [(1, 1), (4, 1), (5, 3), (3, 70), (2, 1000), (300, 17)]:
+        x = _rand(rng, dtype, *shape) * 3 + 10  # a mean far from zero
+        g, w, b = _rand(rng, dtype, *shape), _rand(rng, dtype, shape[1]), _rand(rng, dtype, shape[1])
+        dx, dg = xp.asarray(x), xp.asarray(g)
+        for wb in ((w, b), (None, None), (w, None), (None, b)):
+            what = f"{shape}, weight {wb[0] is not None}, bias {wb[1] is not None}"
+            dwb = [None if a is None else xp.asarray(a) for a in wb]
+            mean, rstd = xp.empty(shape[0], dtype), xp.empty(shape[0], dtype)
+            with rec.count() as c:
+                y = F.layer_norm_forward(dx, *dwb, 1e-5, mean, rstd)
+            assert c.launches == 1 and c.syncs == 0 and c.h2d == 0, what + c.table()
+            rmean, rrstd = np.empty(shape[0], dtype), np.empty(shape[0], dtype)
+            tol = dict(rtol=LN_RTOL[dtype], atol=LN_RTOL[dtype])
+            want = ref.layer_norm_forward(x, *wb, 1e-5, rmean, rrstd)
+            np.testing.assert_allclose(_host(y), want, err_msg=what, **tol)
+            np.testing.assert_allclose(_host(mean), rmean, err_msg=what, **tol)
+            np.testing.assert_allclose(_host(rstd), rrstd, err_msg=what, **tol)
+            for needs in ((True, True, True), (True, False, False), (False, True, True), (False, False, True)):
+                with rec.count() as c:
+                    got = F.layer_norm_backward(dg, dx, mean, rstd, dwb[0], needs)
+                # the input's gradient in one launch, the column sums in one more
+                assert c.launches == (2 if needs[1] or needs[2] else 1) and c.syncs == 0 and c.h2d == 0, \
+                    what + str(needs) + c.table()
+                want = ref.layer_norm_backward(g, x, rmean, rrstd, wb[0], needs)
+                for k, (a, r) in enumerate(zip(got, want)):
+                    if r is None:
+                        assert a is None, (what, needs, k)
+                        continue
+                    scale = max(float(np.abs(r).max()), 1.0)
+                    np.testing.assert_allclose(_host(a), r, rtol=LN_RTOL[dtype], atol=LN_RTOL[dtype] * scale,
+                                               err_msg=f"{what} {needs} gradient {k}")

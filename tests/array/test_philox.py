@@ -347,6 +347,13 @@ def test_cuda_source_compiles_with_nvrtc_and_has_every_entry():
         n_params = 5 + len(scalar.EXTRA[kind])  # out, n, k0, k1, offset, extra
         assert f".visible .entry {name}(" in ptx, name
         assert len(re.findall(rf"\.param \.\w+ {name}_param_\d+", ptx)) == n_params, name
+    # the fused dropout: (x, y, keep, n, k0, k1, offset, the Bernoulli draw's extra, scale); (g, keep, res, n, scale)
+    for dtype, (fwd, bwd) in cuda_source.DROPOUT_NAMES.items():
+        n_fwd = 7 + len(scalar.EXTRA["bernoulli32" if dtype == "float32" else "bernoulli64"]) + 1
+        for name, n_params in ((fwd, n_fwd), (bwd, 5)):
+            assert len(re.findall(rf"\.param \.\w+ {name}_param_\d+", ptx)) == n_params, name
+            if dtype == "float32":  # float32 data, a 24-bit uniform: no double anywhere
+                assert ".f64" not in ptx.split(f".entry {name}(")[1].split(".entry")[0], name
 
 
 _C = {"u64": ctypes.c_uint64, "i64": ctypes.c_int64, "f32": ctypes.c_float, "f64": ctypes.c_double}

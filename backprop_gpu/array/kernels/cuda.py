@@ -16,6 +16,20 @@ runs) they are ordinary loops, and the warp and block reductions are no-ops.
 * ``bpg_ce_backward_<sfx>``: ``(softmax - target) * scale`` per row, a warp per row: one launch.
 * ``bpg_class_target_stats_<sfx>``: the counted targets and the range check of the other class
   losses (``nll_loss``, class weights), in one block: one launch.
+* ``bpg_gelu_<sfx>``, ``bpg_gelu_backward_<sfx>``: GELU (exact, through erfc, or the tanh form) and
+  its gradient, one grid-stride pass each.
+* ``bpg_scatter_add_rows_<sfx>``: rows of ``g`` added atomically into the rows an integer index
+  names (an Embedding's gradient), one launch after the zeros.
+* dropout (``dropout_``, ``dropout_backward``): the Philox module's kernels
+  (:data:`backprop_gpu.array.rng.cuda_source.DROPOUT`: the draw, the compare and the scale in one
+  launch, the mask kept as bytes; the backward one launch).
+* ``bpg_softmax_<sfx>``, ``bpg_softmax_backward_<sfx>`` (``BPG_ROW_KERNELS``): softmax or
+  log-softmax over the last axis and its gradient, a block per row (the block's max and sum
+  through warp shuffles and shared memory): one launch each.
+* ``bpg_layer_norm_<sfx>``: LayerNorm's output and each row's mean and 1/std, a block per row:
+  one launch. ``bpg_layer_norm_backward_<sfx>``: the input's gradient, a block per row, and the
+  weight's and bias's column sums of each block's rows into its row of a double scratch;
+  ``bpg_layer_norm_colsums_<sfx>`` sums those rows: two launches, one without the column sums.
 
 Python numbers are kernel arguments (NumPy scalars of the parameter's type), never 0-d device
 arrays. Each backend's namespace compiles the module once per device on first use and keeps its
@@ -28,6 +42,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..namespace import ArrayNamespace
+from ..rng import cupy_impl as rng_cupy
+from ..rng.cuda_source import DROPOUT_NAMES
+from ..rng.scalar import PER_BLOCK
+from .reference import GELU_APPROXIMATIONS
 
 THREADS = 256
 #: the cross-entropy forward runs in one block of this many threads (a warp per row at a time)
@@ -200,12 +218,210 @@ BLOCK_REDUCE = r"""
 #endif
 """
 
-SOURCE = PRELUDE + BLOCK_REDUCE + BODY
+# GELU, exact (Phi through erfc: no cancellation in the negative tail, unlike 1 + erf) or the tanh
+# form (``tanh_form``), and its gradient; every constant cast to T, so float stays float
+GELU = r"""
+#define BPG_GELU_KERNELS(T, sfx, ERFC, EXP, TANH) \
+BPG_KERNEL bpg_gelu_##sfx(const T *x, T *y, i64 n, int tanh_form) { \
+    const T half = (T)0.5, one = (T)1, r2 = (T)0.70710678118654752, c = (T)0.79788456080286536, \
+        k = (T)0.044715; \
+    BPG_GRID(i, n) { \
+        T v = x[i]; \
+        y[i] = tanh_form ? half * v * (one + TANH(c * (v + k * v * v * v))) : v * (half * ERFC(-v * r2)); \
+    } \
+} \
+BPG_KERNEL bpg_gelu_backward_##sfx(const T *g, const T *x, T *res, i64 n, int tanh_form) { \
+    const T half = (T)0.5, one = (T)1, r2 = (T)0.70710678118654752, c = (T)0.79788456080286536, \
+        k = (T)0.044715, k3 = (T)0.134145, rpi = (T)0.39894228040143268; \
+    BPG_GRID(i, n) { \
+        T v = x[i], d; \
+        if (tanh_form) { \
+            T t = TANH(c * (v + k * v * v * v)); \
+            d = half * (one + t) + half * v * ((one - t * t) * c * (one + k3 * v * v)); \
+        } else { \
+            d = half * ERFC(-v * r2) + v * EXP(-half * v * v) * rpi; \
+        } \
+        res[i] = g[i] * d; \
+    } \
+}
+
+BPG_GELU_KERNELS(float, f32, erfcf, expf, tanhf)
+BPG_GELU_KERNELS(double, f64, erfc, exp, tanh)
+"""
+
+# -- softmax over the last axis and LayerNorm over rows: a block per row, the row's columns over
+# the block's threads; every thread of a block walks the same rows, so all reach each reduction
+ROWS_PRELUDE = r"""
+#ifdef __CUDACC__
+#define BPG_BLOCKS(p, n) for (i64 p = blockIdx.x; p < (n); p += gridDim.x)
+#define BPG_THREAD_COLS(j, c) for (i64 j = threadIdx.x; j < (c); j += blockDim.x)
+#define BPG_FIRST_THREAD (threadIdx.x == 0)
+struct bpg_add { template <typename T> __device__ T operator()(T a, T b) const { return a + b; } };
+struct bpg_max { template <typename T> __device__ T operator()(T a, T b) const { return BPG_MAXNAN(a, b); } };
+/* OP over the block's values, to every thread (blockDim.x a multiple of 32): the warps', then theirs */
+template <typename T, typename Op> __device__ T bpg_block_all(T v, Op op) {
+    __shared__ T part[32];
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();  /* the previous call's reads of part are done */
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = part[0];
+    for (int k = 1; k < (int)(blockDim.x / 32); ++k) v = op(v, part[k]);
+    return v;
+}
+#define BPG_BLOCK_SUM(v) v = bpg_block_all(v, bpg_add());
+#define BPG_BLOCK_MAX(v) v = bpg_block_all(v, bpg_max());
+#else
+#define BPG_BLOCKS(p, n) for (i64 p = 0; p < (n); ++p)
+#define BPG_THREAD_COLS(j, c) for (i64 j = 0; j < (c); ++j)
+#define BPG_FIRST_THREAD 1
+#define BPG_BLOCK_SUM(v)
+#define BPG_BLOCK_MAX(v)
+#endif
+"""
+
+ROWS_BODY = r"""
+#define BPG_ROW_KERNELS(T, sfx, EXP, LOG, SQRT) \
+/* softmax (log_ 0: e / sum(e), e = exp(x - max)) or log-softmax (1: (x - max) - log(sum(e))) per row */ \
+BPG_KERNEL bpg_softmax_##sfx(const T *x, T *y, i64 rows, i64 c, int log_) { \
+    BPG_BLOCKS(r, rows) { \
+        const T *xr = x + r * c; \
+        T *yr = y + r * c; \
+        T m = (T)BPG_NEG_INF; \
+        BPG_THREAD_COLS(j, c) m = BPG_MAXNAN(m, xr[j]); \
+        BPG_BLOCK_MAX(m) \
+        T s = (T)0; \
+        BPG_THREAD_COLS(j, c) s += EXP(xr[j] - m); \
+        BPG_BLOCK_SUM(s) \
+        if (log_) { \
+            T ls = LOG(s); \
+            BPG_THREAD_COLS(j, c) yr[j] = (xr[j] - m) - ls; \
+        } else { \
+            BPG_THREAD_COLS(j, c) yr[j] = EXP(xr[j] - m) / s; \
+        } \
+    } \
+} \
+/* the gradient given the forward's out: out (g - sum(g out)), or g - exp(out) sum(g) (log_) */ \
+BPG_KERNEL bpg_softmax_backward_##sfx(const T *g, const T *out, T *gx, i64 rows, i64 c, int log_) { \
+    BPG_BLOCKS(r, rows) { \
+        const T *gr = g + r * c, *orow = out + r * c; \
+        T *res = gx + r * c; \
+        T s = (T)0; \
+        BPG_THREAD_COLS(j, c) s += log_ ? gr[j] : gr[j] * orow[j]; \
+        BPG_BLOCK_SUM(s) \
+        if (log_) { \
+            BPG_THREAD_COLS(j, c) res[j] = gr[j] - EXP(orow[j]) * s; \
+        } else { \
+            BPG_THREAD_COLS(j, c) res[j] = orow[j] * (gr[j] - s); \
+        } \
+    } \
+} \
+/* y = (x - mean) rstd (* w) (+ b) per row, mean and rstd = 1 / sqrt(biased var + eps) kept */ \
+BPG_KERNEL bpg_layer_norm_##sfx(const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, i64 rows, i64 c, \
+                                T eps, int has_w, int has_b) { \
+    BPG_BLOCKS(r, rows) { \
+        const T *xr = x + r * c; \
+        T *yr = y + r * c; \
+        T s = (T)0; \
+        BPG_THREAD_COLS(j, c) s += xr[j]; \
+        BPG_BLOCK_SUM(s) \
+        T mu = s / (T)c; \
+        T ss = (T)0; \
+        BPG_THREAD_COLS(j, c) { T d = xr[j] - mu; ss += d * d; } \
+        BPG_BLOCK_SUM(ss) \
+        T rs = (T)1 / SQRT(ss / (T)c + eps); \
+        if (BPG_FIRST_THREAD) { mean[r] = mu; rstd[r] = rs; } \
+        BPG_THREAD_COLS(j, c) { \
+            T v = (xr[j] - mu) * rs; \
+            if (has_w) v = v * w[j]; \
+            if (has_b) v = v + b[j]; \
+            yr[j] = v; \
+        } \
+    } \
+} \
+/* gx = rstd (gy - mean(gy) - xhat mean(gy xhat)) per row (gy = g w; need_x); and (need_wb) the \
+   column sums of g xhat and g over the rows r = p, p + parts, ... into row p of pw and pb (double), \
+   each column's by one thread, so no two threads add into one slot */ \
+BPG_KERNEL bpg_layer_norm_backward_##sfx(const T *g, const T *x, const T *mean, const T *rstd, const T *w, \
+                                         T *gx, double *pw, double *pb, i64 rows, i64 c, i64 parts, int has_w, \
+                                         int need_x, int need_wb) { \
+    BPG_BLOCKS(p, parts) { \
+        if (need_wb) BPG_THREAD_COLS(j, c) { pw[p * c + j] = 0.0; pb[p * c + j] = 0.0; } \
+        for (i64 r = p; r < rows; r += parts) { \
+            const T *gr = g + r * c, *xr = x + r * c; \
+            T mu = mean[r], rs = rstd[r]; \
+            T a1 = (T)0, a2 = (T)0; \
+            if (need_x) { \
+                T s1 = (T)0, s2 = (T)0; \
+                BPG_THREAD_COLS(j, c) { \
+                    T gy = has_w ? gr[j] * w[j] : gr[j]; \
+                    s1 += gy; \
+                    s2 += gy * ((xr[j] - mu) * rs); \
+                } \
+                BPG_BLOCK_SUM(s1) \
+                BPG_BLOCK_SUM(s2) \
+                a1 = s1 / (T)c; \
+                a2 = s2 / (T)c; \
+            } \
+            BPG_THREAD_COLS(j, c) { \
+                T xh = (xr[j] - mu) * rs; \
+                if (need_x) gx[r * c + j] = rs * ((has_w ? gr[j] * w[j] : gr[j]) - a1 - xh * a2); \
+                if (need_wb) { pw[p * c + j] += (double)(gr[j] * xh); pb[p * c + j] += (double)gr[j]; } \
+            } \
+        } \
+    } \
+} \
+/* gw, gb = the column sums of the backward's parts rows of pw and pb (need_w, need_b) */ \
+BPG_KERNEL bpg_layer_norm_colsums_##sfx(const double *pw, const double *pb, T *gw, T *gb, i64 parts, i64 c, \
+                                        int need_w, int need_b) { \
+    BPG_GRID(j, c) { \
+        double acc_w = 0.0, acc_b = 0.0; \
+        for (i64 p = 0; p < parts; ++p) { acc_w += pw[p * c + j]; acc_b += pb[p * c + j]; } \
+        if (need_w) gw[j] = (T)acc_w; \
+        if (need_b) gb[j] = (T)acc_b; \
+    } \
+}
+
+BPG_ROW_KERNELS(float, f32, expf, logf, sqrtf)
+BPG_ROW_KERNELS(double, f64, exp, log, sqrt)
+"""
+
+#: the row kernels' most threads per block (a row's columns over them)
+ROW_THREADS = 256
+#: LayerNorm's backward runs this many blocks per SM, each summing its rows' column sums into
+#: its own row of the scratch parts
+LN_PARTS_PER_SM = 4
+
+# the gradient of rows gathered by integer index (an Embedding's, index_select's): g's rows added
+# into out's rows idx (out zeroed first), one thread per element, atomically (double atomicAdd is
+# sm_60 and later); negative indices wrap once, and out-of-range ones (checked on the device at the
+# forward) are skipped. On the host build the atomic is a plain add.
+SCATTER = r"""
+#ifdef __CUDACC__
+#define BPG_ATOMIC_ADD(p, v) atomicAdd((p), (v))
+#else
+#define BPG_ATOMIC_ADD(p, v) (*(p) += (v))
+#endif
+#define BPG_SCATTER_KERNELS(T, sfx) \
+BPG_KERNEL bpg_scatter_add_rows_##sfx(const i64 *idx, const T *g, T *out, i64 n, i64 rows, i64 cols) { \
+    BPG_GRID(i, n * cols) { \
+        i64 r = idx[i / cols]; \
+        if (r < 0) r += rows; \
+        if (r >= 0 && r < rows) BPG_ATOMIC_ADD(out + r * cols + i % cols, g[i]); \
+    } \
+}
+
+BPG_SCATTER_KERNELS(float, f32)
+BPG_SCATTER_KERNELS(double, f64)
+"""
+
+SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + SCATTER
 
 
 def kernel_name(kernel: str, dtype) -> str:
     """The ``extern "C"`` name of ``kernel`` ("relu", "bias_relu", "relu_backward",
-    "relu_backward_colsum", "ce_forward", "ce_backward", "class_target_stats") for float32 or
+    "relu_backward_colsum", "ce_forward", "ce_backward", "class_target_stats", "gelu",
+    "gelu_backward", "scatter_add_rows") for float32 or
     float64 (the dtype of its floating-point data; the count's for class_target_stats)."""
     return f"bpg_{kernel}_{_SUFFIX[np.dtype(dtype).name]}"
 
@@ -243,6 +459,99 @@ class CudaNamespace(ArrayNamespace):
             blocks = max(1, min(-(-grid_items // threads), 32 * self._sm_count[dev.id]))
         with dev:
             fn((blocks,), (threads,), args)
+
+    def _sms(self, like) -> int:
+        """The number of SMs of ``like``'s device."""
+        dev = like.device
+        if dev.id not in self._sm_count:
+            self._sm_count[dev.id] = dev.attributes["MultiProcessorCount"]
+        return self._sm_count[dev.id]
+
+    def _rows_launch(self, name, like, blocks, cols, args):
+        """Launch a row kernel on ``blocks`` blocks (at most 32 per SM) of a warp per 32 of its
+        ``cols`` columns, up to :data:`ROW_THREADS` threads."""
+        threads = min(ROW_THREADS, 32 * max(1, -(-cols // 32)))
+        self._launch(name, like, blocks * threads, args, threads=threads)
+
+    # -- softmax over the last axis; LayerNorm over rows -------------------------------------------
+    def _softmax(self, x, log):
+        c = x.shape[-1]
+        y = self._xp.empty_like(x)
+        self._rows_launch(kernel_name("softmax", x.dtype), x, x.size // c, c,
+                          (x, y, np.int64(x.size // c), np.int64(c), np.int32(log)))
+        return y
+
+    def softmax_forward(self, x):
+        if x.ndim and not x.size:  # nothing to compute, in any dtype
+            return self._xp.empty_like(x)
+        if x.ndim and _plain(x):
+            return self._softmax(x, False)
+        return super().softmax_forward(x)
+
+    def log_softmax_forward(self, x):
+        if x.ndim and not x.size:  # nothing to compute, in any dtype
+            return self._xp.empty_like(x)
+        if x.ndim and _plain(x):
+            return self._softmax(x, True)
+        return super().log_softmax_forward(x)
+
+    def _softmax_backward(self, g, out, log):
+        c = g.shape[-1]
+        gx = self._xp.empty_like(g)
+        self._rows_launch(kernel_name("softmax_backward", g.dtype), g, g.size // c, c,
+                          (g, out, gx, np.int64(g.size // c), np.int64(c), np.int32(log)))
+        return gx
+
+    def softmax_backward(self, g, out):
+        if g.ndim and not g.size and g.shape == out.shape:
+            return self._xp.empty_like(g)
+        if g.ndim and g.shape == out.shape and _plain(g, out):
+            return self._softmax_backward(g, out, False)
+        return super().softmax_backward(g, out)
+
+    def log_softmax_backward(self, g, out):
+        if g.ndim and not g.size and g.shape == out.shape:
+            return self._xp.empty_like(g)
+        if g.ndim and g.shape == out.shape and _plain(g, out):
+            return self._softmax_backward(g, out, True)
+        return super().log_softmax_backward(g, out)
+
+    def layer_norm_forward(self, x, w, b, eps, mean, rstd):
+        wb = [a for a in (w, b) if a is not None]
+        if not (x.ndim == 2 and x.size and _plain(x, mean, rstd, *wb) and all(a.shape == x.shape[1:] for a in wb)):
+            return super().layer_norm_forward(x, w, b, eps, mean, rstd)
+        n, c = x.shape
+        y = self._xp.empty_like(x)
+        self._rows_launch(kernel_name("layer_norm", x.dtype), x, n, c,
+                          (x, x if w is None else w, x if b is None else b, y, mean, rstd, np.int64(n), np.int64(c),
+                           x.dtype.type(eps), np.int32(w is not None), np.int32(b is not None)))
+        return y
+
+    def layer_norm_backward(self, g, x, mean, rstd, w, needs=(True, True, True)):
+        wl = [] if w is None else [w]
+        if not (x.ndim == 2 and x.size and g.shape == x.shape and _plain(g, x, mean, rstd, *wl)
+                and all(a.shape == x.shape[1:] for a in wl)):
+            return super().layer_norm_backward(g, x, mean, rstd, w, needs)
+        xp = self._xp
+        n, c = x.shape
+        need_wb = bool(needs[1] or needs[2])
+        # with column sums, a block per part (several rows each); without, a block per row
+        parts = min(n, LN_PARTS_PER_SM * self._sms(x)) if need_wb else n
+        with x.device:  # scratch, allocated without a launch (the kernel zeroes its rows first)
+            pw, pb = (xp.empty((parts, c) if need_wb else 1, np.float64) for _ in range(2))
+        gx = xp.empty_like(x) if needs[0] else None
+        self._rows_launch(kernel_name("layer_norm_backward", x.dtype), x, parts, c,
+                          (g, x, mean, rstd, x if w is None else w, g if gx is None else gx, pw, pb, np.int64(n),
+                           np.int64(c), np.int64(parts), np.int32(w is not None), np.int32(bool(needs[0])),
+                           np.int32(need_wb)))
+        gw = gb = None
+        if need_wb:
+            gw = xp.empty(c, x.dtype) if needs[1] else None
+            gb = xp.empty(c, x.dtype) if needs[2] else None
+            self._launch(kernel_name("layer_norm_colsums", x.dtype), x, c,
+                         (pw, pb, x if gw is None else gw, x if gb is None else gb, np.int64(parts), np.int64(c),
+                          np.int32(bool(needs[1])), np.int32(bool(needs[2]))))
+        return gx, gw, gb
 
     # -- ReLU ----------------------------------------------------------------------------
     def bias_relu_(self, y, b):
@@ -282,6 +591,59 @@ class CudaNamespace(ArrayNamespace):
         if g.ndim >= 1 and g.shape == out.shape and gb.shape == g.shape[-1:] and g.size and _plain(g, out, gb):
             return self._colsum(g, out, gb)
         return super().relu_backward_colsum_into(g, out, gb)
+
+    # -- GELU --------------------------------------------------------------------------------------
+    def gelu_forward(self, x, approximate="none"):
+        if x.size and approximate in GELU_APPROXIMATIONS and _plain(x):
+            y = self._xp.empty_like(x)
+            self._launch(kernel_name("gelu", x.dtype), x, x.size,
+                         (x, y, np.int64(x.size), np.int32(approximate == "tanh")))
+            return y
+        return super().gelu_forward(x, approximate)
+
+    def gelu_backward(self, g, x, approximate="none"):
+        if g.shape == x.shape and x.size and approximate in GELU_APPROXIMATIONS and _plain(g, x):
+            res = self._xp.empty_like(x)
+            self._launch(kernel_name("gelu_backward", x.dtype), x, x.size,
+                         (g, x, res, np.int64(x.size), np.int32(approximate == "tanh")))
+            return res
+        return super().gelu_backward(g, x, approximate)
+
+    # -- the gradient of gathered rows -----------------------------------------------------------
+    def index_backward(self, g, shape, key):
+        # one integer array along the first axis (an Embedding's gradient): zeros, then one
+        # atomic scatter-add launch (cupyx.scatter_add would process the index on its own first)
+        k = key[0] if type(key) is tuple and len(key) == 1 else key
+        if isinstance(k, self._xp.ndarray) and k.dtype.kind in "iu" and len(shape) >= 1 and g.size \
+                and g.shape == k.shape + tuple(shape[1:]) and _plain(g):
+            out = self._xp.zeros(shape, g.dtype)
+            cols = g.size // k.size
+            self._launch(kernel_name("scatter_add_rows", g.dtype), g, g.size,
+                         (self._targets(k.reshape(-1)), g, out, np.int64(k.size), np.int64(shape[0]), np.int64(cols)))
+            return out
+        return super().index_backward(g, shape, key)
+
+    # -- dropout: the Philox module's fused kernels (array/rng/cuda_source.DROPOUT) -------------------
+    def dropout_(self, x, p, keep):
+        if not (x.size and x.dtype.name in DROPOUT_NAMES and keep.dtype == np.bool_ and keep.shape == x.shape
+                and _plain(x) and keep.flags.c_contiguous):
+            return super().dropout_(x, p, keep)
+        b, T = self._backend, x.dtype.type
+        kind, draw_args = b.bernoulli_draw(p, x.dtype, "dropout")
+        k0, k1, offset = b.generator.take(kind, x.size)
+        y = self._xp.empty_like(x)
+        rng_cupy.launch(DROPOUT_NAMES[x.dtype.name][0], x, -(-x.size // PER_BLOCK[kind]),
+                        (x, y, keep.view(np.uint8), np.int64(x.size), k0, k1, offset, *draw_args, T(1 / (1 - p))))
+        return y
+
+    def dropout_backward(self, g, keep, p):
+        if not (g.size and g.dtype.name in DROPOUT_NAMES and keep.shape == g.shape and keep.dtype == np.bool_
+                and _plain(g) and keep.flags.c_contiguous):
+            return super().dropout_backward(g, keep, p)
+        res = self._xp.empty_like(g)
+        rng_cupy.launch(DROPOUT_NAMES[g.dtype.name][1], g, g.size,
+                        (g, keep.view(np.uint8), res, np.int64(g.size), g.dtype.type(1 / (1 - p))))
+        return res
 
     # -- cross-entropy -----------------------------------------------------------------------
     def class_target_stats(self, t, num_classes, ignore_index, count, bad):

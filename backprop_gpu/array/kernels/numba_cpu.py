@@ -8,36 +8,56 @@ against the reference (equal, or to rounding where sums accumulate in float64).
 
 The loops use ``error_model='numpy'`` (no division checks that stop
 vectorisation) and are cached on disk. Each is compiled serial and parallel:
-arrays of :data:`PARALLEL_MIN` elements or more take the parallel one, on the
-workqueue threading layer (see :mod:`backprop_gpu.array.optim.numba_cpu`).
+arrays of :data:`PARALLEL_MIN` elements or more (fewer for kernels that cost more per
+element) take the parallel one, on the workqueue threading layer (see
+:mod:`backprop_gpu.array.optim.numba_cpu`).
 """
 from __future__ import annotations
 
+from types import FunctionType
+
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
 from ..optim.numba_cpu import PARALLEL_MIN, _prefer_workqueue
 from ..namespace import ArrayNamespace
-from .reference import pool_out_size
+from .reference import INV_SQRT2, INV_SQRT2PI, TANH_C, TANH_K, pool_out_size
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _kernel(fn=None, **opts):
+def _renamed(fn, suffix):
+    """``fn`` under its name plus ``suffix``. Numba's disk cache keys a function by its name, line
+    and bytecode, not by its compile options: compiled under one name, the parallel version loaded
+    the serial one's machine code from the cache (or the serial the parallel's), and ran serial."""
+    g = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    g.__qualname__, g.__module__ = fn.__qualname__ + suffix, fn.__module__
+    return g
+
+
+def _kernel(fn=None, cost=1, **opts):
     """``fn`` compiled twice, serial and ``parallel=True`` (its ``numba.prange`` loops
     split across threads); the call picks by the size of the first array. Below
     :data:`~backprop_gpu.array.optim.numba_cpu.PARALLEL_MIN` elements waking the worker threads
     costs more than it saves: on the 2-core VM a parallel launch took ~0.3-0.5 ms,
-    against 0.04 ms for a whole 1 MB ReLU pass on one thread. ``opts`` go to ``njit``."""
+    against 0.04 ms for a whole 1 MB ReLU pass on one thread. ``cost``: the kernel's time per
+    element in such passes (its arrays' passes and arithmetic), which divides the threshold.
+    ``opts`` go to ``njit``."""
     if fn is None:
-        return lambda f: _kernel(f, **opts)
+        return lambda f: _kernel(f, cost, **opts)
     jit = dict(cache=True, error_model="numpy", nogil=True, **opts)
     serial = numba.njit(**jit)(fn)
-    parallel = numba.njit(parallel=True, **jit)(fn)
+    parallel = numba.njit(parallel=True, **jit)(_renamed(fn, "_parallel"))
+
+    def is_parallel(first):
+        return first.size * cost >= PARALLEL_MIN  # the global read at call time (tests lower it)
 
     def run(first, *rest):
-        return (parallel if first.size >= PARALLEL_MIN else serial)(first, *rest)
-    run.serial, run.parallel = serial, parallel
+        return (parallel if is_parallel(first) else serial)(first, *rest)
+    run.serial, run.parallel, run.is_parallel = serial, parallel, is_parallel
     run.__name__ = run.__qualname__ = fn.__name__
     return run
 
@@ -81,6 +101,98 @@ def _relu_backward_colsum_rows(g, out, res, acc):
             v = g[i, j] if out[i, j] > 0 else 0
             res[i, j] = v
             acc[j] += v
+
+
+# -- GELU. float32: Phi(x) = erfc(-x / sqrt 2) / 2 through the Chebyshev fit of erfc of Numerical
+# Recipes (relative error < 1.2e-7 everywhere: no cancellation in the negative tail, unlike
+# 1 + erf), in three passes: a compiled one makes each element's exp (or tanh) argument, NumPy's
+# SIMD exp (tanh) takes them in place, a compiled one finishes. Numba's exp and tanh are scalar libm
+# calls: 1.8 and 9.4 ms per 2**19 float32 against NumPy's 0.24 and 0.18 ms here. float64: the tanh
+# form so too; the exact form is the reference's (the fit is not float64-accurate, and libm's erf in
+# a compiled loop was slower than SciPy's) ---------------------------------------------------------
+
+_ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398,
+             1.48851587, -0.82215223, 0.17087277)
+_ERFC, _TANH = 0, 1  # the float32 forms; float64 takes exact (erf) or tanh
+
+
+@numba.njit(inline="always")
+def _erfc_fit(v):
+    """``(t, p)`` with erfc(|v| / sqrt 2) = t exp(p - v^2 / 2), in float64."""
+    t = 1.0 / (1.0 + 0.5 * INV_SQRT2 * abs(v))
+    c = _ERFC_FIT
+    p = c[0] + t * (c[1] + t * (c[2] + t * (c[3] + t * (c[4] + t * (c[5] + t * (c[6] + t * (
+        c[7] + t * (c[8] + t * c[9]))))))))
+    return t, p
+
+
+@_kernel
+def _gelu_args(x, a, mode):
+    """a[0] = the exp argument p - x^2 / 2 (erfc form) or the tanh argument; for the backward
+    (``a`` of two rows, erfc form) a[1] = -x^2 / 2 as well."""
+    for i in numba.prange(x.shape[0]):
+        v = np.float64(x[i])
+        if mode == _TANH:
+            a[0, i] = TANH_C * (v + TANH_K * v * v * v)
+        else:
+            _, p = _erfc_fit(v)
+            a[0, i] = p - 0.5 * v * v
+            if a.shape[0] == 2:
+                a[1, i] = -0.5 * v * v
+
+
+@_kernel
+def _gelu_finish(x, a, y, mode):
+    """y = GELU(x) given a[0] = exp (erfc form) or tanh of :func:`_gelu_args`'s argument."""
+    for i in numba.prange(x.shape[0]):
+        v = np.float64(x[i])
+        if mode == _TANH:
+            y[i] = 0.5 * v * (1.0 + a[0, i])
+        else:
+            t, _ = _erfc_fit(v)
+            h = 0.5 * t * a[0, i]  # Phi(-|v|)
+            y[i] = v * (h if v < 0 else 1.0 - h)
+
+
+@_kernel
+def _gelu_backward_finish(g, x, a, res, mode):
+    """res = g GELU'(x) given a[0] (as :func:`_gelu_finish`) and, for the erfc form, a[1] = exp(-x^2 / 2)."""
+    for i in numba.prange(x.shape[0]):
+        v = np.float64(x[i])
+        if mode == _TANH:
+            t = np.float64(a[0, i])
+            d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * TANH_C * (1.0 + 3 * TANH_K * v * v)
+        else:
+            t, _ = _erfc_fit(v)
+            h = 0.5 * t * a[0, i]
+            d = (h if v < 0 else 1.0 - h) + v * a[1, i] * INV_SQRT2PI
+        res[i] = g[i] * d
+
+
+def _gelu_passes(x, approximate, g=None):
+    """GELU of flat ``x``, or with ``g`` its gradient, in the three passes above."""
+    mode = _TANH if approximate == "tanh" else _ERFC
+    a = np.empty((2 if g is not None and mode == _ERFC else 1, x.shape[0]), x.dtype)
+    _gelu_args(x, a, mode)
+    (np.tanh if mode == _TANH else np.exp)(a, out=a)
+    out = np.empty_like(x)
+    if g is None:
+        _gelu_finish(x, a, out, mode)
+    else:
+        _gelu_backward_finish(g, x, a, out, mode)
+    return out
+
+
+@_kernel
+def _dropout_backward_flat(g, keep, res, scale):
+    zero = scale * 0  # g * 0 where dropped, as the reference's mask product (inf, NaN stay NaN)
+    for i in numba.prange(g.shape[0]):
+        res[i] = g[i] * (scale if keep[i] else zero)
+
+
+def _gelu_compiled(approximate, *arrays) -> bool:
+    """Whether :func:`_gelu_passes` takes these: float32 either form, float64 the tanh form."""
+    return _plain(*arrays) and (approximate == "tanh" or (approximate == "none" and arrays[0].dtype == np.float32))
 
 
 # -- max pooling over non-overlapping windows (stride == kernel, no padding): each input
@@ -236,6 +348,228 @@ def _bn_input_grad(x, g, mean, a, k1, k2, gx, out, masked):
             gx[n, c, k] = ac * gv - b1 - (x[n, c, k] - mu) * b2
 
 
+# -- softmax and LayerNorm over the rows of (rows, cols) arrays ------------------------------------
+# There is no SVML here, so math.exp is a libm call per element (~10x NumPy's SIMD exp): _exp is
+# a polynomial LLVM vectorises (<= 1.0 ulp in float32, 1.4 in float64 against exp in float64,
+# gradual underflow and overflow to inf kept). Its Cody-Waite reduction must not be reassociated,
+# so it is called from loops without fastmath; the sums are separate functions that may be.
+
+@intrinsic
+def _bits_float(typingctx, bits):
+    """The float32 (float64) whose bit pattern is the int32 (int64) ``bits``."""
+    to = {types.int32: (types.float32, ir.FloatType()), types.int64: (types.float64, ir.DoubleType())}.get(bits)
+    if to is None:
+        return None
+    return to[0](bits), lambda context, builder, sig, args: builder.bitcast(args[0], to[1])
+
+
+def _flip(builder, bits):
+    """Bit patterns made monotone and back (an involution): a negative float's magnitude bits
+    flipped, so that integer order is float order."""
+    width = bits.type.width
+    return builder.xor(bits, builder.lshr(builder.ashr(bits, ir.Constant(bits.type, width - 1)),
+                                          ir.Constant(bits.type, 1)))
+
+
+@intrinsic
+def _ordered(typingctx, x):
+    """The float32 (float64) ``x`` as an int32 (int64) ordered as the floats are (NaNs aside)."""
+    to = {types.float32: (types.int32, ir.IntType(32)), types.float64: (types.int64, ir.IntType(64))}.get(x)
+    if to is None:
+        return None
+    return to[0](x), lambda context, builder, sig, args: _flip(builder, builder.bitcast(args[0], to[1]))
+
+
+@intrinsic
+def _unordered(typingctx, k):
+    """The inverse of :func:`_ordered`."""
+    to = {types.int32: ir.FloatType(), types.int64: ir.DoubleType()}.get(k)
+    if to is None:
+        return None
+    res = types.float32 if k == types.int32 else types.float64
+    return res(k), lambda context, builder, sig, args: builder.bitcast(_flip(builder, args[0]), to)
+
+
+_f4 = np.float32
+_LO4, _HI4, _L2E4, _HALF4, _ONE4 = _f4(-104.0), _f4(89.0), _f4(1.4426950408889634), _f4(0.5), _f4(1.0)
+_C1_4, _C2_4 = _f4(0.693359375), _f4(-2.12194440e-4)  # ln 2 in two parts (Cephes expf)
+_P4 = tuple(_f4(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                             1.6666665459e-1, 5.0000001201e-1))
+_P4_0, _P4_1, _P4_2, _P4_3, _P4_4, _P4_5 = _P4
+_C1_8, _C2_8 = 6.93145751953125e-1, 1.42860682030941723212e-6  # Cephes exp: ln 2, and a Pade form
+_P8_0, _P8_1, _P8_2 = 1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1
+_Q8_0, _Q8_1, _Q8_2, _Q8_3 = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+                              2.00000000000000000009e0)
+
+
+def _exp32(x):
+    """exp(x) = p(r) 2^k with x = k ln 2 + r; 2^k as two factors, so that results below the
+    smallest normal float (k < -126) round as denormals and large ones overflow to inf."""
+    x = _LO4 if x < _LO4 else x  # (a NaN passes both)
+    x = _HI4 if x > _HI4 else x
+    t = x * _L2E4
+    k = np.int32(t + _HALF4) if t >= 0 else np.int32(t - _HALF4)
+    k = k if x == x else np.int32(0)
+    kf = np.float32(k)
+    r = x - kf * _C1_4 - kf * _C2_4
+    p = (((((_P4_0 * r + _P4_1) * r + _P4_2) * r + _P4_3) * r + _P4_4) * r + _P4_5) * r * r + r + _ONE4
+    k1 = k >> 1
+    return p * _bits_float(np.int32((k1 + 127) << 23)) * _bits_float(np.int32((k - k1 + 127) << 23))
+
+
+def _exp64(x):
+    """:func:`_exp32` in float64."""
+    x = -746.0 if x < -746.0 else x
+    x = 710.0 if x > 710.0 else x
+    t = x * 1.4426950408889634
+    k = np.int64(t + 0.5) if t >= 0 else np.int64(t - 0.5)
+    k = k if x == x else np.int64(0)
+    kf = np.float64(k)
+    r = x - kf * _C1_8 - kf * _C2_8
+    rr = r * r
+    px = r * ((_P8_0 * rr + _P8_1) * rr + _P8_2)
+    e = 1.0 + 2.0 * (px / ((((_Q8_0 * rr + _Q8_1) * rr + _Q8_2) * rr + _Q8_3) - px))
+    k1 = k >> 1
+    return e * _bits_float((k1 + 1023) << 52) * _bits_float((k - k1 + 1023) << 52)
+
+
+def _exp(x):
+    raise NotImplementedError("compiled only")
+
+
+@overload(_exp, jit_options=dict(error_model="numpy"))
+def _exp_overload(x):
+    return {types.float32: _exp32, types.float64: _exp64}.get(x)
+
+
+_JIT = dict(cache=True, error_model="numpy", nogil=True)
+
+
+@numba.njit(**_JIT)
+def _row_max(a):
+    """The largest of ``a`` (a NaN may or may not win: a softmax row with one is NaN anyway),
+    compared as :func:`_ordered` integers, which vectorise where the float comparisons did not
+    (~4x faster)."""
+    m = _ordered(a[0])
+    for j in range(a.shape[0]):
+        k = _ordered(a[j])
+        m = k if k > m else m
+    return _unordered(m)
+
+
+@numba.njit(fastmath={"reassoc"}, **_JIT)
+def _row_sum(a):
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j]
+    return s
+
+
+@numba.njit(fastmath={"reassoc"}, **_JIT)
+def _row_dot(a, b):
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
+
+
+@numba.njit(**_JIT)
+def _exp_shifted(x, c, out):
+    for j in range(x.shape[0]):
+        out[j] = _exp(x[j] - c)
+
+
+@_kernel(cost=2)  # the exp polynomial: more arithmetic than memory
+def _softmax_rows(x, y, log):
+    n = x.shape[0]
+    for i in numba.prange(n):
+        xi, yi = x[i], y[i]
+        m = _row_max(xi)
+        _exp_shifted(xi, m, yi)
+        s = _row_sum(yi)
+        if log:  # (x - max) - log(s), as the reference: max + log(s) would round at the max's scale
+            ls = xi.dtype.type(np.log(s))
+            for j in range(xi.shape[0]):
+                yi[j] = (xi[j] - m) - ls
+        else:
+            inv = yi.dtype.type(1.0 / s)
+            for j in range(yi.shape[0]):
+                yi[j] *= inv
+
+
+@_kernel
+def _softmax_backward_rows(g, out, gx, log):
+    n = g.shape[0]
+    for i in numba.prange(n):
+        gi, oi, ri = g[i], out[i], gx[i]
+        if log:  # g - exp(out) sum(g)
+            s = gi.dtype.type(_row_sum(gi))
+            _exp_shifted(oi, oi.dtype.type(0), ri)
+            for j in range(gi.shape[0]):
+                ri[j] = gi[j] - ri[j] * s
+        else:  # out (g - sum(g out))
+            s = gi.dtype.type(_row_dot(gi, oi))
+            for j in range(gi.shape[0]):
+                ri[j] = oi[j] * (gi[j] - s)
+
+
+@_kernel(**_REDUCE)
+def _layer_norm_rows(x, w, b, eps, y, mean, rstd, has_w, has_b):
+    n, m = x.shape
+    for i in numba.prange(n):
+        s = 0.0
+        for j in range(m):
+            s += x[i, j]
+        mu = s / m
+        ss = 0.0
+        for j in range(m):
+            d = x[i, j] - mu
+            ss += d * d
+        mean[i] = mu
+        rstd[i] = 1.0 / np.sqrt(ss / m + eps)
+        mt, rt = mean[i], rstd[i]  # in the statistics' dtype, as the reference
+        if has_w and has_b:
+            for j in range(m):
+                y[i, j] = (x[i, j] - mt) * rt * w[j] + b[j]
+        elif has_w:
+            for j in range(m):
+                y[i, j] = (x[i, j] - mt) * rt * w[j]
+        elif has_b:
+            for j in range(m):
+                y[i, j] = (x[i, j] - mt) * rt + b[j]
+        else:
+            for j in range(m):
+                y[i, j] = (x[i, j] - mt) * rt
+
+
+# the weight's and bias's gradients are column sums: each of ``chunks`` row ranges sums into its
+# own row of acc_w and acc_b (float64), so threads never add into one slot
+@_kernel(**_REDUCE)
+def _layer_norm_backward_rows(g, x, mean, rstd, w, gx, acc_w, acc_b, has_w, need_x, need_wb):
+    n, m = x.shape
+    chunks = acc_w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in numba.prange(chunks):
+        for i in range(c * per, min(n, (c + 1) * per)):
+            mu, r = mean[i], rstd[i]
+            s1 = 0.0
+            s2 = 0.0
+            if need_x:
+                for j in range(m):
+                    gy = g[i, j] * w[j] if has_w else g[i, j]
+                    s1 += gy
+                    s2 += gy * ((x[i, j] - mu) * r)
+            a1, a2 = x.dtype.type(s1 / m), x.dtype.type(s2 / m)
+            for j in range(m):  # one pass for gx and the column sums
+                gv = g[i, j]
+                xh = (x[i, j] - mu) * r
+                if need_x:
+                    gx[i, j] = r * ((gv * w[j] if has_w else gv) - a1 - xh * a2)
+                if need_wb:
+                    acc_w[c, j] += gv * xh
+                    acc_b[c, j] += gv
+
+
 # -- im2col / col2im: (N, C, H, W) <-> (N, C, kh*kw, Ho, Wo) windows. Kernel size and stride are
 # compile-time constants (a closure); for each window row the in-bounds columns are one
 # interval, so the inner loops are plain strided copies with no per-element bounds check. ------
@@ -370,6 +704,24 @@ class NumbaNamespace(ArrayNamespace):
             return res, acc.astype(g.dtype)
         return super().relu_backward_colsum(g, out)
 
+    # -- GELU ------------------------------------------------------------------------------------
+    def gelu_forward(self, x, approximate="none"):
+        if _gelu_compiled(approximate, x):
+            return _gelu_passes(x.reshape(-1), approximate).reshape(x.shape)
+        return super().gelu_forward(x, approximate)
+
+    def gelu_backward(self, g, x, approximate="none"):
+        if g.shape == x.shape and _gelu_compiled(approximate, g, x):
+            return _gelu_passes(x.reshape(-1), approximate, g.reshape(-1)).reshape(x.shape)
+        return super().gelu_backward(g, x, approximate)
+
+    def dropout_backward(self, g, keep, p):
+        if keep.shape == g.shape and keep.dtype == np.bool_ and keep.flags.c_contiguous and _plain(g):
+            res = np.empty_like(g)
+            _dropout_backward_flat(g.reshape(-1), keep.reshape(-1), res.reshape(-1), g.dtype.type(1 / (1 - p)))
+            return res
+        return super().dropout_backward(g, keep, p)
+
     # -- max pooling ---------------------------------------------------------------------------
     def max_pool2d(self, x, kernel, stride, padding):
         if _dense_pool(x, kernel, stride, padding) and _plain(x):
@@ -434,6 +786,72 @@ class NumbaNamespace(ArrayNamespace):
             dt = x.dtype
             return gx, ((dotp * inv).astype(dt) if needs[1] else None), (gb.astype(dt) if needs[2] else None)
         return super().batch_norm_backward(g, x, mean, invstd, w, needs, eps, out)
+
+    # -- softmax over the last axis; LayerNorm over rows ---------------------------------------------
+    def _softmax(self, x, log):
+        y = np.empty_like(x)
+        _softmax_rows(x.reshape(-1, x.shape[-1]), y.reshape(-1, x.shape[-1]), log)
+        return y
+
+    def softmax_forward(self, x):
+        if x.ndim and not x.size:  # nothing to compute, in any dtype
+            return np.empty_like(x)
+        if x.ndim and _plain(x):
+            return self._softmax(x, False)
+        return super().softmax_forward(x)
+
+    def log_softmax_forward(self, x):
+        if x.ndim and not x.size:  # nothing to compute, in any dtype
+            return np.empty_like(x)
+        if x.ndim and _plain(x):
+            return self._softmax(x, True)
+        return super().log_softmax_forward(x)
+
+    def _softmax_backward(self, g, out, log):
+        gx = np.empty_like(g)
+        m = g.shape[-1]
+        _softmax_backward_rows(g.reshape(-1, m), out.reshape(-1, m), gx.reshape(-1, m), log)
+        return gx
+
+    def softmax_backward(self, g, out):
+        if g.ndim and not g.size and g.shape == out.shape:
+            return np.empty_like(g)
+        if g.ndim and g.shape == out.shape and _plain(g, out):
+            return self._softmax_backward(g, out, False)
+        return super().softmax_backward(g, out)
+
+    def log_softmax_backward(self, g, out):
+        if g.ndim and not g.size and g.shape == out.shape:
+            return np.empty_like(g)
+        if g.ndim and g.shape == out.shape and _plain(g, out):
+            return self._softmax_backward(g, out, True)
+        return super().log_softmax_backward(g, out)
+
+    def layer_norm_forward(self, x, w, b, eps, mean, rstd):
+        wb = [a for a in (w, b) if a is not None]
+        if x.ndim == 2 and _plain(x, mean, rstd, *wb) and all(a.shape == x.shape[1:] for a in wb):
+            y = np.empty_like(x)
+            dummy = x[0]  # for an absent w or b (unread): one compiled signature
+            _layer_norm_rows(x, dummy if w is None else w, dummy if b is None else b, float(eps), y, mean, rstd,
+                             w is not None, b is not None)
+            return y
+        return super().layer_norm_forward(x, w, b, eps, mean, rstd)
+
+    def layer_norm_backward(self, g, x, mean, rstd, w, needs=(True, True, True)):
+        if x.ndim == 2 and g.shape == x.shape and _plain(g, x, mean, rstd, *([] if w is None else [w])) and (
+                w is None or w.shape == x.shape[1:]):
+            n, m = x.shape
+            chunks = numba.get_num_threads() if _layer_norm_backward_rows.is_parallel(x) else 1
+            need_wb = bool(needs[1] or needs[2])
+            acc_w, acc_b = (np.zeros((chunks, m) if need_wb else (1, 1)) for _ in range(2))
+            gx = np.empty_like(x) if needs[0] else x  # (unwritten when not needed)
+            kernel = _layer_norm_backward_rows.parallel if chunks > 1 else _layer_norm_backward_rows.serial
+            kernel(g, x, mean, rstd, x[0] if w is None else w, gx, acc_w, acc_b, w is not None, bool(needs[0]),
+                   need_wb)
+            gw = acc_w.sum(axis=0).astype(x.dtype) if needs[1] else None
+            gb = acc_b.sum(axis=0).astype(x.dtype) if needs[2] else None
+            return (gx if needs[0] else None), gw, gb
+        return super().layer_norm_backward(g, x, mean, rstd, w, needs)
 
     # -- im2col / col2im ------------------------------------------------------------------------
     def im2col(self, x, kernel, stride, padding, fill=0.0):

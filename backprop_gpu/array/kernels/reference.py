@@ -8,11 +8,15 @@ and record nothing: the ops that call them (:class:`~backprop_gpu.ops.conv.MaxPo
 :class:`~backprop_gpu.ops.normalization.BatchNormTrain`, ...) hold the VJPs, and
 under ``create_graph`` :mod:`backprop_gpu.ops` runs these same statements over
 its recorded ops wherever they use no in-place writes (``relu_backward``,
-``relu_backward_colsum``); the others have a recorded op of their own.
+``relu_backward_colsum``; softmax's and LayerNorm's, which their ops run on the ops namespace
+through the module functions they are stated in: :func:`softmax_grad`, :func:`layer_norm_grad`
+and so on); the others have a recorded op of their own.
 
 Names ending in ``_`` write in place.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -50,6 +54,45 @@ def cross_entropy_grad(F, g, x, t, ignore_index, label_smoothing, reduction, cou
     return F.where(valid, (p - target) * scale, 0)
 
 
+# -- GELU over a namespace ``F`` (the array namespace, or :mod:`backprop_gpu.ops`, which records
+# them for ``create_graph``) -----------------------------------------------------------------------
+GELU_APPROXIMATIONS = ("none", "tanh")
+INV_SQRT2 = 1 / math.sqrt(2)
+INV_SQRT2PI = 1 / math.sqrt(2 * math.pi)
+TANH_C = math.sqrt(2 / math.pi)
+TANH_K = 0.044715
+
+
+def gelu(F, x, approximate="none"):
+    """GELU of ``x``: x Phi(x) = x (1 + erf(x / sqrt 2)) / 2 (``approximate='none'``), or PyTorch's
+    tanh form x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (``'tanh'``). As PyTorch's, the exact
+    form loses digits to 1 + erf in the negative tail; the compiled kernels take Phi from erfc,
+    which does not (the kernel tests allow for the difference)."""
+    if approximate == "tanh":
+        return 0.5 * x * (1 + F.tanh(TANH_C * (x + TANH_K * x * x * x)))
+    return x * (0.5 * (1 + F.erf(x * INV_SQRT2)))
+
+
+def gelu_grad(F, g, x, approximate="none"):
+    """The gradient in ``x`` of :func:`gelu` given the output's gradient ``g``: g (Phi(x) + x phi(x)),
+    or for the tanh form g ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2) / 2)."""
+    if approximate == "tanh":
+        t = F.tanh(TANH_C * (x + TANH_K * x * x * x))
+        dt = (1 - t * t) * TANH_C * (1 + 3 * TANH_K * x * x)
+        return g * (0.5 * (1 + t) + 0.5 * x * dt)
+    cdf = 0.5 * (1 + F.erf(x * INV_SQRT2))
+    pdf = F.exp(-0.5 * x * x) * INV_SQRT2PI
+    return g * (cdf + x * pdf)
+
+
+
+def dropout_mask(keep, p, dtype):
+    """``keep`` as ``dtype`` times 1 / (1 - p) (rounded to ``dtype`` first): the factor dropout
+    multiplies by."""
+    mask = keep.astype(dtype)
+    mask *= 1 / (1 - p)
+    return mask
+
 def _im2col(xp, x, kernel, stride, padding, fill):
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -73,6 +116,55 @@ def _col2im(xp, cols, shape, kernel, stride, padding):
             out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
     return out[:, :, ph:ph + h, pw:pw + w]
 
+
+
+# -- softmax and LayerNorm over a namespace ``F`` (the array namespace, or :mod:`backprop_gpu.ops`,
+# which records them for ``create_graph``): the kernels below state them over the last axis, the
+# ops run them over any axis --------------------------------------------------------------------
+
+def softmax(F, x, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along ``axis``."""
+    e = F.exp(x - F.amax(x, axis=axis, keepdims=True))
+    return e / F.sum(e, axis=axis, keepdims=True)
+
+
+def softmax_grad(F, g, out, axis=-1):
+    """The gradient of :func:`softmax` whose output is ``out``: out (g - sum(g out))."""
+    return out * (g - F.sum(g * out, axis=axis, keepdims=True))
+
+
+def log_softmax(F, x, axis=-1):
+    """x - max - log(sum(exp(x - max))) along ``axis``."""
+    s = x - F.amax(x, axis=axis, keepdims=True)
+    return s - F.log(F.sum(F.exp(s), axis=axis, keepdims=True))
+
+
+def log_softmax_grad(F, g, out, axis=-1):
+    """The gradient of :func:`log_softmax` whose output is ``out``: g - exp(out) sum(g)."""
+    return g - F.exp(out) * F.sum(g, axis=axis, keepdims=True)
+
+
+def layer_norm_grad(F, g, x, mean, rstd, w, needs=(True, True, True)):
+    """``(gx, gw, gb)`` of LayerNorm over the rows of (rows, cols) ``x``, None where ``needs``
+    says no; ``mean`` and ``rstd`` (rows, 1), ``w`` (cols,) or None. With xhat = (x - mean) rstd
+    and gy = g w: gx = rstd (gy - mean(gy) - xhat mean(gy xhat)) per row, gw = sum(g xhat) and
+    gb = sum(g) per column."""
+    xhat = (x - mean) * rstd
+    gx = gw = gb = None
+    if needs[0]:
+        gy = g if w is None else g * w
+        gx = rstd * (gy - F.mean(gy, axis=1, keepdims=True) - xhat * F.mean(gy * xhat, axis=1, keepdims=True))
+    if needs[1]:
+        gw = F.sum(g * xhat, axis=0)
+    if needs[2]:
+        gb = F.sum(g, axis=0)
+    return gx, gw, gb
+
+
+def stats_dtype(dtype):
+    """The dtype LayerNorm's row statistics are kept in: float32 for float32 and narrower floats
+    (float16, bfloat16: PyTorch's accumulation type), float64 for float64."""
+    return np.promote_types(dtype, np.float32)
 
 
 class Kernels:
@@ -102,6 +194,28 @@ class Kernels:
         gm, cs = self.relu_backward_colsum(g, out)
         gb[...] = cs
         return gm, gb
+
+    # -- GELU ---------------------------------------------------------------------------------
+    def gelu_forward(self, x, approximate="none"):
+        """:func:`gelu` of ``x`` (``approximate`` 'none' or 'tanh'), in ``x``'s dtype."""
+        return gelu(self, x, approximate)
+
+    def gelu_backward(self, g, x, approximate="none"):
+        """:func:`gelu_grad`: the gradient in ``x`` given the output's gradient ``g``."""
+        return gelu_grad(self, g, x, approximate)
+
+    # -- dropout ------------------------------------------------------------------------------
+    def dropout_(self, x, p, keep):
+        """Inverted dropout of ``x`` with probability ``p`` (in (0, 1)): fills the bool ``keep``
+        (``x``'s shape) with the complement of the backend generator's Bernoulli(p) mask in ``x``'s
+        dtype (:meth:`~backprop_gpu.array.backend.Backend.random_bernoulli`, the same stream on
+        every backend) and returns ``x * keep * s`` with ``s = 1 / (1 - p)`` rounded to ``x``'s dtype."""
+        self._xp.logical_not(self._backend.random_bernoulli(x.shape, p, x.dtype), out=keep)
+        return x * dropout_mask(keep, p, x.dtype)
+
+    def dropout_backward(self, g, keep, p):
+        """The gradient of :meth:`dropout_` given the output's gradient ``g``: ``g * keep * s``."""
+        return g * dropout_mask(keep, p, g.dtype)
 
     # -- cross-entropy ------------------------------------------------------------------------
     def class_target_stats(self, t, num_classes, ignore_index, count, bad):
@@ -253,3 +367,47 @@ class Kernels:
             gx -= (scale * gb / n).reshape(shape).astype(g.dtype, copy=False)
             gx -= d * (scale * invstd * invstd * dotp / n).reshape(shape).astype(g.dtype, copy=False)
         return gx, (gw if needs[1] else None), (gb if needs[2] else None)
+
+
+    # -- softmax over the last axis -------------------------------------------------------------
+    def softmax_forward(self, x):
+        """:func:`softmax` of ``x`` over its last axis."""
+        return softmax(self, x)
+
+    def softmax_backward(self, g, out):
+        """:func:`softmax_grad` over the last axis: the gradient given the forward's ``out``."""
+        return softmax_grad(self, g, out)
+
+    def log_softmax_forward(self, x):
+        """:func:`log_softmax` of ``x`` over its last axis."""
+        return log_softmax(self, x)
+
+    def log_softmax_backward(self, g, out):
+        """:func:`log_softmax_grad` over the last axis: the gradient given the forward's ``out``."""
+        return log_softmax_grad(self, g, out)
+
+    # -- layer normalisation over rows ------------------------------------------------------------
+    def layer_norm_forward(self, x, w, b, eps, mean, rstd):
+        """Each row of (rows, cols) ``x`` normalised (biased variance), times ``w`` plus ``b``
+        (each (cols,) or None). Fills the (rows,) ``mean`` and ``rstd`` = 1 / sqrt(var + eps) (in
+        their dtype, :func:`stats_dtype`) and returns the output in ``x``'s dtype promoted with
+        ``w``'s and ``b``'s."""
+        xp = self._xp
+        xs = x.astype(mean.dtype, copy=False)
+        mu = xs.mean(axis=1, keepdims=True)
+        d = xs - mu
+        r = 1 / xp.sqrt((d * d).mean(axis=1, keepdims=True) + eps)
+        mean[...] = mu[:, 0]
+        rstd[...] = r[:, 0]
+        y = d * r
+        if w is not None:
+            y = y * w
+        if b is not None:
+            y = y + b
+        return y.astype(xp.result_type(*[a for a in (x, w, b) if a is not None]), copy=False)
+
+    def layer_norm_backward(self, g, x, mean, rstd, w, needs=(True, True, True)):
+        """:func:`layer_norm_grad` given the forward's ``mean`` and ``rstd``: ``(gx, gw, gb)`` in
+        ``g``'s dtype, None where ``needs`` says no."""
+        grads = layer_norm_grad(self, g, x.astype(mean.dtype, copy=False), mean[:, None], rstd[:, None], w, needs)
+        return tuple(None if a is None else a.astype(g.dtype, copy=False) for a in grads)

@@ -109,15 +109,26 @@ class PhiloxGenerator:
     def draw(self, kind: str, out, *args) -> None:
         """Fill the 1-D contiguous ``out`` with draw ``kind`` (a :data:`.scalar.PER_BLOCK` name; ``args``
         typed as :data:`.scalar.EXTRA` says) and advance past the blocks it used."""
-        import numpy as np
-
         if self._impl is None:
             self._impl = implementation(self.target)
         n = out.shape[0]
+        k0, k1, offset = self.take(kind, n)
         if n:
-            k0, k1 = philox.key_of(self.seed)
-            self._impl.run(kind, out, np.uint64(k0), np.uint64(k1), np.uint64(self.offset), *args)
-        self.offset = (self.offset + -(-n // PER_BLOCK[kind])) & MASK64
+            try:
+                self._impl.run(kind, out, k0, k1, offset, *args)
+            except BaseException:
+                self.offset = int(offset)  # a draw that failed used nothing
+                raise
+
+    def take(self, kind: str, n: int) -> tuple:
+        """``(k0, k1, offset)`` (uint64) for a draw ``kind`` of ``n`` elements, the generator advanced
+        past its blocks: what a kernel that draws inside (fused dropout) is handed."""
+        import numpy as np
+
+        k0, k1 = philox.key_of(self.seed)
+        offset = self.offset
+        self.offset = (offset + -(-n // PER_BLOCK[kind])) & MASK64
+        return np.uint64(k0), np.uint64(k1), np.uint64(offset)
 
     def __repr__(self):
         return f"<PhiloxGenerator {self.target} seed={self.seed} offset={self.offset}>"

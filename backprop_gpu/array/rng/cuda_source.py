@@ -151,8 +151,53 @@ RNG_KERNEL philox_perm_keys(u64 *out, i64 n, u64 k0, u64 k1, u64 offset, u64 shi
 }
 """
 
+#: dropout in one pass: the Bernoulli(p) mask that ``bernoulli32`` / ``bernoulli64`` draw at the
+#: same offset, inverted (kept where uniform >= p) and stored as bytes for the backward, and
+#: ``y = x * (kept ? scale : 0)``; its backward ``g * (kept ? scale : 0)``. float32 data draws as
+#: ``bernoulli32`` with 24 bits, float64 as ``bernoulli64``.
+DROPOUT = r"""
+RNG_KERNEL philox_dropout_f32(const float *x, float *y, unsigned char *keep, i64 n, u64 k0, u64 k1, u64 offset,
+                              u64 shift, float uscale, float p, float scale) {
+    RNG_BLOCKS(j, ((u64)n + 3) / 4) {
+        u32 w[4];
+        philox_block(offset + j, k0, k1, w);
+        for (int l = 0; l < 4; ++l) {
+            u64 i = 4 * j + l;
+            if (i < (u64)n) {
+                unsigned char k = !((float)(w[l] >> shift) * uscale < p);
+                keep[i] = k;
+                y[i] = x[i] * (k ? scale : 0.0f);
+            }
+        }
+    }
+}
+
+RNG_KERNEL philox_dropout_f64(const double *x, double *y, unsigned char *keep, i64 n, u64 k0, u64 k1, u64 offset,
+                              double p, double scale) {
+    RNG_BLOCKS(j, ((u64)n + 1) / 2) {
+        u32 w[4];
+        philox_block(offset + j, k0, k1, w);
+        for (int l = 0; l < 2; ++l) {
+            u64 i = 2 * j + l;
+            if (i < (u64)n) {
+                unsigned char k = !(u53(w[2 * l], w[2 * l + 1]) < p);
+                keep[i] = k;
+                y[i] = x[i] * (k ? scale : 0.0);
+            }
+        }
+    }
+}
+
+#define DROPOUT_BACKWARD(name, T) \
+RNG_KERNEL name(const T *g, const unsigned char *keep, T *res, i64 n, T scale) { \
+    RNG_BLOCKS(i, (u64)n) res[i] = g[i] * (keep[i] ? scale : (T)0); \
+}
+DROPOUT_BACKWARD(philox_dropout_backward_f32, float)
+DROPOUT_BACKWARD(philox_dropout_backward_f64, double)
+"""
+
 #: the CUDA C of every kernel (one module), as CuPy's RawModule compiles it
-SOURCE = PRELUDE_CUDA + BODY
+SOURCE = PRELUDE_CUDA + BODY + DROPOUT
 
 
 def kernel_name(kind: str, out_dtype=None) -> str:
@@ -169,6 +214,11 @@ KERNEL_NAMES = tuple(kernel_name(k, d) for k in scalar.PER_BLOCK
                      for d in (("float32", "float64") if k == "normal" else (None,)))
 
 
+#: the dropout kernels in SOURCE, by the data's dtype: (forward, backward)
+DROPOUT_NAMES = {"float32": ("philox_dropout_f32", "philox_dropout_backward_f32"),
+                 "float64": ("philox_dropout_f64", "philox_dropout_backward_f64")}
+
+
 def host_source() -> str:
     """The same kernels as C99 functions looping over every block (for the host compiler)."""
-    return PRELUDE_HOST + BODY
+    return PRELUDE_HOST + BODY + DROPOUT

@@ -30,18 +30,23 @@ def _cupy():
 
 def run(kind: str, out, k0, k1, offset, *args) -> None:
     """Fill the 1-D contiguous CuPy array ``out`` with draw ``kind`` at ``offset``, one launch."""
-    cupy = _cupy()
     n = out.shape[0]
     if n == 0:
         return
-    dev = out.device
+    name = kernel_name(kind, out.dtype.name if kind == "normal" else None)
+    launch(name, out, -(-n // scalar.PER_BLOCK[kind]), (out, np.int64(n), k0, k1, offset, *args))
+
+
+def launch(name: str, like, threads: int, args) -> None:
+    """Launch kernel ``name`` of :data:`SOURCE` on ``like``'s device (compiling the module there on
+    first use) over ``threads`` grid-stride threads (at most 32 blocks per SM)."""
+    cupy = _cupy()
+    dev = like.device
     mod = _modules.get(dev.id)
     if mod is None:
         with dev:
             mod = _modules[dev.id] = cupy.RawModule(code=SOURCE, options=OPTIONS)
         _sm_count[dev.id] = dev.attributes["MultiProcessorCount"]
-    name = kernel_name(kind, out.dtype.name if kind == "normal" else None)
-    nb = -(-n // scalar.PER_BLOCK[kind])
-    blocks = max(1, min(-(-nb // THREADS), 32 * _sm_count[dev.id]))
-    with dev:  # launched on out's device, whichever is current
-        mod.get_function(name)((blocks,), (THREADS,), (out, np.int64(n), k0, k1, offset, *args))
+    blocks = max(1, min(-(-threads // THREADS), 32 * _sm_count[dev.id]))
+    with dev:  # launched on like's device, whichever is current
+        mod.get_function(name)((blocks,), (THREADS,), args)
