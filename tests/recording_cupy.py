@@ -19,6 +19,11 @@ its callers inside the package. The rules:
 * **h2d** (host to device, bytes noted): ``asarray``/``array`` of host data (NumPy arrays, lists,
   Python scalars: CuPy allocates and copies a 0-d array for those too), host index arrays and
   host values written by ``__setitem__``.
+* **alloc**: each new device array that owns its memory (results, ``empty``/``zeros``/..., copies
+  from the host); views allocate nothing.
+* **stream**: ``Stream.record()`` and ``Stream.wait_event()`` (which stream waits for which);
+  **wait**: ``Event.synchronize()``, a host wait for one stream's work (a copy), not a device read.
+  ``.set()`` copies say whether their source is pinned (``cupyx.empty_pinned``) and on which stream.
 
 Like CuPy, integer index arrays wrap around where they are out of bounds, and nothing sets
 floating-point warnings.
@@ -85,8 +90,12 @@ class Counts:
     def h2d(self) -> int:
         return self._total("h2d")
 
+    @property
+    def allocs(self) -> int:
+        return self._total("alloc")
+
     def sites(self, kind) -> collections.Counter:
-        """``{site: count}`` for one kind ("launch", "sync", "h2d")."""
+        """``{site: count}`` for one kind ("launch", "sync", "h2d", "alloc")."""
         out = collections.Counter()
         for (k, site, _), n in self.events.items():
             if k == kind:
@@ -302,8 +311,10 @@ class ndarray:
         self._rec.record("launch", "fill")
 
     def set(self, arr, stream=None):
+        where = f"{'pinned' if isinstance(arr, _PinnedArray) else 'pageable'} memory on " + \
+            ("the current stream" if stream is None else stream.name)
         arr = np.asarray(arr)
-        self._rec.record("h2d", ".set()", arr.nbytes)
+        self._rec.record("h2d", f".set() from {where}", arr.nbytes)
         self._a[...] = arr
 
     def __copy__(self):
@@ -393,6 +404,8 @@ def _wrap_indices(key, shape):
 
 
 def _wrap_new(rec, a, base=None, dev=None):
+    if base is None:  # a device array of its own memory (a view has a base)
+        rec.record("alloc", f"{a.shape} {a.dtype}")
     w = object.__new__(ndarray)
     w._a = a
     w._base = base
@@ -563,12 +576,42 @@ class _Device:
 
 
 class _Stream:
-    def __init__(self, rec):
+    """``cupy.cuda.Stream``: ``record`` and ``wait_event`` are counted as kind "stream" (what they
+    order), ``synchronize`` as a sync."""
+
+    def __init__(self, rec, null=True, non_blocking=False, ptds=False):
         self._rec = rec
-        self.ptr = 0
+        self.ptr = 0 if null else id(self)
+        self.name = "the current stream" if null else "a side stream"
 
     def synchronize(self):
         self._rec.record("sync", "Stream.synchronize()")
+
+    def record(self, event=None):
+        self._rec.record("stream", f"record on {self.name}")
+        return _Event(self._rec, self)
+
+    def wait_event(self, event):
+        self._rec.record("stream", f"{self.name} waits for an event on {event.stream.name}")
+
+
+class _Event:
+    """``cupy.cuda.Event`` recorded on ``stream``: a host wait for it is kind "wait" (a wait on that
+    stream's work, not a read of device data)."""
+
+    def __init__(self, rec, stream):
+        self._rec, self.stream = rec, stream
+
+    def synchronize(self):
+        self._rec.record("wait", f"Event.synchronize() on {self.stream.name}")
+
+    def query(self):
+        return True
+
+
+class _PinnedArray(np.ndarray):
+    """A host array from ``cupyx.empty_pinned`` (its views stay pinned), so that ``.set()`` can say
+    whether it copies from page-locked memory."""
 
 
 # -- RawKernel through a host build -------------------------------------------------------------
@@ -731,6 +774,7 @@ def make_modules(rec: Recorder, build_dir) -> dict:
                                              "multiProcessorCount": 132, "major": 9, "minor": 0}
     cuda.runtime = runtime
     cuda.get_current_stream = lambda: _Stream(rec)
+    cuda.Stream = lambda null=False, non_blocking=False, ptds=False: _Stream(rec, null, non_blocking, ptds)
     cupy.cuda = cuda
 
     cupyx = types.ModuleType("cupyx")
@@ -741,6 +785,7 @@ def make_modules(rec: Recorder, build_dir) -> dict:
         un.check_host()
         rec.record("launch", "cupyx.scatter_add")
     cupyx.scatter_add = scatter_add
+    cupyx.empty_pinned = lambda shape, dtype=float, order="C": np.empty(shape, dtype, order).view(_PinnedArray)
     scipy_ = types.ModuleType("cupyx.scipy")
     special = types.ModuleType("cupyx.scipy.special")
     import scipy.special

@@ -13,6 +13,7 @@ import pytest
 
 import backprop_gpu as bg
 from backprop_gpu.amp import lists
+from backprop_gpu.array import get_backend
 from backprop_gpu.tape.mode import state
 
 F = bg.nn.functional
@@ -213,8 +214,8 @@ def test_cache_reuses_a_weights_cast_until_it_changes():
 OVERFLOW_STEPS = {1, 4, 5, 9}  # an inf (or NaN) is put into a gradient on these steps
 
 
-def _scaler_run(lib, opt_name, steps=12, unscale_first=False):
-    """Parameters after each step and the scale after each update, for bg or torch."""
+def _scaler_run(lib, opt_name, steps=12, unscale_first=False, backend="numpy", capturable=False):
+    """Parameters after each step and the scale after each update, for bg (on ``backend``) or torch."""
     rng = np.random.default_rng(3)
     w0, x0 = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
     if lib == "torch":
@@ -223,10 +224,12 @@ def _scaler_run(lib, opt_name, steps=12, unscale_first=False):
         x = torch.tensor(x0)
         opt_mod, scaler = torch.optim, torch.amp.GradScaler("cpu", init_scale=2.0 ** 8, growth_interval=3)
     else:
-        w = bg.tensor(w0, requires_grad=True)
-        x = bg.tensor(x0)
-        opt_mod, scaler = bg.optim, bg.amp.GradScaler("cpu", init_scale=2.0 ** 8, growth_interval=3)
-    opt = opt_mod.SGD([w], lr=0.1, momentum=0.9) if opt_name == "sgd" else opt_mod.Adam([w], lr=0.05)
+        w = bg.tensor(w0, requires_grad=True, device=backend)
+        x = bg.tensor(x0, device=backend)
+        scaler = bg.amp.GradScaler(_device_type(get_backend(backend)), init_scale=2.0 ** 8, growth_interval=3)
+        opt_mod = bg.optim
+    kw = {"capturable": True} if capturable else {}
+    opt = opt_mod.SGD([w], lr=0.1, momentum=0.9, **kw) if opt_name == "sgd" else opt_mod.Adam([w], lr=0.05, **kw)
     params, scales = [], []
     for i in range(steps):
         opt.zero_grad()
@@ -243,11 +246,14 @@ def _scaler_run(lib, opt_name, steps=12, unscale_first=False):
     return params, scales, scaler
 
 
+@pytest.mark.parametrize("capturable", [False, True])
 @pytest.mark.parametrize("unscale_first", [False, True])
 @pytest.mark.parametrize("opt_name", ["sgd", "adam"])
-def test_grad_scaler_matches_torch(opt_name, unscale_first):
+def test_grad_scaler_matches_torch(backend, opt_name, unscale_first, capturable):
+    """The fused path (skip on the device) and unscale_'s, against torch's host-side skip."""
     pytest.importorskip("torch")
-    ours, our_scales, _ = _scaler_run("bg", opt_name, unscale_first=unscale_first)
+    ours, our_scales, _ = _scaler_run("bg", opt_name, unscale_first=unscale_first, backend=backend,
+                                      capturable=capturable)
     theirs, their_scales, _ = _scaler_run("torch", opt_name, unscale_first=unscale_first)
     assert our_scales == their_scales  # skip/backoff on the overflow steps, growth after 3 clean ones
     assert our_scales[:3] == [2.0 ** 8, 2.0 ** 7, 2.0 ** 7]
@@ -294,6 +300,27 @@ def test_grad_scaler_stages_and_state_dict():
     assert off.scale(loss) is loss and off.get_scale() == 1.0 and off.state_dict() == {}
     assert isinstance(scaler._scale, np.ndarray) and scaler._scale.shape == ()  # lives on the device
     assert torch.amp.GradScaler("cpu").state_dict()["scale"] == bg.amp.GradScaler("cpu").state_dict()["scale"]
+
+
+def test_grad_scaler_skip_is_taken_by_every_buffer_on_every_backend(backend):
+    """The found-inf checks run over every flat buffer before any update: an overflow in the last
+    buffer (a float64 group) leaves the first (float32) untouched, and the step counts stay."""
+    a = bg.randn(4, device=backend, requires_grad=True)
+    b = bg.randn(3, device=backend, dtype=bg.float64, requires_grad=True)
+    opt = bg.optim.Adam([{"params": [a]}, {"params": [b]}], lr=0.1)
+    scaler = bg.amp.GradScaler(_device_type(backend), init_scale=8.0)
+    for overflow in (False, True, False):
+        opt.zero_grad()
+        scaler.scale((a * a).sum() + (b * b).sum()).backward()
+        if overflow:
+            b.grad[0] = float("nan")
+        before = [a.numpy().copy(), b.numpy().copy()]
+        scaler.step(opt)
+        scaler.update()
+        changed = [not np.array_equal(x.numpy(), y) for x, y in zip((a, b), before)]
+        assert changed == [not overflow] * 2
+    assert [int(st["step"]) for st in opt.state_dict()["state"].values()] == [2, 2]
+    assert scaler.get_scale() == 4.0
 
 
 def test_grad_scaler_keeps_scale_and_found_inf_on_the_device(backend):
@@ -351,33 +378,61 @@ def test_low_precision_training_on_digits_reaches_float32_accuracy():
 
 # -- the GPU rules, through the recording stand-in for CuPy ---------------------------------
 
-def test_autocast_step_with_scaler_makes_one_sync_the_skip_decision(monkeypatch, tmp_path_factory):
-    """On the CuPy stand-in (tests/recording_cupy.py): an autocast forward, ``scale``, backward,
-    ``unscale_`` and ``update`` read nothing back to the host; ``step`` reads the found-inf flag
-    once (see backprop_gpu/amp/grad_scaler.py for why)."""
+def _optimizer_launches(c):
+    """``{kernel: n}`` of the fused optimizer kernels (update and found-inf check) in counts ``c``."""
+    return {what.split()[-1]: n for (k, site, what), n in c.events.items()
+            if k == "launch" and "RawKernel" in what and "array/optim/" in site}
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+def test_scaled_autocast_step_makes_no_sync_and_skips_on_the_device(monkeypatch, tmp_path_factory, capturable):
+    """On the CuPy stand-in (tests/recording_cupy.py), after a warm-up step: an autocast forward,
+    ``scale``, backward, ``step`` and ``update`` read nothing back to the host, copy nothing to it
+    and (``step``) allocate nothing. Two param groups are two flat buffers: ``step`` is one check
+    launch per buffer, then one update launch per buffer (which unscales and reads the flag), then
+    the step counts' increments. An inf in the second buffer's gradient skips both buffers."""
     import recording_cupy
 
     rec, cupy = recording_cupy.install(monkeypatch, tmp_path_factory.mktemp("rawkernels"))
     bg.manual_seed(0)
     model = bg.nn.Sequential(bg.nn.Linear(6, 8), bg.nn.ReLU(), bg.nn.Linear(8, 3)).to(cupy)
-    opt = bg.optim.Adam(model.parameters(), lr=1e-2)
+    opt = bg.optim.Adam([{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 3e-3}],
+                        lr=1e-2, capturable=capturable)
     scaler = bg.amp.GradScaler("cuda", init_scale=2.0 ** 4, growth_interval=1)
     x = bg.randn(5, 6, device=cupy)
     t = bg.tensor(np.array([0, 1, 2, 1, 0]), device=cupy)
-    w0 = recording_cupy.to_host(model[0].weight.array).copy()
-    with rec.count() as c:
+
+    def train_step(overflow=False):
+        opt.zero_grad()
         with bg.autocast("cuda"):
             out = model(x)
             loss = F.cross_entropy(out, t)
         scaler.scale(loss).backward()
-        scaler.unscale_(opt)
+        if overflow:
+            model[2].bias.grad[1] = float("inf")  # on the device: a launch, no copy
+        with rec.count() as c_step:
+            scaler.step(opt)
+        scaler.update()
+        return out, loss, c_step
+
+    train_step()  # warm-up: device step counts, lr, flags and the kernels are made
+    w0 = [recording_cupy.to_host(p.array).copy() for p in model.parameters()]
+    with rec.count() as c:
+        out, loss, c_step = train_step()
     assert out.dtype == np.float16 and loss.dtype == np.float32
     assert c.syncs == 0, c.table(kinds=("sync",))
+    assert c_step.syncs == 0 and c_step.h2d == 0 and c_step.allocs == 0, c_step.table(kinds=("sync", "h2d", "alloc"))
+    assert _optimizer_launches(c_step) == {"bpg_nonfinite_f32": 2, "bpg_adam_000_f32_d": 2}
+    # besides those: 1/scale, the flag's reset, 1 - found_inf, and each buffer's step count increment
+    assert c_step.launches == 4 + 3 + 2, c_step.table(kinds=("launch",))
+    assert scaler.get_scale() == 2.0 ** 6  # two clean steps, growth_interval 1: grown on the device
+    w1 = [recording_cupy.to_host(p.array).copy() for p in model.parameters()]
+    assert all(not np.array_equal(a, b) for a, b in zip(w0, w1))
     with rec.count() as c:
-        scaler.step(opt)
-    assert c.syncs == 1, c.table(kinds=("sync",))
-    with rec.count() as c:
-        scaler.update()
+        train_step(overflow=True)
     assert c.syncs == 0, c.table(kinds=("sync",))
-    assert scaler.get_scale() == 2.0 ** 5  # a clean step, growth_interval 1: grown on the device
-    assert not np.array_equal(recording_cupy.to_host(model[0].weight.array), w0)
+    for p, w in zip(model.parameters(), w1):  # both buffers skipped, though only the second overflowed
+        np.testing.assert_array_equal(recording_cupy.to_host(p.array), w)
+    assert scaler.get_scale() == 2.0 ** 5  # backed off
+    steps = [int(st["step"]) for st in opt.state_dict()["state"].values()]
+    assert steps == [2, 2, 2, 2]  # the skipped step was not counted (Adam's bias corrections stay torch's)

@@ -33,7 +33,7 @@ import zlib
 import numpy as np
 import pytest
 
-from backprop_gpu.array.optim import get_kernel
+from backprop_gpu.array.optim import get_check, get_kernel
 from backprop_gpu.array.optim import rules
 
 # torch.optim's defaults (torch 2.x); the variants below override them.
@@ -154,10 +154,13 @@ def _transfers(target):
     return (lambda a: a), (lambda a: a)
 
 
-def run_steps(target, name, group, dtype, p0, grads, hyper_dtype=None):
+def run_steps(target, name, group, dtype, p0, grads, hyper_dtype=None, device=False):
     """Run rule ``name`` for ``len(grads)`` steps through ``target``'s kernel; returns host p and states.
 
     ``hyper_dtype``: round the per-step scalars through this dtype first (default: ``dtype``).
+    ``device``: the device-scalar form (capturable optimizers): lr and the step count in device arrays,
+    the per-step scalars computed by the kernel, the count advanced on the device after each launch
+    (the gradients are given scaled by 4 and unscaled by the kernel's ``inv_scale`` of 1/4, exactly).
     """
     rule = rules.get(name)
     flags = rule.flags(group)
@@ -166,8 +169,17 @@ def run_steps(target, name, group, dtype, p0, grads, hyper_dtype=None):
     to_dev, to_host = _transfers(target)
     p = to_dev(p0.astype(dtype))
     states = tuple(to_dev(np.full(p0.shape, fill, dtype)) for _, fill in rule.state_init(flags, group))
-    kernel = get_kernel(target, name, flags, dtype)
+    kernel = get_kernel(target, name, flags, dtype, device=device)
+    if device:
+        step_dev = np.zeros(1)
+        scalars = [to_dev(np.array([group["lr"]])), None, to_dev(np.array([0.25], np.float32)),
+                   to_dev(np.zeros(1, np.float32))]
     for step, g in enumerate(grads, start=1):
+        if device:
+            scalars[1] = to_dev(step_dev)  # the count before this step, as the optimizer keeps it
+            kernel(p, to_dev((g * 4).astype(dtype)), states, rule.consts(group), tuple(scalars))
+            step_dev += 1
+            continue
         hypers = tuple(dtype.type(hround(h)) for h in rule.hypers(group, step, flags))
         kernel(p, to_dev(g.astype(dtype)), states, hypers)
     return to_host(p), [to_host(s) for s in states]
@@ -181,10 +193,40 @@ def rel_err(x, ref):
 TOL = {"float32": dict(p=1e-6, state=1e-6, step=1e-4), "float64": dict(p=1e-12, state=1e-12, step=1e-10)}
 
 
-@pytest.mark.parametrize("target", _targets())
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name,group", CASES)
-def test_kernel_matches_float64_reference(target, dtype, name, group):
+# the device-scalar form (capturable optimizers, GradScaler steps) beside the host-scalar one: every
+# variant where only NumPy runs; on the compiled targets, where each variant is a compilation of its
+# own (~0.5 s), every rule on a quarter of its variants; in the CUDA simulator (~0.4 s a test), each
+# rule's first variant in float32, over 10 steps
+FORMS = pytest.mark.parametrize("device", [False, True], ids=["host-scalars", "device-scalars"])
+DEVICE_CASES = CASES[::4]
+assert {c.values[0] for c in DEVICE_CASES} == set(rules.RULES)
+
+
+def _kernel_params():
+    """(target, dtype, name, group, device) for the kernel tests: every case in the host-scalar form,
+    :data:`DEVICE_CASES` in the device-scalar form (fewer under the simulator)."""
+    out = []
+    for t in _targets():
+        target = t.values[0]
+        for dtype in ("float32", "float64"):
+            first = set()
+            for c in CASES:
+                out.append(pytest.param(target, dtype, *c.values, False, marks=t.marks,
+                                        id=f"{c.id}-{dtype}-{target}"))
+            for c in DEVICE_CASES:
+                if target == "numba-cuda" and (dtype != "float32" or c.values[0] in first):
+                    continue
+                first.add(c.values[0])
+                out.append(pytest.param(target, dtype, *c.values, True, marks=t.marks,
+                                        id=f"{c.id}-device-scalars-{dtype}-{target}"))
+    return out
+
+
+KERNEL_PARAMS = _kernel_params()
+
+
+@pytest.mark.parametrize("target,dtype,name,group,device", KERNEL_PARAMS)
+def test_kernel_matches_float64_reference(target, dtype, name, group, device):
     # the simulator runs a Python thread per CUDA thread: 100 elements still exercise the grid-stride loop
     n = 100 if target == "numba-cuda" else 1000
     rng = np.random.default_rng(zlib.crc32(f"{name}{sorted(group.items())}".encode()))
@@ -192,9 +234,10 @@ def test_kernel_matches_float64_reference(target, dtype, name, group):
     # differs. (Rounded scalars matter: AdamW's float32 1 - lr*wd = 0.999 is off by 1.3e-8, a systematic
     # 6.4e-7 over 50 steps, in torch as here; test_reference_rule_matches_torch_optim covers that path.)
     p0 = rng.standard_normal(n).astype(dtype).astype(np.float64)
-    grads = [rng.standard_normal(n).astype(dtype).astype(np.float64) for _ in range(50)]
+    steps = 10 if device and target == "numba-cuda" else 50
+    grads = [rng.standard_normal(n).astype(dtype).astype(np.float64) for _ in range(steps)]
     ref_p, ref_s = run_steps("numpy", name, group, "float64", p0, grads, hyper_dtype=dtype)
-    p, s = run_steps(target, name, group, dtype, p0, grads)
+    p, s = run_steps(target, name, group, dtype, p0, grads, device=device)
     assert p.dtype == np.dtype(dtype) and all(a.dtype == np.dtype(dtype) for a in s)
     tol = TOL[dtype]
     assert rel_err(p, ref_p) <= tol["p"]
@@ -205,10 +248,8 @@ def test_kernel_matches_float64_reference(target, dtype, name, group):
         assert rel_err(a, b) <= tol["state"]
 
 
-@pytest.mark.parametrize("target", _targets())
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name,group", CASES)
-def test_masked_kernel_updates_only_the_masked_elements(target, dtype, name, group):
+@pytest.mark.parametrize("target,dtype,name,group,device", KERNEL_PARAMS)
+def test_masked_kernel_updates_only_the_masked_elements(target, dtype, name, group, device):
     """The masked form (parameters without a gradient are skipped, as torch.optim skips them):
     unmasked elements and their states keep their bits; masked ones step as the plain kernel does."""
     n = 100 if target == "numba-cuda" else 1000
@@ -223,10 +264,16 @@ def test_masked_kernel_updates_only_the_masked_elements(target, dtype, name, gro
     runs = []
     for masked in (False, True):
         p, states = to_dev(p0.copy()), tuple(to_dev(s.copy()) for s in init)
-        kernel = get_kernel(target, name, flags, dt, masked)
+        kernel = get_kernel(target, name, flags, dt, masked, device)
         for step, g in enumerate(grads, start=1):
+            m = [to_dev(mask)] if masked else []
+            if device:  # the count before this step; inv_scale 1, found_inf 0
+                scalars = tuple(to_dev(np.array([v], t)) for v, t in ((group["lr"], np.float64),
+                                (step - 1, np.float64), (1, np.float32), (0, np.float32)))
+                kernel(p, to_dev(g), states, rule.consts(group), scalars, *m)
+                continue
             hypers = tuple(dt.type(h) for h in rule.hypers(group, step, flags))
-            kernel(p, to_dev(g), states, hypers, *([to_dev(mask)] if masked else []))
+            kernel(p, to_dev(g), states, hypers, *m)
         runs.append((to_host(p), [to_host(s) for s in states]))
     (plain_p, plain_s), (p, s) = runs
     on, off = mask == 1, mask == 0
@@ -236,6 +283,47 @@ def test_masked_kernel_updates_only_the_masked_elements(target, dtype, name, gro
     assert rel_err(p[on], plain_p[on]) <= TOL[dtype]["p"] and np.any(p[on] != p0[on])
     for a, b in zip(s, plain_s):
         assert rel_err(a[on], b[on]) <= TOL[dtype]["state"]
+
+
+@pytest.mark.parametrize("target", _targets())
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_found_inf_check_sets_the_flag_and_the_update_then_skips(target, dtype):
+    """GradScaler's two launches: the check sets found_inf on an inf or NaN anywhere (and never
+    clears it); the device-scalar update then leaves p and every state bit for bit as they were."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    dt = np.dtype(dtype)
+    n = 100 if target == "numba-cuda" else 1000
+    to_dev, to_host = _transfers(target)
+    check = get_check(target, dt)
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal(n).astype(dt)
+    flag = to_dev(np.zeros(1, np.float32))
+    check(to_dev(g), flag)
+    assert to_host(flag)[0] == 0
+    for bad in (np.inf, -np.inf, np.nan):
+        for at in (0, n // 2, n - 1):
+            flag = to_dev(np.zeros(1, np.float32))
+            h = g.copy()
+            h[at] = bad
+            check(to_dev(h), flag)
+            assert to_host(flag)[0] == 1, (bad, at)
+            check(to_dev(g), flag)  # a clean buffer after a bad one: still set
+            assert to_host(flag)[0] == 1
+    if dt.name in ("float16", "float64"):
+        return  # the skip below is dtype-independent code: two dtypes (one 16-bit) keep compile time down
+    group = dict(DEFAULTS["adam"], lr=0.01, amsgrad=True)
+    rule = rules.get("adam")
+    flags = rule.flags(group)
+    kernel = get_kernel(target, "adam", flags, dt, device=True)
+    sdt = np.float32 if dt.itemsize == 2 else dt
+    p0, init = rng.standard_normal(n).astype(dt), [rng.random(n).astype(sdt) for _ in range(3)]
+    p, states = to_dev(p0.copy()), tuple(to_dev(s.copy()) for s in init)
+    scalars = (to_dev(np.array([0.01])), to_dev(np.array([3.0])), to_dev(np.array([0.5], np.float32)), flag)
+    kernel(p, to_dev(h), states, rule.consts(group), scalars)
+    np.testing.assert_array_equal(to_host(p).view(np.uint8), p0.view(np.uint8))
+    for a, a0 in zip(states, init):
+        np.testing.assert_array_equal(to_host(a), a0)
 
 
 # --- the rule descriptions ---------------------------------------------------------------
@@ -283,7 +371,7 @@ def test_numba_kernel_keeps_float32_arithmetic_with_python_float_hypers():
 
 _CACHE_SCRIPT = """
 import numpy as np
-from backprop_gpu.array.optim import get_kernel
+from backprop_gpu.array.optim import get_check, get_kernel
 k = get_kernel("numba", "rmsprop", (True, True, False, False), np.float32)
 p, g, a, b, c = (np.ones(10, np.float32) for _ in range(5))
 k(p, g, (a, b, c), (0.01, 0.99, 0.01, 1e-8, 0.0, 0.9))
@@ -424,21 +512,24 @@ def _torch_kwargs(name, group):
     return {k: group[k] for k in DEFAULTS[name]}
 
 
+@FORMS
 @pytest.mark.parametrize("name,group", CASES)
-def test_reference_rule_matches_torch_transcription(name, group):
+def test_reference_rule_matches_torch_transcription(name, group, device):
     rng = np.random.default_rng(7)
     p0 = rng.standard_normal(200)
     grads = [rng.standard_normal(200) for _ in range(10)]
-    ours, _ = run_steps("numpy", name, group, "float64", p0, grads)
+    ours, _ = run_steps("numpy", name, group, "float64", p0, grads, device=device)
     theirs = TRANSCRIPTIONS[name](p0.copy(), grads, **_torch_kwargs(name, group))
     # the same operations in the same order; lerp's second form (betas[0] = 0.5) differs in the last bits
     np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-15)
 
 
+@FORMS
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name,group", CASES)
-def test_reference_rule_matches_torch_optim(name, group, dtype):
-    """Against torch.optim itself (single-tensor path), where torch is installed."""
+def test_reference_rule_matches_torch_optim(name, group, dtype, device):
+    """Against torch.optim itself (single-tensor path), where torch is installed. (torch's own
+    capturable path needs CUDA tensors; its math is this same path's.)"""
     torch = pytest.importorskip("torch")
     cls = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
            "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
@@ -451,7 +542,7 @@ def test_reference_rule_matches_torch_optim(name, group, dtype):
         tp.grad = torch.from_numpy(g.copy())
         opt.step()
     theirs = tp.detach().numpy()
-    ours, _ = run_steps("numpy", name, group, dtype, p0, grads)
+    ours, _ = run_steps("numpy", name, group, dtype, p0, grads, device=device)
     # float32: the same float32 roundings up to torch's vectorised CPU kernels (FMAs in lerp)
     assert rel_err(ours, theirs) <= (1e-13 if dtype == "float64" else 1e-6)
     assert rel_err(ours - p0, theirs - p0) <= (1e-11 if dtype == "float64" else 1e-4)
@@ -495,6 +586,33 @@ def test_numba_cuda_kernels_compile_to_ptx():
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.strip()) == 4 * len(cases)
+
+
+_DEVICE_PTX_SCRIPT = """
+import json, sys
+from backprop_gpu.array.optim.numba_cuda import compile_ptx_check
+done = 0
+for name, flags in json.loads(sys.argv[1]):
+    ptx = compile_ptx_check(name, tuple(flags), "float32", masked=True, device=True)
+    assert ".visible .entry" in ptx and "ld.global.f64" in ptx, (name, flags)  # lr and step read on the device
+    done += 1
+for dtype in ("float32", "float16"):
+    assert ".visible .entry" in compile_ptx_check("check", (), dtype)
+    done += 1
+print(done)
+"""
+
+
+@pytest.mark.skipif(_nvrtc_reason() is not None, reason=str(_nvrtc_reason()))
+def test_numba_cuda_device_scalar_kernels_and_checks_compile_to_ptx():
+    """Compile check only: one variant per rule (all flags on) of the device-scalar form, masked, and the
+    found-inf check, for real CUDA, in a process without the simulator."""
+    cases = [(name, [True] * len(rules.get(name).flags(dict(DEFAULTS[name])))) for name in rules.RULES]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, "-c", _DEVICE_PTX_SCRIPT, json.dumps(cases)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.strip()) == len(cases) + 2
 
 
 @pytest.mark.parametrize("name,group", [v for v in VARIANTS if v[0] in ("sgd", "adam", "rmsprop")][::3])

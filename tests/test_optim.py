@@ -18,14 +18,14 @@ def make_params(backend, shapes, seed=0, dtype="float32"):
     return [bg.tensor(rng.standard_normal(s).astype(dtype), device=backend, requires_grad=True) for s in shapes]
 
 
-def build(name, variant, params, lr=0.01):
+def build(name, variant, params, lr=0.01, capturable=False):
     g = group_for(name, variant, lr=lr)
-    return optim.OPTIMIZERS[name](params, **g)
+    return optim.OPTIMIZERS[name](params, capturable=capturable, **g)
 
 
-def train(backend, name, variant, steps, shapes=((3, 4), (4,), (2, 3, 2)), dtype="float32"):
+def train(backend, name, variant, steps, shapes=((3, 4), (4,), (2, 3, 2)), dtype="float32", capturable=False):
     params = make_params(backend, shapes, dtype=dtype)
-    opt = build(name, variant, params)
+    opt = build(name, variant, params, capturable=capturable)
     target = [bg.tensor(np.ones(p.shape, dtype), device=backend) for p in params]
     for _ in range(steps):
         opt.zero_grad()
@@ -35,10 +35,23 @@ def train(backend, name, variant, steps, shapes=((3, 4), (4,), (2, 3, 2)), dtype
     return [p.numpy() for p in params], opt
 
 
+# capturable: lr and step counts on the device, the per-step scalars computed in the kernel
+CAPTURABLE = pytest.mark.parametrize("capturable", [False, True], ids=["host-scalars", "capturable"])
+
+
+def _simulator_subset(backend, variant, capturable):
+    """The CUDA simulator (~0.5 s a test) runs the capturable form on each optimizer's first variant;
+    every variant runs on numpy and numba, and as kernels in tests/test_fused_kernels.py."""
+    if capturable and backend.simulated and variant:
+        pytest.skip("capturable in the CUDA simulator: first variant per optimizer only (time)")
+
+
+@CAPTURABLE
 @pytest.mark.parametrize("name,variant", OPT_CASES)
-def test_every_backend_trains_like_numpy(backend, name, variant):
+def test_every_backend_trains_like_numpy(backend, name, variant, capturable):
+    _simulator_subset(backend, variant, capturable)
     ref, _ = train("numpy", name, variant, 10)
-    got, _ = train(backend, name, variant, 10)
+    got, _ = train(backend, name, variant, 10, capturable=capturable)
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
@@ -111,12 +124,13 @@ def test_one_launch_per_param_group_and_dtype():
     np.testing.assert_allclose(c.numpy(), make_params("numba", [(2,)], dtype="float64")[0].numpy() - 0.5)
 
 
+@CAPTURABLE
 @pytest.mark.parametrize("name,variant", OPT_CASES)
-def test_state_dict_round_trip_mid_training_is_exact(name, variant):
-    straight, _ = train("numba", name, variant, 8)
+def test_state_dict_round_trip_mid_training_is_exact(name, variant, capturable):
+    straight, _ = train("numba", name, variant, 8)  # host scalars: the device form is bit-identical
     # 4 steps, save, rebuild everything from the saved state, 4 more steps
     params = make_params("numba", ((3, 4), (4,), (2, 3, 2)))
-    opt = build(name, variant, params)
+    opt = build(name, variant, params, capturable=capturable)
     target = [bg.tensor(np.ones(p.shape, "float32"), device="numba") for p in params]
 
     def steps(opt, params, n):
@@ -127,11 +141,14 @@ def test_state_dict_round_trip_mid_training_is_exact(name, variant):
 
     steps(opt, params, 4)
     saved = opt.state_dict()
+    # torch's layout: capturable optimizers save the step as a float32 tensor
+    assert all(isinstance(st["step"], bg.Tensor) == capturable for st in saved["state"].values())
+    assert [int(st["step"]) for st in saved["state"].values()] == [4, 4, 4]
     values = [p.numpy() for p in params]
     params2 = [bg.tensor(v, device="numba", requires_grad=True) for v in values]
     opt2 = build(name, variant, params2, lr=123.0)  # hyperparameters come back from the state_dict
     opt2.load_state_dict(saved)
-    assert opt2.param_groups[0]["lr"] == 0.01
+    assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[0]["capturable"] == capturable
     steps(opt2, params2, 4)
     for a, b in zip(params2, straight):
         np.testing.assert_array_equal(a.numpy(), b)
@@ -334,12 +351,16 @@ def _skip_schedule_step(params, opt, weights, used):
     opt.step()
 
 
+@CAPTURABLE
 @pytest.mark.parametrize("name,variant", OPT_CASES)
-def test_parameters_without_a_gradient_are_skipped(backend, name, variant):
+def test_parameters_without_a_gradient_are_skipped(backend, name, variant, capturable):
+    """Capturable: the parameters that stepped together share one device count; a step in which only
+    some of them have a gradient splits them, so the launches per step are the same as with host counts."""
+    _simulator_subset(backend, variant, capturable)
     shapes = [(3, 4), (4,), (2, 3)]
     params = make_params(backend, shapes, dtype="float64")
     weights = [bg.tensor(np.random.default_rng(i).uniform(0.5, 2, s), device=backend) for i, s in enumerate(shapes)]
-    opt = build(name, variant, params, lr=0.05)
+    opt = build(name, variant, params, lr=0.05, capturable=capturable)
     # the reference: each parameter alone in its own optimizer, stepped only when it has a gradient
     alone = [bg.tensor(p.numpy(), device=backend, requires_grad=True) for p in params]
     solo = [build(name, variant, [a], lr=0.05) for a in alone]
@@ -359,10 +380,11 @@ def test_parameters_without_a_gradient_are_skipped(backend, name, variant):
                 np.testing.assert_array_equal(params[i].numpy(), before[i])
         for p, a in zip(params, alone):
             np.testing.assert_allclose(p.numpy(), a.numpy(), rtol=1e-13, atol=1e-15)
-    assert [st["step"] for st in opt.state_dict()["state"].values()] == [6, 4, 5]
+    assert [int(st["step"]) for st in opt.state_dict()["state"].values()] == [6, 4, 5]
 
 
-def test_skipped_parameters_match_torch_optim():
+@CAPTURABLE
+def test_skipped_parameters_match_torch_optim(capturable):
     torch = pytest.importorskip("torch")
     shapes = [(3, 4), (4,), (2, 3)]
     weights = [np.random.default_rng(i).uniform(0.5, 2, s) for i, s in enumerate(shapes)]
@@ -371,7 +393,7 @@ def test_skipped_parameters_match_torch_optim():
         ours = [bg.tensor(s, requires_grad=True) for s in start]
         theirs = [torch.tensor(s, requires_grad=True) for s in start]
         g = group_for(name, variant, lr=0.05)
-        opt = optim.OPTIMIZERS[name](ours, **g)
+        opt = optim.OPTIMIZERS[name](ours, capturable=capturable, **g)
         topt = getattr(torch.optim, type(opt).__name__)(theirs, **g)
         for used in _SKIP_SCHEDULE:
             _skip_schedule_step(ours, opt, [bg.tensor(w) for w in weights], used)
@@ -400,3 +422,29 @@ def test_load_state_dict_refuses_missing_moments_and_restores_per_parameter_step
     sd["state"][1]["step"] = -1
     with pytest.raises(ValueError, match="step -1 is not a count"):
         fresh.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_capturable_follows_schedulers_and_lr_writes_like_host_scalars(name):
+    """The device lr is rewritten (one fill launch) in the steps after group['lr'] changed, whoever
+    changed it; the result is bit-identical to the host-scalar form."""
+    runs = []
+    for capturable in (False, True):
+        params = make_params("numba", [(4, 3), (5,)])
+        opt = build(name, 1, params, lr=0.1, capturable=capturable)
+        sched = lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        for k in range(6):
+            opt.zero_grad()
+            sum((p ** 2).sum() for p in params).backward()
+            opt.step()
+            if capturable:  # the lr this step read on the device
+                (f,), = opt._flats
+                assert float(f.lr[0]) == opt.param_groups[0]["lr"]
+            sched.step()
+            if k == 3:
+                opt.param_groups[0]["lr"] = 0.3  # as a user would
+        runs.append([p.numpy() for p in params])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="capturable must be True or False, got 'yes'"):
+        optim.SGD(make_params("numpy", [(2,)]), lr=0.1, capturable="yes")

@@ -198,6 +198,23 @@ def test_low_precision_step_is_the_float32_step_rounded(backend, name, variant, 
 
 
 @pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("name,variant", [("adam", 1), ("sgd", 1)])
+def test_low_precision_capturable_step_is_the_host_scalar_step(backend, name, variant, dtype):
+    """The device-scalar form on 16-bit parameters: the same bits as the host-scalar steps."""
+    p0, grads = _start(dtype)
+    runs = []
+    for capturable in (False, True):
+        p = bg.tensor(p0.copy(), device=backend)
+        opt = optim.OPTIMIZERS[name]([p], capturable=capturable, **_group(name, variant))
+        for g in grads:
+            p.grad = bg.tensor(g.copy(), device=backend)
+            opt.step()
+        runs.append(_bits(p.numpy()))
+    assert np.any(runs[1] != _bits(p0))
+    np.testing.assert_array_equal(*runs)
+
+
+@pytest.mark.parametrize("dtype", LOW)
 def test_low_precision_masked_step_skips_parameters_without_gradient(backend, dtype):
     p0, grads = _start(dtype)
     a, b = bg.tensor(p0.copy(), device=backend), bg.tensor(p0[:7].copy(), device=backend)

@@ -27,7 +27,7 @@ def group_for(name, i, lr=0.01):
 
     sig = inspect.signature(OPTIMIZERS[name].__init__)
     g = {k: p.default for k, p in sig.parameters.items()
-         if k not in ("self", "params", "foreach", "fused")}
+         if k not in ("self", "params", "foreach", "fused", "capturable")}
     g.update(VARIANTS[name][i])
     g["lr"] = lr
     return g

@@ -1,20 +1,24 @@
 """``GradScaler``: dynamic loss scaling, as ``torch.amp.GradScaler``.
 
 The scale, the growth tracker and each device's found-inf flag are 0-d arrays on the
-device, updated there by array arithmetic (``where``), so :meth:`GradScaler.scale`,
+device, updated there, so :meth:`GradScaler.scale`, :meth:`~GradScaler.step`,
 :meth:`~GradScaler.unscale_` and :meth:`~GradScaler.update` read nothing back to the host.
 
-What is fused and what is not:
+A step, as torch's GradScaler steps its fused optimizers:
 
-* :meth:`~GradScaler.unscale_` is one vectorised pass per flat gradient buffer (the
-  optimizer's buffers hold every gradient of a (group, device, dtype)): the inf/NaN test
-  and the multiplication by ``1/scale``, the factor read from device memory. It is not
-  yet inside the optimizer's fused kernel.
-* :meth:`~GradScaler.step` skips the update on overflow by reading the found-inf flag on
-  the host once, as torch's GradScaler does for every optimizer but its fused/capturable
-  ones. Skipping inside the kernel instead would leave the host-side step counts (and with
-  them Adam's bias corrections) one ahead of torch's on every skipped step; it needs the
-  device-side step counts of capturable optimizers, which do not exist yet.
+* ``inv_scale = 1 / scale`` on the device (one launch), the found-inf flag zeroed (one);
+* one check launch per flat gradient buffer (``Backend.found_inf_check``) sets the flag if a
+  gradient is inf or NaN; all of them run before any update launch;
+* the optimizer's step, with the device-scalar form of its fused kernels: each buffer's one
+  launch multiplies its gradients by ``inv_scale`` as it loads them and does nothing if the
+  flag is set; the step counts gain ``1 - found_inf`` on the device, so a skipped step leaves
+  Adam's bias corrections where torch leaves them. The gradients stay scaled, as in torch's
+  fused path. An optimizer a scaler has stepped keeps its step counts and lr on the device
+  from then on (see :mod:`backprop_gpu.optim.optimizer`).
+
+:meth:`~GradScaler.unscale_` keeps torch's explicit semantics: the gradients are divided by
+the scale in place (a check launch and a multiplication per buffer), and the step that
+follows does not unscale again (``inv_scale`` 1) but still skips on the flag.
 """
 from __future__ import annotations
 
@@ -79,6 +83,9 @@ class GradScaler:
             self._backend = None
             self._scale_on = {}  # the scale as a 0-d tensor, per other device (torch's replicator)
             self._per_optimizer_states = {}
+            self._inv_scale = None  # 0-d float32 beside the scale: 1 / scale, recomputed each step
+            self._found_bufs = {}  # (id(optimizer), device): its 0-d float32 found-inf flag, reused
+            self._ones = {}  # device: a 1-element float32 1, the inv_scale of a step after unscale_
 
     # -- scaling ----------------------------------------------------------------------
     def _lazy_init(self, backend) -> None:
@@ -121,34 +128,38 @@ class GradScaler:
         return apply_scale(outputs)
 
     # -- unscaling and the step ---------------------------------------------------------
-    def _unscale_grads_(self, optimizer, inv_scale, found_inf, allow_fp16: bool) -> dict:
+    def _flats(self, optimizer) -> list:
         if not hasattr(optimizer, "flat_groups"):
             raise TypeError(f"GradScaler works with backprop_gpu.optim optimizers (their flat gradient buffers), "
                             f"got {type(optimizer).__name__}")
-        per_device = {}
-        for flat in optimizer.flat_groups:  # syncs every gradient into its flat buffer
-            if not any(flat.has_grad()):
-                continue
-            g = flat.grad
-            if g.dtype == np.float16 and not allow_fp16:
-                raise ValueError("Attempting to unscale FP16 gradients.")
+        return [f for f in optimizer.flat_groups if any(f.has_grad())]  # syncs every gradient into its buffer
+
+    def _check_inf(self, optimizer, flats) -> dict:
+        """``{device: found_inf}``: each device's flag zeroed, then set by one check launch per buffer."""
+        found = {}
+        if len(self._found_bufs) > 64:  # optimizers come and go: keep this from growing without bound
+            self._found_bufs = {}
+        for flat in flats:
             b = flat.backend
-            xp = b.xp
-            key = b.device
-            if key not in per_device:
-                same = b.device == self._backend.device
-                per_device[key] = (found_inf if same else b.asarray(found_inf),
-                                   inv_scale if same else b.asarray(inv_scale))
-            fi, inv = per_device[key]
-            if g.dtype.itemsize == 2:  # float16/bfloat16: test and scale in float32, store rounded
-                wide = g.astype(_f32)
-                bad = ~xp.isfinite(wide).all()
-                g[...] = (wide * inv).astype(g.dtype)
-            else:
-                bad = ~xp.isfinite(g).all()
-                g *= inv.astype(g.dtype)
-            fi[...] = xp.maximum(fi, bad)  # on the device: no host read
-        return {k: v[0] for k, v in per_device.items()}
+            fi = found.get(b.device)
+            if fi is None:
+                key = (id(optimizer), b.device)
+                fi = self._found_bufs.get(key)
+                if fi is None:
+                    fi = self._found_bufs[key] = b.xp.zeros((), dtype=_f32)
+                else:
+                    fi.fill(0)
+                found[b.device] = fi
+            b.found_inf_check(flat.grad, fi.reshape(1))
+        return found
+
+    def _inv_on(self, backend):
+        """1 / scale as a 0-d float32 on ``backend``'s device (torch: the reciprocal in double, then
+        float; the float32 division rounds the same, being correctly rounded either way)."""
+        if self._inv_scale is None:
+            self._inv_scale = self._backend.xp.zeros((), dtype=_f32)
+        self._backend.xp.divide(1.0, self._scale, out=self._inv_scale)
+        return self._inv_scale if backend.device == self._backend.device else backend.asarray(self._inv_scale)
 
     def unscale_(self, optimizer) -> None:
         """Divide ``optimizer``'s gradients by the scale in place, once per step (before
@@ -161,16 +172,26 @@ class GradScaler:
             raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
         if state["stage"] is OptState.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
-        xp = self._backend.xp
-        # torch: the reciprocal in double, then float
-        inv_scale = (1.0 / self._scale.astype(np.float64)).astype(_f32)
-        found_inf = xp.zeros((), dtype=_f32)
-        state["found_inf_per_device"] = self._unscale_grads_(optimizer, inv_scale, found_inf, False)
+        flats = self._flats(optimizer)
+        if any(f.grad.dtype == np.float16 for f in flats):
+            raise ValueError("Attempting to unscale FP16 gradients.")
+        state["found_inf_per_device"] = self._check_inf(optimizer, flats)
+        invs = {}
+        for flat in flats:
+            b, g = flat.backend, flat.grad
+            inv = invs.get(b.device)
+            if inv is None:
+                inv = invs[b.device] = self._inv_on(b)
+            if g.dtype.itemsize == 2:  # bfloat16: scaled in float32, stored rounded
+                g[...] = (g.astype(_f32) * inv).astype(g.dtype)
+            else:
+                b.xp.multiply(g, inv, out=g)
         state["stage"] = OptState.UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
-        """Unscale (unless :meth:`unscale_` did) and run ``optimizer.step(*args, **kwargs)`` unless
-        a gradient is inf or NaN; returns what ``optimizer.step`` returned, or None when skipped."""
+        """Run ``optimizer.step(*args, **kwargs)`` with the gradients unscaled inside its fused launches
+        (unless :meth:`unscale_` already unscaled them) and skipped there, on the device, if any is inf or
+        NaN (see the module docstring); returns what ``optimizer.step`` returned."""
         if not self._enabled:
             return optimizer.step(*args, **kwargs)
         if "closure" in kwargs:
@@ -180,13 +201,31 @@ class GradScaler:
         if state["stage"] is OptState.STEPPED:
             raise RuntimeError("step() has already been called since the last update().")
         if state["stage"] is OptState.READY:
-            self.unscale_(optimizer)
-        if not state["found_inf_per_device"]:
+            flats = self._flats(optimizer)
+            state["found_inf_per_device"] = self._check_inf(optimizer, flats)
+            invs = {f.backend.device: f.backend for f in flats}
+            invs = {dev: self._inv_on(b).reshape(1) for dev, b in invs.items()}
+        else:  # unscale_ did it: the kernels multiply by 1
+            invs = {}
+            for dev in state["found_inf_per_device"]:
+                one = self._ones.get(dev)
+                if one is None:
+                    b = next(f.backend for f in optimizer.flat_groups if f.backend.device == dev)
+                    one = self._ones[dev] = b.xp.ones(1, dtype=_f32)
+                invs[dev] = one
+        found = state["found_inf_per_device"]
+        if not found:
             raise RuntimeError("No inf checks were recorded for this optimizer (it has no gradients).")
-        retval = None
-        # the one host read of a step (see the module docstring): torch's _maybe_opt_step
-        if not sum(float(v) for v in state["found_inf_per_device"].values()):
+        if len(found) > 1:  # every device skips if any overflowed: the sum, copied device to device
+            backends = {f.backend.device: f.backend for f in optimizer.flat_groups}
+            here = self._backend
+            total = sum(v if dev == here.device else here.asarray(v) for dev, v in found.items())
+            found = {dev: (total if dev == here.device else backends[dev].asarray(total)) for dev in found}
+        optimizer._grad_scaling = {dev: (invs[dev], fi.reshape(1)) for dev, fi in found.items()}
+        try:
             retval = optimizer.step(*args, **kwargs)
+        finally:
+            optimizer._grad_scaling = None
         state["stage"] = OptState.STEPPED
         return retval
 
@@ -236,21 +275,27 @@ class GradScaler:
         return self._init_scale if self._scale is None else float(self._scale)
 
     def get_growth_factor(self) -> float:
+        """The factor the scale grows by after ``growth_interval`` steps without Inf/NaN."""
         return self._growth_factor
 
     def set_growth_factor(self, new_factor: float) -> None:
+        """Set the growth factor."""
         self._growth_factor = float(new_factor)
 
     def get_backoff_factor(self) -> float:
+        """The factor the scale is multiplied by after a step with Inf/NaN gradients."""
         return self._backoff_factor
 
     def set_backoff_factor(self, new_factor: float) -> None:
+        """Set the backoff factor."""
         self._backoff_factor = float(new_factor)
 
     def get_growth_interval(self) -> int:
+        """How many consecutive steps without Inf/NaN grow the scale."""
         return self._growth_interval
 
     def set_growth_interval(self, new_interval: int) -> None:
+        """Set the growth interval."""
         self._growth_interval = int(new_interval)
 
     def _get_growth_tracker(self) -> int:
@@ -259,6 +304,7 @@ class GradScaler:
         return self._init_growth_tracker if self._growth_tracker is None else int(self._growth_tracker)
 
     def is_enabled(self) -> bool:
+        """Whether the scaler scales (``enabled=True`` when built)."""
         return self._enabled
 
     def state_dict(self) -> dict:

@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 
-from .optim import get_kernel
+from .optim import get_check, get_kernel
 from .rng import PhiloxGenerator, philox
 from .rng.philox import MAX_SPAN
 
@@ -158,13 +158,20 @@ class Backend:
         self.generator.set_state(state)
 
     # -- fused optimizer kernels ------------------------------------------------
-    def fused_update(self, rule_name: str, flags: tuple, p, g, states: tuple, hypers: tuple, mask=None) -> None:
+    def fused_update(self, rule_name: str, flags: tuple, p, g, states: tuple, hypers: tuple, mask=None,
+                     scalars=None) -> None:
         """Apply optimizer rule ``rule_name`` in place, in one kernel launch; with ``mask`` (uint8, as
-        long as ``p``, on this device) only to the elements where it is nonzero."""
-        if mask is None:
-            get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype)(p, g, states, hypers)
-        else:
-            get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype, True)(p, g, states, hypers, mask)
+        long as ``p``, on this device) only to the elements where it is nonzero. With ``scalars`` (the
+        device arrays lr, step, inv_scale, found_inf), the device-scalar form: ``hypers`` are then the
+        rule's constants (see ``array.optim``)."""
+        k = get_kernel(self.kernels.optim_target, rule_name, flags, p.dtype, mask is not None, scalars is not None)
+        extra = () if scalars is None else (scalars,)
+        k(p, g, states, hypers, *extra, *(() if mask is None else (mask,)))
+        self.launch_count += 1
+
+    def found_inf_check(self, g, found_inf) -> None:
+        """Set the 1-element float32 ``found_inf`` to 1 if ``g`` holds an inf or NaN, in one launch."""
+        get_check(self.kernels.optim_target, g.dtype)(g, found_inf)
         self.launch_count += 1
 
     def __reduce__(self):
@@ -205,6 +212,10 @@ class _DeviceSwitchingBackend(Backend):
     def fused_update(self, *args, **kwargs) -> None:
         self._use_device()
         super().fused_update(*args, **kwargs)
+
+    def found_inf_check(self, *args) -> None:
+        self._use_device()
+        super().found_inf_check(*args)
 
     def _draw(self, *args):
         self._use_device()

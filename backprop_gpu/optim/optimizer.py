@@ -15,6 +15,23 @@ parameter keeps its own step count. A step is one launch per flat buffer
 when every parameter has a gradient; otherwise one masked launch per
 distinct step count among those that do (one, unless some were skipped
 before), never a loop over parameters.
+
+Device scalars. A group built with ``capturable=True``, and every group of an
+optimizer once a ``GradScaler`` has stepped it, keeps its learning rate and
+step counts in 1-element float64 arrays on the buffers' device and launches the
+device-scalar form of the fused kernels (``backprop_gpu.array.optim``): the
+kernel reads ``lr`` and ``step``, computes the bias corrections and other
+per-step scalars itself, multiplies each gradient by the scaler's ``inv_scale``
+and skips the whole step if the scaler's ``found_inf`` is set; the optimizer
+then adds ``1 - found_inf`` to the count, on the device. Per flat buffer a step
+is then the update launch plus that one addition, and no host value enters it:
+``group["lr"]`` (a float, as schedulers set it) is written into the device lr by
+a ``fill`` launch only in the steps after it changed. The counts of parameters
+that took every step together share one device count (a "class"); a step in
+which only some of a class have a gradient splits it (one device copy), and
+each class is one masked launch, as distinct host counts are above.
+``state_dict`` reads the counts back (a sync, off the hot path); capturable
+groups save ``step`` as a float32 tensor, as torch's capturable optimizers do.
 """
 from __future__ import annotations
 
@@ -25,6 +42,7 @@ import numpy as np
 
 from ..tape.mode import enable_grad, no_grad
 from ..tape.tensor import Tensor
+from ..array import get_backend
 from ..array.devices import gpu_array_device
 from ..array.optim import rules as _rules
 from ..array.optim.precision import compute_dtype, native
@@ -64,10 +82,45 @@ def _host_array(v) -> np.ndarray:
         return v.get()
     return np.asarray(v)
 
+
+class _DeviceSteps:
+    """Step counts on the device: one float64 count per class of parameters that stepped together."""
+
+    __slots__ = ("cls", "counts", "views", "n")
+
+    def __init__(self, flat: FlatGroup, host_steps: np.ndarray):
+        # one class per distinct host count (one, usually), uploaded once
+        values, self.cls = np.unique(host_steps, return_inverse=True)
+        self.n = len(values)
+        counts = np.zeros(len(host_steps), dtype=np.float64)
+        counts[:self.n] = values
+        self.counts = flat.backend.asarray(counts)
+        self.views = {}
+
+    def view(self, c: int):
+        """Class ``c``'s count as a 1-element view of :attr:`counts` (made once)."""
+        v = self.views.get(c)
+        if v is None:
+            v = self.views[c] = self.counts[c:c + 1]
+        return v
+
+    def split(self, which: np.ndarray, c: int) -> int:
+        """Move the parameters ``which`` of class ``c`` into a new class with the same count (a device copy)."""
+        new = self.n
+        self.n += 1
+        self.view(new)[...] = self.view(c)
+        self.cls[which] = new
+        return new
+
+    def host(self) -> np.ndarray:
+        """Each parameter's count as host integers (a device-to-host read)."""
+        return _host_array(self.counts)[self.cls].astype(np.int64)
+
+
 class _Flat:
     """One flat buffer of a param group, with its optimizer state and step count."""
 
-    __slots__ = ("flat", "states", "steps", "flags", "masks")
+    __slots__ = ("flat", "states", "steps", "flags", "masks", "dev", "lr", "lr_value")
 
     def __init__(self, flat: FlatGroup):
         self.flat = flat
@@ -75,6 +128,23 @@ class _Flat:
         self.steps = np.zeros(len(flat.params), dtype=np.int64)  # per parameter, as torch.optim counts
         self.flags = None
         self.masks: dict[bytes, object] = {}  # element masks on the device, by parameter selection
+        self.dev = None  # _DeviceSteps once the buffer steps with device scalars (steps then stale)
+        self.lr = None  # the device learning rate, and the host value last written into it
+        self.lr_value = None
+
+    def host_steps(self) -> np.ndarray:
+        """Each parameter's step count on the host (read back from the device in device-scalar mode)."""
+        return self.steps if self.dev is None else self.dev.host()
+
+    def device_lr(self, lr: float):
+        """The 1-element float64 device lr holding ``lr``: a fill launch only when ``lr`` changed."""
+        if self.lr is None:
+            self.lr = self.flat.backend.xp.zeros(1, dtype=np.float64)
+            self.lr_value = 0.0
+        if lr != self.lr_value:
+            self.lr.fill(float(lr))
+            self.lr_value = lr
+        return self.lr
 
     def mask(self, which: np.ndarray):
         """The device mask selecting parameters ``which`` (cached: frozen sets rarely change)."""
@@ -96,6 +166,9 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
         self._flats: list[list[_Flat]] = []
+        self._scaled = False  # a GradScaler stepped this optimizer: every group uses device scalars
+        self._units: dict = {}  # per device: (inv_scale 1, found_inf 0, one) when no scaler drives the step
+        self._grad_scaling = None  # {device: (inv_scale, found_inf)} while a GradScaler runs step()
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of tensors or of dicts, not a single tensor")
         groups = list(params)
@@ -170,6 +243,8 @@ class Optimizer:
     def _validate(self, group: dict) -> None:
         """Raise ValueError for hyperparameters the rule cannot take."""
         _rules.get(self.rule_name).validate(group)
+        if not isinstance(group.get("capturable", False), (bool, np.bool_)):
+            raise ValueError(f"capturable must be True or False, got {group['capturable']!r}")
 
     # -- step ---------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -189,13 +264,20 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         rule = _rules.get(self.rule_name)
+        scaling = self._grad_scaling
+        if scaling is not None:
+            self._scaled = True
+        oks = {}  # per device: 1 - found_inf, what this step adds to the device step counts
         with no_grad():
             for gi, group in enumerate(self.param_groups):
                 self._sync(gi)
                 flags = rule.flags(group)
                 for f in self._flats[gi]:
                     self._ensure_state(f, rule, flags, group)
-                    self._step_flat(f, rule, flags, group)
+                    if self._scaled or group.get("capturable", False):
+                        self._step_flat_device(f, rule, flags, group, scaling, oks)
+                    else:
+                        self._step_flat(f, rule, flags, group)
         return loss
 
     def _step_flat(self, f: _Flat, rule, flags, group) -> None:
@@ -212,6 +294,56 @@ class Optimizer:
         f.steps[has] += 1
         f.flat.bump_versions(None if has.all() else has)
 
+    def _scalars_for(self, b, scaling, oks) -> tuple:
+        """``(inv_scale, found_inf, one_minus_found)`` on backend ``b``'s device for this step."""
+        key = b.device
+        if scaling is None:
+            unit = self._units.get(key)
+            if unit is None:
+                xp = b.xp
+                unit = self._units[key] = (xp.ones(1, dtype=np.float32), xp.zeros(1, dtype=np.float32),
+                                           xp.ones(1, dtype=np.float64))
+            return unit
+        try:
+            inv, found = scaling[key]
+        except KeyError:
+            raise RuntimeError(f"GradScaler recorded no found-inf flag for device {key}, where this optimizer "
+                               f"has parameters") from None
+        ok = oks.get(key)
+        if ok is None:
+            ok = self._units.get(("ok", key))
+            if ok is None:
+                ok = self._units[("ok", key)] = b.xp.zeros(1, dtype=np.float64)
+            b.xp.subtract(1.0, found, out=ok)  # one launch per device and step
+            oks[key] = ok
+        return inv, found, ok
+
+    def _step_flat_device(self, f: _Flat, rule, flags, group, scaling, oks) -> None:
+        """The device-scalar step of one buffer: per class of step counts, one (masked) fused launch that
+        reads lr, step, inv_scale and found_inf on the device, then the count's increment there."""
+        has = np.array(f.flat.has_grad())
+        if not has.any():
+            return
+        b = f.flat.backend
+        if f.dev is None:
+            f.dev = _DeviceSteps(f.flat, f.steps)
+        d = f.dev
+        inv, found, ok = self._scalars_for(b, scaling, oks)
+        lr = f.device_lr(group["lr"])
+        consts = rule.consts(group)
+        states = tuple(f.states[n] for n in rule.state_names(flags))
+        for c in np.unique(d.cls[has]):
+            members = d.cls == c
+            which = has & members
+            if (which != members).any():  # some of the class have no gradient: they part ways here
+                c = d.split(which, int(c))
+            mask = None if which.all() else f.mask(which)
+            count = d.view(int(c))
+            b.fused_update(self.rule_name, flags, f.flat.data, f.flat.grad, states, consts, mask,
+                           (lr, count, inv, found))
+            count += ok  # after the launch that read it: no thread reads the count while it changes
+        f.flat.bump_versions(None if has.all() else has)
+
     @staticmethod
     def _ensure_state(f: _Flat, rule, flags, group) -> None:
         if f.flags == flags:
@@ -226,8 +358,9 @@ class Optimizer:
         """Per-parameter state (host copies) of group ``gi``, in parameter order."""
         out = {}
         for f in self._flats[gi]:
+            steps = f.host_steps()
             for i, p in enumerate(f.flat.params):
-                st = {"step": int(f.steps[i])}
+                st = {"step": int(steps[i])}
                 for name, arr in f.states.items():
                     st[name] = Tensor._make(f.flat.slice_of(arr, i).copy(), f.flat.backend)
                 out[id(p)] = st
@@ -244,6 +377,8 @@ class Optimizer:
             ids = []
             for st in self._state_of_group(gi):
                 if st["step"] > 0:  # as torch.optim: a parameter never stepped has no state
+                    if group.get("capturable", False):  # torch's capturable optimizers save a float32 tensor
+                        st["step"] = Tensor._make(np.array(st["step"], dtype=np.float32), get_backend("numpy"))
                     state[idx] = st
                 ids.append(idx)
                 idx += 1
@@ -283,8 +418,8 @@ class Optimizer:
         * each hyperparameter: one this optimizer has, of the same kind (flag, number, pair),
           finite, and accepted by the constructor's validation (alone and with the others);
           ``initial_lr`` (a scheduler's) must be a valid learning rate. torch's implementation
-          switches (``foreach``, ``fused``, ``capturable``, ``differentiable``) are accepted and
-          dropped, and ``decoupled_weight_decay`` must say what this class does;
+          switches (``foreach``, ``fused``, ``differentiable``) are accepted and dropped,
+          ``capturable`` restored, and ``decoupled_weight_decay`` must say what this class does;
         * each state: a name the rule keeps, a step count, every moment present after a step,
           a numeric array of the parameter's shape; with ``same_dtype`` also of the dtype the
           state is kept in (otherwise it is cast to it, as torch.optim casts to the parameter's).
@@ -311,6 +446,8 @@ class Optimizer:
             if k in torch_switches:
                 if v is not None and not isinstance(v, (bool, np.bool_)):
                     raise refuse(("param_groups", gi, k), f"{v!r} is not None or a bool")
+                if k == "capturable" and k in mine:  # ours: the saved mode comes back (None: not capturable)
+                    return bool(v)
                 return None
             if k == "decoupled_weight_decay":
                 decoupled = self.rule_name == "adamw"
@@ -464,6 +601,7 @@ class Optimizer:
         for f in self._flats[gi]:
             self._ensure_state(f, rule, flags, group)
             f.steps[:] = [_as_count(by_id[id(p)].get("step", 0)) for p in f.flat.params]
+            f.dev = None  # device counts are uploaded again from these at the next device-scalar step
             for i, p in enumerate(f.flat.params):
                 if strict and not f.steps[i]:  # never stepped in the saved run: fresh state, as torch.optim
                     for name, arr in f.states.items():

@@ -218,7 +218,86 @@ def test_every_variant_compiles_with_nvrtc(name):
     assert len(variants) == 2 ** (_n_flags(name) + 1)
 
 
+@pytest.mark.parametrize("name", list(rules.RULES))
+def test_device_scalar_variants_compile_with_nvrtc(name):
+    """Compile check only (no GPU here): every variant of the device-scalar form (capturable optimizers,
+    GradScaler steps) in float32 (masked and not) and float64, the all-off and all-on variants in float16
+    and bfloat16 (the codecs are the host-scalar form's, compiled in test_optim_dtypes), in one NVRTC
+    program per rule (the codecs' include guard lets sources share one), each entry taking what
+    cupy_impl passes."""
+    nvrtc = _nvrtc()
+    rule = rules.get(name)
+    low = ("float16", pytest.importorskip("ml_dtypes").bfloat16)
+    mine = [f for n, f in ALL if n == name]
+    cases = [(f, d, m) for f in mine for d, m in (("float32", False), ("float32", True), ("float64", False))]
+    cases += [(f, d, k % 2 == 1) for k, (f, d) in enumerate((f, d) for f in (mine[0], mine[-1]) for d in low)]
+    srcs = [cuda_source.kernel_source(name, f, d, m, device=True) for f, d, m in cases]
+    ptx = nvrtc_ptx(nvrtc, "\n".join(src for _, src in srcs), f"{name}_device.cu")
+    for (kname, _), (flags, dtype, masked) in zip(srcs, cases):
+        assert f".visible .entry {kname}(" in ptx
+        n_params = 2 + len(rule.state_names(flags)) + 1 + len(rule.const_names) + 4 + masked
+        assert len(re.findall(rf"\.param \.\w+ {kname}_param_\d+", ptx)) == n_params, (flags, dtype)
+    assert len({k for k, _ in srcs}) == len(cases)
+
+
+def test_found_inf_checks_compile_with_nvrtc():
+    nvrtc = _nvrtc()
+    srcs = [cuda_source.check_source(d) for d in DTYPES + ("float16", pytest.importorskip("ml_dtypes").bfloat16)]
+    ptx = nvrtc_ptx(nvrtc, "\n".join(src for _, src in srcs), "checks.cu")
+    for kname, _ in srcs:
+        assert len(re.findall(rf"\.param \.\w+ {kname}_param_\d+", ptx)) == 3
+
+
 # --- the same body on the host -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def host_device_lib(tmp_path_factory):
+    """Every variant's device-scalar host C (float32, float64) and the found-inf checks, in one library."""
+    import ctypes
+
+    d = tmp_path_factory.mktemp("host_c_device")
+    keys = [(n, f, dt) for n, f in ALL for dt in DTYPES]
+    srcs = [cuda_source.host_source(n, f, dt, device=True)[1] for n, f, dt in keys]
+    lib = compile_host_c(d, "\n".join(srcs))
+    fns = {}
+    for name, flags, dt in keys:
+        f = getattr(lib, cuda_source.kernel_name(name, flags, dt, device=True))
+        f.restype = None
+        fns[(name, flags, dt)] = f
+    return fns
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,flags", ALL, ids=ALL_IDS)
+def test_host_build_of_device_scalar_form_matches_numpy_and_skips(host_device_lib, name, flags, dtype):
+    """The generated device-scalar C, built for the host: the per-step scalars computed in the kernel
+    from lr and the step count, gradients unscaled by inv_scale, equal to the NumPy reference's
+    host-scalar steps; with found_inf set, nothing changes."""
+    import ctypes
+
+    f = host_device_lib[(name, flags, dtype)]
+    rule = rules.get(name)
+    group = make_group(name, flags)
+    ptr = ctypes.c_void_p
+    lr, step, inv, found = (np.array([group["lr"]]), np.zeros(1), np.array([0.5], np.float32),
+                            np.zeros(1, np.float32))
+
+    def kernel(arrs, g, hypers):
+        p, *states = arrs
+        g2 = g * 2  # held: a temporary's pointer would dangle
+        f(ptr(p.ctypes.data), ptr(g2.ctypes.data), *[ptr(s.ctypes.data) for s in states],
+          ctypes.c_longlong(p.size), *[ctypes.c_double(c) for c in rule.consts(group)],
+          *[ptr(a.ctypes.data) for a in (lr, step, inv, found)])
+        step[0] += 1
+
+    for k, ours, ref in run_reference_and(kernel, name, flags, dtype):
+        for j, (a, b) in enumerate(zip(ours, ref)):
+            np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=0, err_msg=f"step {k}, array {j}")
+    before = [a.copy() for a in ours]
+    found[0] = 1
+    kernel(ours, np.ones_like(ours[0]), ())
+    for a, b in zip(ours, before):
+        np.testing.assert_array_equal(a, b)
 
 @pytest.fixture(scope="module")
 def host_lib(tmp_path_factory):

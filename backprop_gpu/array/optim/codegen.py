@@ -3,6 +3,20 @@
 A rule's function takes all of its states; a variant keeps only some (see
 ``rules.state_slots``), so the loop passes a zero for the others and drops
 them on return. The math itself is never restated here.
+
+The device-scalar form (``n_consts`` given) is where the kernels' share of
+mixed precision and capturable steps is stated, once for the loop targets
+(``cuda_source`` writes the same steps in C): the loop takes the group
+constants by value and then :data:`DEVICE_SCALARS`, four 1-element device
+arrays, and before touching any element
+
+1. returns at once if ``found_inf[0]`` is nonzero (``GradScaler`` saw an inf
+   or NaN: the whole step is skipped, every buffer alike, since the flag was
+   set by the check launches before any update launch);
+2. evaluates the rule's ``hyper_math`` at ``(lr[0], step[0] + 1, consts)`` in
+   float64 (``step`` holds the count before this step; the optimizer adds one
+   after the launch, on the device) and casts the hypers to the compute dtype;
+3. multiplies every gradient element by ``inv_scale[0]`` as it is loaded.
 """
 from __future__ import annotations
 
@@ -14,8 +28,22 @@ def n_hypers(fn, n_all_states: int) -> int:
     return len(inspect.signature(fn).parameters) - 2 - n_all_states
 
 
+#: the device arrays the device-scalar form takes after the constants: float64 ``lr`` and ``step``
+#: (the count before this step), float32 ``inv_scale`` and ``found_inf`` (``GradScaler``'s, or 1 and 0)
+DEVICE_SCALARS = ("lr", "step", "inv_scale", "found_inf")
+
+
+def device_prelude(n_h: int, n_consts: int) -> str:
+    """Lines that skip on ``found_inf``, compute ``h0..`` from the device scalars (globals ``hfn``, the
+    rule's ``hyper_math``, and ``ct``, the compute dtype) and read the gradient factor ``inv``."""
+    consts = "".join(f", c{k}" for k in range(n_consts))
+    lines = ["if found_inf[0] != 0:", "    return", f"r = hfn(lr[0], step[0] + 1.0{consts})"]
+    lines += [f"h{k} = ct(r[{k}])" for k in range(n_h)] + ["inv = ct(inv_scale[0])"]
+    return "\n".join(lines)
+
+
 def loop_source(name: str, slots: list, n_h: int, header: str, index_range: str, masked: bool = False,
-                codec: tuple | None = None) -> str:
+                codec: tuple | None = None, n_consts: int | None = None) -> str:
     """``def name(p, g, s0.., h0.., z)``: for each i, ``p[i], s[i].. = fn(p[i], g[i], ..)``.
 
     ``masked``: the loop takes a last argument ``m`` and updates only the elements where ``m[i]``
@@ -23,12 +51,21 @@ def loop_source(name: str, slots: list, n_h: int, header: str, index_range: str,
 
     ``codec``: ``(load, store)``, the names of two globals of the loop: ``p`` and ``g`` hold 16-bit
     patterns (float16 or bfloat16 viewed as uint16), read as ``load(p[i])`` (a float32) and written
-    back as ``p[i] = store(new_p)``, so the rule runs in float32 on float32 states."""
+    back as ``p[i] = store(new_p)``, so the rule runs in float32 on float32 states.
+
+    ``n_consts``: the device-scalar form (see the module docstring): ``def name(p, g, s0.., c0..,
+    lr, step, inv_scale, found_inf, z[, m])``."""
     kept = sorted(i for i in slots if i is not None)
     s_args = [f"s{i}" for i in kept]
     h_args = [f"h{i}" for i in range(n_h)]
-    args = ", ".join(["p", "g"] + s_args + h_args + ["z"] + (["m"] if masked else []))
+    device = n_consts is not None
+    scalar_args = [f"c{k}" for k in range(n_consts)] + list(DEVICE_SCALARS) if device else h_args
+    args = ", ".join(["p", "g"] + s_args + scalar_args + ["z"] + (["m"] if masked else []))
+    if device:
+        header = header + "\n" + device_prelude(n_h, n_consts)
     pg = ["p[i]", "g[i]"] if codec is None else [f"{codec[0]}(p[i])", f"{codec[0]}(g[i])"]
+    if device:
+        pg[1] += " * inv"
     call = ", ".join(pg + [("z" if k is None else f"s{k}[i]") for k in slots] + h_args)
     targets = ", ".join(["p[i]" if codec is None else "new_p"] + [("_" if k is None else f"s{k}[i]") for k in slots])
     step = [f"{targets} = fn({call})"] + ([] if codec is None else [f"p[i] = {codec[1]}(new_p)"])

@@ -19,6 +19,14 @@ skips the elements where it is 0. For float16 and bfloat16 parameters ``T`` is
 ``float`` (states, hypers, arithmetic) and ``p``, ``g`` are ``unsigned short``
 bit patterns, decoded and stored (rounded to nearest even) by ``CODEC_C``.
 
+The device-scalar form (``device=True``, see ``codegen``) takes the group's
+constants as ``double``s in place of the hypers, then ``const double* lr_dev,
+const double* step_dev, const float* inv_scale, const float* found_inf``; it
+returns at once when ``*found_inf`` is set, computes the hypers from the rule's
+``hyper_math`` (translated here too, in double, ``**`` as ``pow``) at ``*lr_dev``
+and ``*step_dev + 1``, and multiplies each gradient by ``*inv_scale``.
+``check_source(dtype)`` is the found-inf check launch over a gradient buffer.
+
 Only what the rules use is translated: assignments to names, one tuple return
 at the end, ``if``/``else``, conditional expressions, unary minus, ``+ - * /``,
 single comparisons, ``sqrt(x)``, ``maximum(a, b)`` and numeric literals.
@@ -127,6 +135,12 @@ class _Translator:
         self.states = self.params[2:2 + n_states]
         self.hypers = self.params[2 + n_states:]
         self.slots = rules.state_slots(rule_name, flags)
+        self.scaled = False  # device form: each gradient multiplied by bpg_inv as it is loaded
+
+    allow_pow = False
+
+    def mangle(self, name: str) -> str:
+        return _mangle(name)
 
     def _fail(self, node, what: str):
         raise NotImplementedError(f"cuda_source cannot translate {what} (line {getattr(node, 'lineno', '?')} of "
@@ -183,12 +197,14 @@ class _Translator:
                 return self.literal(v), _ATOM
             if node.id not in self.params and node.id not in self.assigned:
                 self._fail(node, f"the global or undefined name {node.id!r}")
-            return _mangle(node.id), _ATOM
+            return self.mangle(node.id), _ATOM
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             text, prec = self.expr(node.operand)
             if prec < _ATOM or text.startswith("-"):
                 text = f"({text})"  # also keeps "- -x" from becoming the decrement "--x"
             return f"-{text}", _UNARY
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and self.allow_pow:
+            return f"pow({self.expr(node.left)[0]}, {self.expr(node.right)[0]})", _ATOM
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             op, prec = _BINOPS[type(node.op)]
             (lt, lp), (rt, rp) = self.expr(node.left), self.expr(node.right)
@@ -252,11 +268,11 @@ class _Translator:
                 decl = "" if name in self.declared else f"{self.ctype} "
                 self.declared.add(name)
                 self.assigned.add(name)
-                lines.append(f"{indent}{decl}{_mangle(name)} = {value};")
+                lines.append(f"{indent}{decl}{self.mangle(name)} = {value};")
             elif isinstance(s, ast.If):
                 new = [n for n in self._assigned_in([s]) if n not in self.declared]
                 if new:
-                    lines.append(f"{indent}{self.ctype} {', '.join(map(_mangle, new))};")
+                    lines.append(f"{indent}{self.ctype} {', '.join(map(self.mangle, new))};")
                     self.declared.update(new)
                 lines.append(f"{indent}if ({self.expr(s.test)[0]}) {{")
                 lines += self.stmts(s.body, indent + "  ")
@@ -291,7 +307,7 @@ class _Translator:
         self.assigned = set()
         load = (lambda a: a) if self.codec is None else (lambda a: f"{self.codec}_load({a})")
         lines = [f"{indent}{t} {_mangle(self.params[0])} = {load('p[i]')};",
-                 f"{indent}{t} {_mangle(self.params[1])} = {load('g[i]')};"]
+                 f"{indent}{t} {_mangle(self.params[1])} = {load('g[i]')}{' * bpg_inv' if self.scaled else ''};"]
         lines += [f"{indent}{t} {_mangle(s)} = {src};" for s, src in loads]
         lines += self.stmts(stmts[:-1], indent)
         outs = ["p"] + [None if k is None else f"s{k}" for k in self.slots]
@@ -301,19 +317,68 @@ class _Translator:
         lines += [f"{indent}{o}[i] = {e};" for o, e in zip(outs, exprs) if o is not None]
         return lines
 
-    def signature(self, name: str, masked: bool) -> str:
+    def signature(self, name: str, masked: bool, device: "_HyperTranslator | None" = None) -> str:
         t = self.ctype
         kept = sorted(k for k in self.slots if k is not None)
         pt = t if self.codec is None else "unsigned short"
-        args = [f"{pt}* p", f"const {pt}* g", *[f"{t}* s{k}" for k in kept], "long long n",
-                *[f"{t} {_mangle(h)}" for h in self.hypers], *(["const unsigned char* m"] if masked else [])]
+        if device is None:
+            scalars = [f"{t} {_mangle(h)}" for h in self.hypers]
+        else:
+            scalars = [f"double {device.mangle(c)}" for c in device.params[2:]] + \
+                ["const double* lr_dev", "const double* step_dev", "const float* inv_scale", "const float* found_inf"]
+        args = [f"{pt}* p", f"const {pt}* g", *[f"{t}* s{k}" for k in kept], "long long n", *scalars,
+                *(["const unsigned char* m"] if masked else [])]
         return f"void {name}({', '.join(args)})"
 
 
-def kernel_name(rule_name: str, flags: tuple, dtype, masked: bool = False) -> str:
-    """The variant's entry point, e.g. ``bpg_adam_100_f32`` (flags as bits; ``_m`` appended when masked)."""
+class _HyperTranslator(_Translator):
+    """A rule's ``hyper_math`` function as C statements over ``double``: the device form's prelude."""
+
+    allow_pow = True
+
+    def __init__(self, rule_name: str, flags: tuple):
+        self.rule = rules.get(rule_name)
+        self.ctype, self.sqrt, self.codec = "double", "sqrt", None
+        fn = self.rule.hyper_math(flags)
+        self.where = f"rule {rule_name!r} (function {fn.__name__!r})"
+        self.consts = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or ())))
+        self.fdef = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+        a = self.fdef.args
+        if a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs or a.defaults:
+            self._fail(self.fdef, "a signature other than plain positional parameters")
+        self.params = [x.arg for x in a.args]
+        if len(self.params) != 2 + len(self.rule.const_names):
+            raise ValueError(f"{self.where} takes {len(self.params)} parameters; expected lr, step and "
+                             f"{len(self.rule.const_names)} constants")
+        self.hypers = ()  # nothing here is a kernel parameter that must not be assigned
+
+    def mangle(self, name: str) -> str:
+        # apart from the rule body's names (SGD's hyper ``lr`` is also this function's parameter)
+        return f"hp_{name}_"
+
+    def prelude(self, out_ctype: str, indent: str) -> list:
+        """Declare the hypers (``const <out_ctype> <name>_``) from ``*lr_dev`` and ``*step_dev + 1``."""
+        stmts = self._flatten(self.fdef.body)
+        if not stmts or not isinstance(stmts[-1], ast.Return) or stmts[-1].value is None:
+            self._fail(self.fdef, "a function that does not end in `return <hypers>`")
+        ret = stmts[-1].value
+        values = ret.elts if isinstance(ret, ast.Tuple) else [ret]
+        if len(values) != len(self.rule.hyper_names):
+            self._fail(ret, f"a return of {len(values)} values (expected {len(self.rule.hyper_names)} hypers)")
+        self.declared, self.assigned = set(self.params), set()
+        lr, step = (self.mangle(x) for x in self.params[:2])
+        lines = [f"{indent}const double {lr} = lr_dev[0], {step} = step_dev[0] + 1.0;  // the count after this step"]
+        lines += self.stmts(stmts[:-1], indent)
+        lines += [f"{indent}const {out_ctype} {_mangle(h)} = ({out_ctype})({self.expr(v)[0]});"
+                  for h, v in zip(self.rule.hyper_names, values)]
+        return lines
+
+
+def kernel_name(rule_name: str, flags: tuple, dtype, masked: bool = False, device: bool = False) -> str:
+    """The variant's entry point, e.g. ``bpg_adam_100_f32`` (flags as bits; ``_m`` appended when masked,
+    ``_d`` for the device-scalar form)."""
     bits = "".join("1" if f else "0" for f in flags) or "x"
-    return f"bpg_{rule_name}_{bits}_{_CTYPES[_dtype(dtype)][1]}{'_m' if masked else ''}"
+    return f"bpg_{rule_name}_{bits}_{_CTYPES[_dtype(dtype)][1]}{'_m' if masked else ''}{'_d' if device else ''}"
 
 
 def _dtype(dtype) -> str:
@@ -325,28 +390,56 @@ def _dtype(dtype) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _source(rule_name: str, flags: tuple, dtype: str, host: bool, masked: bool) -> tuple[str, str]:
+def _source(rule_name: str, flags: tuple, dtype: str, host: bool, masked: bool,
+            device: bool = False) -> tuple[str, str]:
     tr = _Translator(rule_name, flags, dtype)
-    name = kernel_name(rule_name, flags, dtype, masked)
+    name = kernel_name(rule_name, flags, dtype, masked, device)
     head = f"// {rule_name}, flags {flags}, {dtype}: generated by backprop_gpu.array.optim.cuda_source from " \
            f"rules.{type(tr.rule).__name__}.math\n"
     if tr.codec is not None:
         head += CODEC_C.lstrip("\n")
+    ht = _HyperTranslator(rule_name, flags) if device else None
+    sig = tr.signature(name, masked, ht)
     if host:
-        text = head + f"#include <math.h>\n{tr.signature(name, masked)} {{\n  {_HOST_LOOP} {{\n"
+        text = head + f"#include <math.h>\n{sig} {{\n"
     else:
-        text = head + f'extern "C" __global__ {tr.signature(name, masked)} {{\n  {_DEVICE_LOOP} {{\n'
+        text = head + f'extern "C" __global__ {sig} {{\n'
+    if device:
+        tr.scaled = True
+        text += "  if (found_inf[0] != 0.0f) return;  // GradScaler saw an inf or NaN: the step is skipped\n"
+        text += "\n".join(ht.prelude(tr.ctype, "  ")) + "\n"
+        text += f"  const {tr.ctype} bpg_inv = ({tr.ctype})inv_scale[0];\n"
+    text += f"  {_HOST_LOOP if host else _DEVICE_LOOP} {{\n"
     skip = ["    if (!m[i]) continue;  // a parameter without a gradient this step"] if masked else []
     return name, text + "\n".join(skip + tr.body("    ")) + "\n  }\n}\n"
 
 
-def kernel_source(rule_name: str, flags: tuple, dtype, masked: bool = False) -> tuple[str, str]:
+def kernel_source(rule_name: str, flags: tuple, dtype, masked: bool = False, device: bool = False) -> tuple[str, str]:
     """``(name, source)``: one ``extern "C" __global__`` grid-stride kernel for the variant, for NVRTC.
 
-    ``masked``: a last parameter ``const unsigned char* m``; elements where it is 0 are left alone."""
-    return _source(rule_name, tuple(bool(f) for f in flags), _dtype(dtype), False, bool(masked))
+    ``masked``: a last parameter ``const unsigned char* m``; elements where it is 0 are left alone.
+    ``device``: the device-scalar form (see the module docstring)."""
+    return _source(rule_name, tuple(bool(f) for f in flags), _dtype(dtype), False, bool(masked), bool(device))
 
 
-def host_source(rule_name: str, flags: tuple, dtype, masked: bool = False) -> tuple[str, str]:
+def host_source(rule_name: str, flags: tuple, dtype, masked: bool = False, device: bool = False) -> tuple[str, str]:
     """``(name, source)``: the same translated body in a C99 function looping over ``i < n`` (for tests)."""
-    return _source(rule_name, tuple(bool(f) for f in flags), _dtype(dtype), True, bool(masked))
+    return _source(rule_name, tuple(bool(f) for f in flags), _dtype(dtype), True, bool(masked), bool(device))
+
+
+@functools.lru_cache(maxsize=None)
+def check_source(dtype) -> tuple[str, str]:
+    """``(name, source)``: the found-inf check, ``void name(const T* g, long long n, float* found_inf)``,
+    one grid-stride launch setting ``*found_inf = 1`` if any element is inf or NaN (``rules.nonfinite``:
+    ``x - x`` is NaN exactly then). Threads only ever write 1, so their race is harmless."""
+    dtype = _dtype(dtype)
+    ctype, suffix, _ = _CTYPES[dtype]
+    codec = {"float16": "bpg_f16", "bfloat16": "bpg_bf16"}.get(dtype)
+    gt, load = (ctype, "g[i]") if codec is None else ("unsigned short", f"{codec}_load(g[i])")
+    name = f"bpg_nonfinite_{suffix}"
+    src = (f"// the found-inf check for {dtype} gradients: generated by backprop_gpu.array.optim.cuda_source\n"
+           + (CODEC_C.lstrip("\n") if codec else "")
+           + f'extern "C" __global__ void {name}(const {gt}* g, long long n, float* found_inf) {{\n'
+           f"  int bad = 0;\n  {_DEVICE_LOOP} {{\n    const {ctype} x = {load};\n"
+           f"    if (!(x - x == ({ctype})0)) bad = 1;\n  }}\n  if (bad) found_inf[0] = 1.0f;\n}}\n")
+    return name, src

@@ -90,10 +90,11 @@ def _codecs() -> dict:
     return {name: (jit(load), jit(store)) for name, (load, store) in cast.items()}
 
 
-def build(rule_name, flags, dtype, masked=False):
+def build(rule_name, flags, dtype, masked=False, device=False):
     """``kernel(p, g, states, hypers)``: one in-place pass over 1-D contiguous arrays of ``dtype``,
     parallel from :data:`PARALLEL_MIN` elements. ``masked``: ``kernel(p, g, states, hypers, mask)``
-    updates only the elements where the uint8 ``mask`` is nonzero.
+    updates only the elements where the uint8 ``mask`` is nonzero. ``device``:
+    ``kernel(p, g, states, consts, scalars[, mask])``, the device-scalar form (``codegen``).
 
     float16 and bfloat16 (which Numba's CPU target does not have): ``p`` and ``g`` are viewed as
     uint16, each element decoded to float32, stepped on the float32 states and stored back rounded
@@ -103,11 +104,18 @@ def build(rule_name, flags, dtype, masked=False):
     slots = rules.state_slots(rule_name, flags)
     low = precision.is_low_precision(dtype)
     names = (f"load_{dtype.name}", f"store_{dtype.name}") if low else None  # in the text: one file per dtype
-    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])", masked, names)
+    rule = rules.get(rule_name)
+    n_consts = len(rule.const_names) if device else None
+    src = loop_source("loop", slots, n_hypers(py_fn, len(slots)), "", "numba.prange(p.shape[0])", masked, names,
+                      n_consts)
     fn = numba.njit(**_JIT)(py_fn)
+    ct = precision.compute_dtype(dtype).type
     globals_ = {"fn": fn, **(dict(zip(names, _codecs()[dtype.name])) if low else {})}
+    if device:  # the compute dtype's name is in the text (ct = float32 or float64), so one file per dtype
+        src = src.replace("ct(", f"ct_{ct.__name__}(")
+        globals_.update({"hfn": numba.njit(**_JIT)(rule.hyper_math(flags)), f"ct_{ct.__name__}": ct})
     stem = f"{rule_name}_{''.join('1' if f else '0' for f in flags)}{'_masked' if masked else ''}" \
-           f"{'_' + dtype.name if low else ''}"
+           f"{'_dev' if device else ''}{'_' + dtype.name if low or device else ''}"
     try:
         py_loop = _module_from_file(src, stem, globals_).loop
         cache = True
@@ -127,6 +135,46 @@ def build(rule_name, flags, dtype, masked=False):
             p, g = p.view(np.uint16), g.view(np.uint16)
         # hypers in the compute dtype: float32 arrays keep float32 arithmetic and one compiled signature
         loop(p, g, *states, *[t(h) for h in hypers], zero, *mask)
+
+    def device_kernel(p, g, states, consts, scalars, *mask):
+        loop = parallel if p.shape[0] >= PARALLEL_MIN else serial
+        if low:
+            p, g = p.view(np.uint16), g.view(np.uint16)
+        loop(p, g, *states, *[np.float64(c) for c in consts], *scalars, zero, *mask)
+    k = device_kernel if device else kernel
     # for inspection (signatures, cache hits): the serial loop, which small buffers take
-    kernel.dispatcher, kernel.parallel_dispatcher = serial, parallel
-    return kernel
+    k.dispatcher, k.parallel_dispatcher = serial, parallel
+    return k
+
+
+@functools.lru_cache(maxsize=None)
+def _check_loops():
+    """The found-inf check over float32/float64 and over uint16 patterns (per codec), serial and parallel:
+    ``{key: (serial, parallel)}``; the sum reduction is what ``prange`` parallelises."""
+    nonfinite = numba.njit(**_JIT)(rules.nonfinite)
+
+    def make(load):
+        def check(g, found_inf):
+            bad = 0.0
+            for i in numba.prange(g.shape[0]):
+                bad += nonfinite(load(g[i]))
+            if bad != 0:
+                found_inf[0] = 1.0
+        return numba.njit(**_JIT)(check), numba.njit(parallel=True, **_JIT)(check)
+    out = {"float": make(numba.njit(**_JIT)(lambda x: x))}
+    for name, (load, _) in _codecs().items():
+        out[name] = make(load)
+    return out
+
+
+def build_check(dtype):
+    """``check(g, found_inf)``: ``found_inf[0] = 1`` if ``g`` holds an inf or NaN (one pass, parallel from
+    :data:`PARALLEL_MIN` elements)."""
+    low = precision.is_low_precision(dtype)
+    serial, parallel = _check_loops()[dtype.name if low else "float"]
+
+    def check(g, found_inf):
+        if low:
+            g = g.view(np.uint16)
+        (parallel if g.shape[0] >= PARALLEL_MIN else serial)(g, found_inf)
+    return check

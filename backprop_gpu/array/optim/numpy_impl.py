@@ -8,15 +8,17 @@ from __future__ import annotations
 import numpy as np
 
 from .precision import compute_dtype
-from .rules import scalar_fn, state_slots
+from .rules import get, scalar_fn, state_slots
 
 
-def build(rule_name, flags, dtype, masked=False):
+def build(rule_name, flags, dtype, masked=False, device=False):
     """``kernel(p, g, states, hypers)``: the rule on whole arrays of ``dtype``, results written back in place.
 
     float16 and bfloat16 ``p`` and ``g`` are computed in float32 (the states' dtype) and ``p`` is stored
     back with NumPy's (or ``ml_dtypes``') cast, which rounds to nearest even.
-    ``masked``: ``kernel(p, g, states, hypers, mask)`` writes only where ``mask`` is nonzero."""
+    ``masked``: ``kernel(p, g, states, hypers, mask)`` writes only where ``mask`` is nonzero.
+    ``device``: ``kernel(p, g, states, consts, scalars[, mask])``, the device-scalar form (see
+    ``codegen``), the same steps as the compiled targets take them."""
     fn = scalar_fn(rule_name, flags, np.sqrt, np.maximum)
     slots = state_slots(rule_name, flags)
     ct = compute_dtype(dtype)
@@ -24,8 +26,19 @@ def build(rule_name, flags, dtype, masked=False):
     t = ct.type
     zero = t(0)
 
-    def kernel(p, g, states, hypers, mask=None):
+    hfn = get(rule_name).hyper_math(flags)
+
+    def device_kernel(p, g, states, consts, scalars, mask=None):
+        lr, step, inv_scale, found_inf = scalars
+        if found_inf[0] != 0:
+            return
+        hypers = hfn(float(lr[0]), float(step[0]) + 1.0, *(float(c) for c in consts))
+        kernel(p, g, states, hypers, mask, t(inv_scale[0]))
+
+    def kernel(p, g, states, hypers, mask=None, inv=None):
         pc, gc = (p.astype(ct), g.astype(ct)) if low else (p, g)
+        if inv is not None:
+            gc = gc * inv
         # hypers in the compute dtype, as the compiled targets take them (a float64 scalar would promote)
         res = fn(pc, gc, *[zero if k is None else states[k] for k in slots], *[t(h) for h in hypers])
         outs = [p] + [None if k is None else states[k] for k in slots]
@@ -37,4 +50,15 @@ def build(rule_name, flags, dtype, masked=False):
                     dst[...] = r
                 else:
                     np.copyto(dst, r, where=mask.view(bool))
-    return kernel  # the same function either way: the mask is optional here
+    # the same function either way: the mask is optional here
+    return device_kernel if device else kernel
+
+
+def build_check(dtype):
+    """``check(g, found_inf)``: ``found_inf[0] = 1`` if ``g`` holds an inf or NaN."""
+    low = compute_dtype(dtype) != np.dtype(dtype)
+
+    def check(g, found_inf):
+        if not np.isfinite(g.astype(np.float32) if low else g).all():
+            found_inf[0] = 1
+    return check

@@ -29,6 +29,18 @@ booleans; ``state_names(flags)``, the states that variant keeps, and
 ``all_states``, the states its function takes; ``hyper_names``, the per-launch
 scalars in order, produced by ``hypers(group, step, flags)``; and
 ``math(flags, sqrt, maximum)``, the scalar function.
+
+The per-step scalars are themselves stated once, as a second scalar function
+``hyper_math(flags)``: ``fn(lr, step, *consts) -> hypers`` over the learning
+rate, the (1-based) step count and the group's other constants
+(``const_names``, from ``consts(group)``). The host evaluates it in float64
+(:meth:`Rule.hypers`); in the device-scalar form of the kernels (capturable
+optimizers, and steps driven by ``GradScaler``) every target evaluates the
+same function at the top of the kernel, in float64, from ``lr`` and ``step``
+read out of 1-element device arrays, so the two forms agree bit for bit and no
+host value enters a step. That form also multiplies each gradient by the
+device ``inv_scale`` and skips the whole launch when the device ``found_inf``
+is set (``codegen.DEVICE_SCALARS``).
 """
 from __future__ import annotations
 
@@ -63,6 +75,8 @@ class Rule:
     all_states: tuple = ()
     #: the per-launch scalars the function takes after its states, in order (see :meth:`hypers`)
     hyper_names: tuple = ()
+    #: the group constants ``hyper_math``'s function takes after ``lr`` and ``step``, in order
+    const_names: tuple = ()
 
     def state_init(self, flags, group) -> list[tuple[str, float]]:
         """(state name, initial fill) for each flat state buffer this variant keeps."""
@@ -71,13 +85,23 @@ class Rule:
     def state_names(self, flags) -> tuple:
         return tuple(n for n, _ in self.state_init(flags, {"initial_accumulator_value": 0.0}))
 
+    def consts(self, group) -> tuple:
+        """The group's values of ``const_names`` (Python numbers): kernel arguments in the device form."""
+        raise NotImplementedError
+
+    def hyper_math(self, flags):
+        """``fn(lr, step, *consts) -> hypers`` (``hyper_names`` order): plain arithmetic (``+ - * / **``,
+        conditional expressions), evaluated on the host in float64 and translated for the kernels'
+        device form."""
+        raise NotImplementedError
+
     def hypers(self, group, step: int, flags) -> tuple:
         """The scalars named by ``hyper_names`` for step ``step`` (1-based), as Python numbers.
 
         Cast them to the parameters' dtype for the launch; being computed here
         from an integer step, they never need a read back from the device.
         """
-        raise NotImplementedError
+        return tuple(float(h) for h in self.hyper_math(flags)(group["lr"], step, *self.consts(group)))
 
     def math(self, flags, sqrt, maximum):
         """``fn(p, g, *all_states, *hypers) -> (p, *all_states)`` for variant ``flags``.
@@ -118,9 +142,16 @@ class SGD(Rule):
     def state_init(self, flags, group):
         return [("momentum_buffer", 0.0)] if flags[0] else []
 
-    def hypers(self, group, step, flags):
-        first = 1.0 if step == 1 else 0.0  # torch: buf is None on the first step, so buf = g
-        return (group["lr"], group["weight_decay"], group["momentum"], 1 - group["dampening"], first)
+    const_names = ("weight_decay", "momentum", "dampening")
+
+    def consts(self, group):
+        return (group["weight_decay"], group["momentum"], group["dampening"])
+
+    def hyper_math(self, flags):
+        def sgd_hypers(lr, step, wd, momentum, dampening):
+            first = 1.0 if step == 1 else 0.0  # torch: buf is None on the first step, so buf = g
+            return lr, wd, momentum, 1 - dampening, first
+        return sgd_hypers
 
     def math(self, flags, sqrt, maximum):
         use_momentum, nesterov, decay, maximize = flags
@@ -146,7 +177,7 @@ class Adagrad(Rule):
     """``torch.optim.Adagrad`` (``_single_tensor_adagrad``)::
 
         g = -g if maximize;  g = g + wd * p
-        clr = lr / (1 + (step - 1) * lr_decay)          # on the host
+        clr = lr / (1 + (step - 1) * lr_decay)          # hyper_math
         sum = sum + g * g
         p = p - clr * (g / (sqrt(sum) + eps))
 
@@ -170,8 +201,15 @@ class Adagrad(Rule):
     def state_init(self, flags, group):
         return [("sum", float(group.get("initial_accumulator_value", 0.0)))]
 
-    def hypers(self, group, step, flags):
-        return (group["lr"] / (1 + (step - 1) * group["lr_decay"]), group["weight_decay"], group["eps"])
+    const_names = ("lr_decay", "weight_decay", "eps")
+
+    def consts(self, group):
+        return (group["lr_decay"], group["weight_decay"], group["eps"])
+
+    def hyper_math(self, flags):
+        def adagrad_hypers(lr, step, lr_decay, wd, eps):
+            return lr / (1 + (step - 1) * lr_decay), wd, eps
+        return adagrad_hypers
 
     def math(self, flags, sqrt, maximum):
         decay, maximize = flags
@@ -211,8 +249,15 @@ class Adadelta(Rule):
     def state_init(self, flags, group):
         return [("square_avg", 0.0), ("acc_delta", 0.0)]
 
-    def hypers(self, group, step, flags):
-        return (group["lr"], group["rho"], 1 - group["rho"], group["eps"], group["weight_decay"])
+    const_names = ("rho", "eps", "weight_decay")
+
+    def consts(self, group):
+        return (group["rho"], group["eps"], group["weight_decay"])
+
+    def hyper_math(self, flags):
+        def adadelta_hypers(lr, step, rho, eps, wd):
+            return lr, rho, 1 - rho, eps, wd
+        return adadelta_hypers
 
     def math(self, flags, sqrt, maximum):
         decay, maximize = flags
@@ -263,8 +308,15 @@ class RMSprop(Rule):
             s.append(("grad_avg", 0.0))
         return s
 
-    def hypers(self, group, step, flags):
-        return (group["lr"], group["alpha"], 1 - group["alpha"], group["eps"], group["weight_decay"], group["momentum"])
+    const_names = ("alpha", "eps", "weight_decay", "momentum")
+
+    def consts(self, group):
+        return (group["alpha"], group["eps"], group["weight_decay"], group["momentum"])
+
+    def hyper_math(self, flags):
+        def rmsprop_hypers(lr, step, alpha, eps, wd, momentum):
+            return lr, alpha, 1 - alpha, eps, wd, momentum
+        return rmsprop_hypers
 
     def math(self, flags, sqrt, maximum):
         use_momentum, centered, decay, maximize = flags
@@ -294,7 +346,7 @@ class Adam(Rule):
         g = -g if maximize;  g = g + wd * p           # AdamW instead: p = p * (1 - lr * wd)
         m = m + (1 - beta1) * (g - m)                  # exp_avg.lerp_(g, 1 - beta1)
         v = v * beta2 + (1 - beta2) * g * g
-        step_size = lr / (1 - beta1**step); bc2_sqrt = (1 - beta2**step) ** 0.5   # on the host
+        step_size = lr / (1 - beta1**step); bc2_sqrt = (1 - beta2**step) ** 0.5   # hyper_math
         vmax = maximum(vmax, v) if amsgrad
         p = p - step_size * (m / (sqrt(vmax or v) / bc2_sqrt + eps))
 
@@ -322,13 +374,18 @@ class Adam(Rule):
             s.append(("max_exp_avg_sq", 0.0))
         return s
 
-    def hypers(self, group, step, flags):
+    const_names = ("beta1", "beta2", "eps", "weight_decay")
+
+    def consts(self, group):
         b1, b2 = group["betas"]
-        lr = group["lr"]
-        bc1 = 1 - b1 ** step
-        bc2 = 1 - b2 ** step
-        wd = group["weight_decay"]
-        return (1 - b1, b2, 1 - b2, group["eps"], wd, 1 - lr * wd, lr / bc1, bc2 ** 0.5)
+        return (b1, b2, group["eps"], group["weight_decay"])
+
+    def hyper_math(self, flags):
+        def adam_hypers(lr, step, b1, b2, eps, wd):
+            bc1 = 1 - b1 ** step
+            bc2 = 1 - b2 ** step
+            return 1 - b1, b2, 1 - b2, eps, wd, 1 - lr * wd, lr / bc1, bc2 ** 0.5
+        return adam_hypers
 
     def math(self, flags, sqrt, maximum):
         amsgrad, decay, maximize = flags
@@ -375,6 +432,13 @@ def scalar_fn(name: str, flags: tuple, sqrt=math.sqrt, maximum=max):
     """The rule's update ``fn(p, g, *all_states, *hypers) -> (p, *all_states)`` for one variant,
     with the target's ``sqrt`` and ``maximum`` (scalar or array functions)."""
     return get(name).math(flags, sqrt, maximum)
+
+
+def nonfinite(x):
+    """1.0 where ``x`` is inf or NaN, else 0.0 (``x - x`` is NaN exactly then): the per-element test of
+    the found-inf check launch (``GradScaler``), compiled by the CPU and CUDA targets and written as
+    the same expression in ``cuda_source``."""
+    return 0.0 if x - x == 0 else 1.0
 
 
 def prepare_hypers(name: str, group: dict, step: int) -> tuple:
