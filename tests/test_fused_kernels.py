@@ -389,6 +389,14 @@ def test_numba_loops_are_cached_on_disk(tmp_path):
     assert len(list((tmp_path / "backprop_gpu_fused").glob("rmsprop_1100_*.py"))) == 1
 
 
+def test_numba_serial_and_parallel_loops_have_their_own_cache_files():
+    """Numba's cache keys a function by name and line, not by ``parallel=True``: under one name the
+    parallel loop loaded the serial one's machine code from the cache (or the other way round)."""
+    k = get_kernel("numba", "sgd", (True, False, False, False), np.float32)
+    files = [d._cache._cache_file._index_name for d in (k.dispatcher, k.parallel_dispatcher)]
+    assert files[0] != files[1]
+
+
 def test_numba_loop_compiles_in_memory_when_the_cache_dir_is_unwritable(tmp_path, monkeypatch):
     from backprop_gpu.array.optim import numba_cpu
 

@@ -14,7 +14,6 @@ element) take the parallel one, on the workqueue threading layer (see
 """
 from __future__ import annotations
 
-from types import FunctionType
 
 import numba
 import numpy as np
@@ -22,20 +21,11 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ..optim.numba_cpu import PARALLEL_MIN, _prefer_workqueue
+from ..optim.numba_cpu import PARALLEL_MIN, _prefer_workqueue, renamed
 from ..namespace import ArrayNamespace
 from .reference import INV_SQRT2, INV_SQRT2PI, TANH_C, TANH_K, pool_out_size
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _renamed(fn, suffix):
-    """``fn`` under its name plus ``suffix``. Numba's disk cache keys a function by its name, line
-    and bytecode, not by its compile options: compiled under one name, the parallel version loaded
-    the serial one's machine code from the cache (or the serial the parallel's), and ran serial."""
-    g = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
-    g.__qualname__, g.__module__ = fn.__qualname__ + suffix, fn.__module__
-    return g
 
 
 def _kernel(fn=None, cost=1, **opts):
@@ -50,7 +40,7 @@ def _kernel(fn=None, cost=1, **opts):
         return lambda f: _kernel(f, cost, **opts)
     jit = dict(cache=True, error_model="numpy", nogil=True, **opts)
     serial = numba.njit(**jit)(fn)
-    parallel = numba.njit(parallel=True, **jit)(_renamed(fn, "_parallel"))
+    parallel = numba.njit(parallel=True, **jit)(renamed(fn, "_parallel"))
 
     def is_parallel(first):
         return first.size * cost >= PARALLEL_MIN  # the global read at call time (tests lower it)

@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from types import FunctionType
 
 import numba
 import numpy as np
@@ -56,6 +57,15 @@ def source_dir() -> Path:
         return Path(os.environ["NUMBA_CACHE_DIR"]) / "backprop_gpu_fused"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "backprop_gpu" / "fused"
+
+
+def renamed(fn, suffix):
+    """``fn`` under its name plus ``suffix``. Numba's disk cache keys a function by its name, line
+    and bytecode, not by its compile options: compiled under one name, the parallel version loaded
+    the serial one's machine code from the cache (or the serial the parallel's), and ran serial."""
+    g = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    g.__qualname__, g.__module__ = fn.__qualname__ + suffix, fn.__module__
+    return g
 
 
 def _module_from_file(src: str, stem: str, globals_: dict):
@@ -125,7 +135,7 @@ def build(rule_name, flags, dtype, masked=False, device=False):
         py_loop, cache = ns["loop"], False
     # both compile lazily, on first use; prange runs as range in the serial one
     serial = numba.njit(cache=cache, **_JIT)(py_loop)
-    parallel = numba.njit(parallel=True, cache=cache, **_JIT)(py_loop)
+    parallel = numba.njit(parallel=True, cache=cache, **_JIT)(renamed(py_loop, "_parallel"))
     t = precision.compute_dtype(dtype).type
     zero = t(0)
 
