@@ -48,16 +48,22 @@ class _Hooks(dict):
     """A tensor's or node's hooks by handle id (a dict subclass, so a handle can refer to it weakly)."""
 
 
+def _register(owner, slot: str, hook, what: str) -> RemovableHandle:
+    if not callable(hook):
+        raise TypeError(f"{what} expects a callable, got {type(hook).__name__}")
+    hooks = getattr(owner, slot, None)
+    if hooks is None:
+        hooks = _Hooks()
+        setattr(owner, slot, hooks)
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
 def add(owner, hook) -> RemovableHandle:
     """Register ``hook`` on ``owner`` (a node or a leaf tensor, each with a ``_hooks`` slot)."""
     global registered
-    if not callable(hook):
-        raise TypeError(f"register_hook expects a callable, got {type(hook).__name__}")
-    hooks = getattr(owner, "_hooks", None)
-    if hooks is None:
-        hooks = owner._hooks = _Hooks()
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
+    handle = _register(owner, "_hooks", hook, "register_hook")
     registered += 1
     return handle
 
@@ -66,13 +72,7 @@ def add_post_accumulate(leaf, hook) -> RemovableHandle:
     """Register ``hook(leaf)`` to run when ``leaf.grad`` is final in a backward (a leaf's
     ``_post_accumulate_hooks`` slot)."""
     global post_registered
-    if not callable(hook):
-        raise TypeError(f"register_post_accumulate_grad_hook expects a callable, got {type(hook).__name__}")
-    hooks = getattr(leaf, "_post_accumulate_hooks", None)
-    if hooks is None:
-        hooks = leaf._post_accumulate_hooks = _Hooks()
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
+    handle = _register(leaf, "_post_accumulate_hooks", hook, "register_post_accumulate_grad_hook")
     post_registered += 1
     return handle
 
