@@ -114,3 +114,25 @@ def test_every_op_runs_on_its_tensors_gpu(monkeypatch, tmp_path_factory):
     assert all(p.device == "cuda:1" for p in model.parameters()) and w0.grad.device == "cuda:0"
     assert np.isfinite(loss.item())
     np.testing.assert_array_equal(w0.grad.numpy(), np.full((3, 3), 4.0))
+
+
+@pytest.mark.gpu
+def test_cupy_and_numba_cuda_on_one_gpu_trade_tensors_on_the_device(monkeypatch):
+    """The numba-cuda backend's kernels take CuPy arrays (``__cuda_array_interface__``): a tensor
+    moves between the two backends of one GPU without a trip through host memory, and a numba-cuda
+    optimizer step runs on the moved CuPy arrays."""
+    from backprop_gpu.array import modules
+
+    def refuse(self, arr):
+        raise AssertionError("a move between two backends of one GPU went through the host")
+    x = bg.tensor(np.arange(6.0, dtype=np.float32), device="cupy:0", requires_grad=True)
+    monkeypatch.setattr(modules.CupyArrays, "to_host", refuse)
+    y = x.detach().to("numba-cuda:0").requires_grad_(True)
+    back = y.to("cupy:0")
+    assert y.backend.name == "numba-cuda" and type(y.array).__module__.startswith("cupy")
+    opt = bg.optim.SGD([y], lr=0.5)
+    (y * y).sum().backward()
+    opt.step()  # a numba-cuda kernel launched on CuPy arrays
+    monkeypatch.undo()
+    np.testing.assert_allclose(y.numpy(), np.arange(6.0) * 0.0, atol=0)  # y - 0.5 * 2y
+    np.testing.assert_array_equal(back.numpy(), np.arange(6.0))

@@ -38,6 +38,8 @@ PARAMS = {"relu": 2, "bias_relu": 4, "relu_backward": 4, "relu_backward_colsum":
           "ce_backward": 13, "class_target_stats": 6, "gelu": 4, "gelu_backward": 5, "scatter_add_rows": 6}
 # the row kernels: softmax and log-softmax over the last axis, LayerNorm over rows
 PARAMS |= {"softmax": 5, "softmax_backward": 6, "layer_norm": 11, "layer_norm_backward": 14, "layer_norm_colsums": 8}
+# batch normalisation
+PARAMS |= {"bn_stats": 6, "bn_forward": 12, "bn_backward_sums": 12, "bn_backward_input": 13}
 
 
 @pytest.fixture
@@ -414,3 +416,64 @@ def test_layer_norm_kernels_match_reference(stand_in, ref, dtype):
                     scale = max(float(np.abs(r).max()), 1.0)
                     np.testing.assert_allclose(_host(a), r, rtol=LN_RTOL[dtype], atol=LN_RTOL[dtype] * scale,
                                                err_msg=f"{what} {needs} gradient {k}")
+
+
+def test_float32_batch_norm_passes_stay_in_float(ptx):
+    # the per-channel sums accumulate in double by design; the per-element passes compute in float
+    # (the input's gradient only loads the double sums and rounds them to float, per element)
+    def entry(kernel):
+        return ptx.split(f".entry {cuda.kernel_name(kernel, 'float32')}(")[1].split(".entry")[0]
+    assert ".f64" not in entry("bn_forward")
+    assert not re.findall(r"\b(?:add|sub|mul|div|fma)\.\w*\.?f64", entry("bn_backward_input"))
+
+
+BN_RTOL = {"float32": 2e-5, "float64": 1e-12}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_kernels_match_reference(stand_in, ref, dtype):
+    """Statistics, the affine pass (with the fused ReLU) and the backward (masked by the ReLU's output
+    or not) against the reference, for (N, C) and (N, C, H, W) data with and without weight and bias:
+    one launch each, two for the backward with the input's gradient, no sync, no copy."""
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    rng = np.random.default_rng(9)
+    for shape in [(1, 1), (5, 3), (4, 2, 3, 3), (2, 7, 1, 5), (64, 4)]:
+        x = _rand(rng, dtype, *shape) * 2 + 5  # a mean far from zero
+        g = _rand(rng, dtype, *shape)
+        c_ = shape[1]
+        w, b = _rand(rng, dtype, c_), _rand(rng, dtype, c_)
+        dx, dg = xp.asarray(x), xp.asarray(g)
+        with rec.count() as c:
+            mean, var = F.batch_norm_stats(dx)
+        assert c.launches == 1 and c.syncs == 0 and c.h2d == 0, c.table()
+        rmean, rvar = ref.batch_norm_stats(x)
+        tol = dict(rtol=BN_RTOL[dtype], atol=BN_RTOL[dtype])
+        np.testing.assert_allclose(_host(mean), rmean, **tol)
+        np.testing.assert_allclose(_host(var), rvar, **tol)
+        invstd = (1 / np.sqrt(rvar + 1e-5)).astype(dtype)
+        dmean, dinv = xp.asarray(rmean), xp.asarray(invstd)
+        for wb in ((w, b), (None, None), (w, None), (None, b)):
+            dwb = [None if a is None else xp.asarray(a) for a in wb]
+            for relu in (False, True):
+                what = f"{shape}, weight {wb[0] is not None}, bias {wb[1] is not None}, relu {relu}"
+                with rec.count() as c:
+                    y = F.batch_norm_forward(dx, dmean, dinv, *dwb, relu=relu)
+                assert c.launches == 1 and c.syncs == 0 and c.h2d == 0, what + c.table()
+                want = ref.batch_norm_forward(x, rmean, invstd, *wb, relu=relu)
+                np.testing.assert_allclose(_host(y), want, err_msg=what, rtol=BN_RTOL[dtype],
+                                           atol=BN_RTOL[dtype] * max(float(np.abs(want).max()), 1.0))
+                out, rout = (y, want) if relu else (None, None)
+                for needs in ((True, True, True), (False, True, True)):
+                    with rec.count() as c:
+                        got = F.batch_norm_backward(dg, dx, dmean, dinv, dwb[0], needs, out=out)
+                    assert c.launches == (2 if needs[0] else 1) and c.syncs == 0 and c.h2d == 0, \
+                        what + str(needs) + c.table()
+                    ref_got = ref.batch_norm_backward(g, x, rmean, invstd, wb[0], needs, out=rout)
+                    for k, (a, r) in enumerate(zip(got, ref_got)):
+                        if r is None:
+                            assert a is None, (what, needs, k)
+                            continue
+                        scale = max(float(np.abs(r).max()), 1.0)
+                        np.testing.assert_allclose(_host(a), r, rtol=BN_RTOL[dtype], atol=BN_RTOL[dtype] * scale,
+                                                   err_msg=f"{what} {needs} gradient {k}")

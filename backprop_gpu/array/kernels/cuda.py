@@ -18,6 +18,10 @@ runs) they are ordinary loops, and the warp and block reductions are no-ops.
   losses (``nll_loss``, class weights), in one block: one launch.
 * ``bpg_gelu_<sfx>``, ``bpg_gelu_backward_<sfx>``: GELU (exact, through erfc, or the tanh form) and
   its gradient, one grid-stride pass each.
+* ``bpg_bn_stats_<sfx>``, ``bpg_bn_forward_<sfx>``, ``bpg_bn_backward_sums_<sfx>``,
+  ``bpg_bn_backward_input_<sfx>`` (``BPG_BN_KERNELS``): batch normalisation over (N, C, ...) data,
+  the fused ReLU included: the statistics a block per channel (one launch), the affine pass (one),
+  and the backward's per-channel sums (with gw and gb; one) and the input's gradient (one).
 * ``bpg_scatter_add_rows_<sfx>``: rows of ``g`` added atomically into the rows an integer index
   names (an Embedding's gradient), one launch after the zeros.
 * dropout (``dropout_``, ``dropout_backward``): the Philox module's kernels
@@ -386,6 +390,77 @@ BPG_ROW_KERNELS(float, f32, expf, logf, sqrtf)
 BPG_ROW_KERNELS(double, f64, exp, log, sqrt)
 """
 
+# -- batch normalisation of (N, C, S) data (S: the spatial positions, 1 for (N, C)): the per-channel
+# reductions a block per channel (its N*S values over the block's threads, summed in double), the
+# per-element passes grid-stride, each channel's constants read per element
+BN_BODY = r"""
+#define BPG_BN_AT(k, ch) ((((k) / s) * c + (ch)) * s + (k) % s)
+#define BPG_BN_KERNELS(T, sfx) \
+/* mean and biased variance per channel (about the double mean: no cancellation) */ \
+BPG_KERNEL bpg_bn_stats_##sfx(const T *x, T *mean, T *var, i64 n, i64 c, i64 s) { \
+    BPG_BLOCKS(ch, c) { \
+        double acc = 0.0; \
+        BPG_THREAD_COLS(k, n * s) acc += (double)x[BPG_BN_AT(k, ch)]; \
+        BPG_BLOCK_SUM(acc) \
+        double mu = acc / (double)(n * s); \
+        double sq = 0.0; \
+        BPG_THREAD_COLS(k, n * s) { double d = (double)x[BPG_BN_AT(k, ch)] - mu; sq += d * d; } \
+        BPG_BLOCK_SUM(sq) \
+        if (BPG_FIRST_THREAD) { mean[ch] = (T)mu; var[ch] = (T)(sq / (double)(n * s)); } \
+    } \
+} \
+/* y = x scale + shift, scale = invstd (* w), shift = (b) - mean scale; then max(y, 0) if relu */ \
+BPG_KERNEL bpg_bn_forward_##sfx(const T *x, const T *mean, const T *invstd, const T *w, const T *b, T *y, \
+                                i64 total, i64 c, i64 s, int has_w, int has_b, int relu) { \
+    BPG_GRID(i, total) { \
+        i64 ch = (i / s) % c; \
+        T scale = has_w ? invstd[ch] * w[ch] : invstd[ch]; \
+        T shift = has_b ? b[ch] - mean[ch] * scale : -(mean[ch] * scale); \
+        T v = x[i] * scale + shift; \
+        y[i] = relu && !(v > (T)0 || v != v) ? (T)0 : v; \
+    } \
+} \
+/* per channel: gb = sum(g), dotp = sum((x - mean) g) (g counted where out > 0 when masked, the \
+   fused ReLU), kept in sums (double) for the input's gradient; gw = dotp invstd */ \
+BPG_KERNEL bpg_bn_backward_sums_##sfx(const T *g, const T *x, const T *mean, const T *invstd, const T *out, \
+                                      T *gw, T *gb, double *sums, i64 n, i64 c, i64 s, int masked) { \
+    BPG_BLOCKS(ch, c) { \
+        double sb = 0.0, sd = 0.0, mu = (double)mean[ch]; \
+        BPG_THREAD_COLS(k, n * s) { \
+            i64 i = BPG_BN_AT(k, ch); \
+            double gv = masked && !(out[i] > (T)0) ? 0.0 : (double)g[i]; \
+            sb += gv; \
+            sd += ((double)x[i] - mu) * gv; \
+        } \
+        BPG_BLOCK_SUM(sb) \
+        BPG_BLOCK_SUM(sd) \
+        if (BPG_FIRST_THREAD) { \
+            sums[2 * ch] = sb; \
+            sums[2 * ch + 1] = sd; \
+            gb[ch] = (T)sb; \
+            gw[ch] = (T)(sd * (double)invstd[ch]); \
+        } \
+    } \
+} \
+/* gx = g scale - scale gb / per - (x - mean) scale invstd^2 dotp / per, per = N*S values a channel */ \
+BPG_KERNEL bpg_bn_backward_input_##sfx(const T *g, const T *x, const T *mean, const T *invstd, const T *w, \
+                                       const T *out, const double *sums, T *gx, i64 total, i64 c, i64 s, \
+                                       int has_w, int masked) { \
+    BPG_GRID(i, total) { \
+        i64 ch = (i / s) % c; \
+        T inv = invstd[ch]; \
+        T scale = has_w ? inv * w[ch] : inv; \
+        T per = (T)(total / c); \
+        T k1 = scale * (T)sums[2 * ch] / per, k2 = scale * inv * inv * (T)sums[2 * ch + 1] / per; \
+        T gv = masked && !(out[i] > (T)0) ? (T)0 : g[i]; \
+        gx[i] = gv * scale - k1 - (x[i] - mean[ch]) * k2; \
+    } \
+}
+
+BPG_BN_KERNELS(float, f32)
+BPG_BN_KERNELS(double, f64)
+"""
+
 #: the row kernels' most threads per block (a row's columns over them)
 ROW_THREADS = 256
 #: LayerNorm's backward runs this many blocks per SM, each summing its rows' column sums into
@@ -415,7 +490,7 @@ BPG_SCATTER_KERNELS(float, f32)
 BPG_SCATTER_KERNELS(double, f64)
 """
 
-SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + SCATTER
+SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + BN_BODY + SCATTER
 
 
 def kernel_name(kernel: str, dtype) -> str:
@@ -552,6 +627,57 @@ class CudaNamespace(ArrayNamespace):
                          (pw, pb, x if gw is None else gw, x if gb is None else gb, np.int64(parts), np.int64(c),
                           np.int32(bool(needs[1])), np.int32(bool(needs[2]))))
         return gx, gw, gb
+
+    # -- batch normalisation ------------------------------------------------------------------------
+    @staticmethod
+    def _ncs(x):
+        """(N, C, S) of (N, C, ...) data."""
+        n, c = x.shape[:2]
+        return n, c, x.size // (n * c) if n * c else 0
+
+    def batch_norm_stats(self, x):
+        if not (x.ndim >= 2 and x.size and _plain(x)):
+            return super().batch_norm_stats(x)
+        n, c, s = self._ncs(x)
+        mean, var = (self._xp.empty(c, x.dtype) for _ in range(2))
+        self._rows_launch(kernel_name("bn_stats", x.dtype), x, c, n * s,
+                          (x, mean, var, np.int64(n), np.int64(c), np.int64(s)))
+        return mean, var
+
+    def batch_norm_forward(self, x, mean, invstd, w, b, relu=False):
+        wb = [a for a in (w, b) if a is not None]
+        if not (x.ndim >= 2 and x.size and _plain(x, mean, invstd, *wb)
+                and all(a.shape == (x.shape[1],) for a in (mean, invstd, *wb))):
+            return super().batch_norm_forward(x, mean, invstd, w, b, relu)
+        n, c, s = self._ncs(x)
+        y = self._xp.empty_like(x)
+        self._launch(kernel_name("bn_forward", x.dtype), x, x.size,
+                     (x, mean, invstd, x if w is None else w, x if b is None else b, y, np.int64(x.size),
+                      np.int64(c), np.int64(s), np.int32(w is not None), np.int32(b is not None), np.int32(relu)))
+        return y
+
+    def batch_norm_backward(self, g, x, mean, invstd, w, needs=(True, True, True), eps=None, out=None):
+        extra = [a for a in (w, out) if a is not None]
+        if not (x.ndim >= 2 and x.size and g.shape == x.shape and (out is None or out.shape == x.shape)
+                and _plain(g, x, mean, invstd, *extra)
+                and all(a.shape == (x.shape[1],) for a in (mean, invstd) + (() if w is None else (w,)))):
+            return super().batch_norm_backward(g, x, mean, invstd, w, needs, eps, out)
+        xp = self._xp
+        n, c, s = self._ncs(x)
+        with x.device:  # allocations, no launches: every entry is written by the kernels
+            sums = xp.empty(2 * c, np.float64)
+            gw, gb = xp.empty(c, x.dtype), xp.empty(c, x.dtype)
+        masked = np.int32(out is not None)
+        o = x if out is None else out
+        self._rows_launch(kernel_name("bn_backward_sums", x.dtype), x, c, n * s,
+                          (g, x, mean, invstd, o, gw, gb, sums, np.int64(n), np.int64(c), np.int64(s), masked))
+        gx = None
+        if needs[0]:
+            gx = xp.empty_like(x)
+            self._launch(kernel_name("bn_backward_input", x.dtype), x, x.size,
+                         (g, x, mean, invstd, x if w is None else w, o, sums, gx, np.int64(x.size), np.int64(c),
+                          np.int64(s), np.int32(w is not None), masked))
+        return gx, (gw if needs[1] else None), (gb if needs[2] else None)
 
     # -- ReLU ----------------------------------------------------------------------------
     def bias_relu_(self, y, b):
