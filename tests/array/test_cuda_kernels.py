@@ -40,6 +40,8 @@ PARAMS = {"relu": 2, "bias_relu": 4, "relu_backward": 4, "relu_backward_colsum":
 PARAMS |= {"softmax": 5, "softmax_backward": 6, "layer_norm": 11, "layer_norm_backward": 14, "layer_norm_colsums": 8}
 # batch normalisation
 PARAMS |= {"bn_stats": 6, "bn_forward": 12, "bn_backward_sums": 12, "bn_backward_input": 13}
+# max pooling
+PARAMS |= {"max_pool": 13, "max_pool_backward": 16}
 
 
 @pytest.fixture
@@ -477,3 +479,38 @@ def test_batch_norm_kernels_match_reference(stand_in, ref, dtype):
                         scale = max(float(np.abs(r).max()), 1.0)
                         np.testing.assert_allclose(_host(a), r, rtol=BN_RTOL[dtype], atol=BN_RTOL[dtype] * scale,
                                                    err_msg=f"{what} {needs} gradient {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_kernels_match_reference(stand_in, ref, dtype):
+    """Forward, backward (overlapping windows summed, ties to the first maximum, NaN as the maximum,
+    padding) and the gather against the reference: one launch each (the backward's zeros one more)."""
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    rng = np.random.default_rng(10)
+    cases = [((2, 3, 6, 6), (2, 2), (2, 2), (0, 0)), ((1, 2, 5, 7), (3, 3), (1, 1), (1, 1)),
+             ((2, 1, 7, 5), (3, 2), (2, 1), (1, 0)), ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0))]
+    for shape, kernel, stride, padding in cases:
+        x = np.round(_rand(rng, dtype, *shape) * 2) / 2  # ties inside windows
+        x.reshape(-1)[x.size // 2] = np.nan
+        what = f"{shape} kernel {kernel} stride {stride} padding {padding}"
+        dx = xp.asarray(x)
+        with rec.count() as c:
+            out = F.max_pool2d(dx, kernel, stride, padding)
+        assert c.launches == 1 and c.syncs == 0 and c.h2d == 0, what + c.table()
+        want = ref.max_pool2d(x, kernel, stride, padding)
+        np.testing.assert_array_equal(_host(out), want, err_msg=what)
+        g = _rand(rng, dtype, *want.shape)
+        dg = xp.asarray(g)
+        with rec.count() as c:
+            gx = F.max_pool2d_backward(dg, dx, out, kernel, stride, padding)
+        assert c.launches == 2 and c.syncs == 0 and c.h2d == 0, what + c.table()
+        np.testing.assert_allclose(_host(gx), ref.max_pool2d_backward(g, x, want, kernel, stride, padding),
+                                   rtol=SUM_RTOL[dtype], atol=SUM_RTOL[dtype], err_msg=what)
+        gin = _rand(rng, dtype, *shape)
+        dgin = xp.asarray(gin)
+        with rec.count() as c:
+            res = F.max_pool2d_gather(dgin, dx, out, kernel, stride, padding)
+        assert c.launches == 1, what + c.table()
+        np.testing.assert_array_equal(_host(res), ref.max_pool2d_gather(gin, x, want, kernel, stride, padding),
+                                      err_msg=what)

@@ -22,6 +22,10 @@ runs) they are ordinary loops, and the warp and block reductions are no-ops.
   ``bpg_bn_backward_input_<sfx>`` (``BPG_BN_KERNELS``): batch normalisation over (N, C, ...) data,
   the fused ReLU included: the statistics a block per channel (one launch), the affine pass (one),
   and the backward's per-channel sums (with gw and gb; one) and the input's gradient (one).
+* ``bpg_max_pool_<sfx>``: max pooling of (N, C, H, W) data, a thread per window (one launch);
+  ``bpg_max_pool_backward_<sfx>``: each window's gradient added atomically at its first maximum
+  (one launch after the zeros), or, with ``gather``, the input-shaped gradient read there (the
+  backward's adjoint, for second order; one launch).
 * ``bpg_scatter_add_rows_<sfx>``: rows of ``g`` added atomically into the rows an integer index
   names (an Embedding's gradient), one launch after the zeros.
 * dropout (``dropout_``, ``dropout_backward``): the Philox module's kernels
@@ -49,7 +53,7 @@ from ..namespace import ArrayNamespace
 from ..rng import cupy_impl as rng_cupy
 from ..rng.cuda_source import DROPOUT_NAMES
 from ..rng.scalar import PER_BLOCK
-from .reference import GELU_APPROXIMATIONS
+from .reference import GELU_APPROXIMATIONS, pool_out_size
 
 THREADS = 256
 #: the cross-entropy forward runs in one block of this many threads (a warp per row at a time)
@@ -490,7 +494,56 @@ BPG_SCATTER_KERNELS(float, f32)
 BPG_SCATTER_KERNELS(double, f64)
 """
 
-SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + BN_BODY + SCATTER
+# max pooling of (N, C, H, W) data, padded with -inf: a thread per output value walks its window in
+# row-major order; the backward sends each window's g to its first maximum (a NaN counts as the
+# maximum, as the reference's) with an atomic add, windows overlapping when stride < kernel
+POOL = r"""
+#define BPG_POOL_WINDOW(T) \
+    i64 q = i % (ho * wo), nc = i / (ho * wo); \
+    i64 r0 = (q / wo) * sh - ph, c0 = (q % wo) * sw - pw; \
+    const T *xp = x + nc * h * w;
+#define BPG_POOL_KERNELS(T, sfx) \
+BPG_KERNEL bpg_max_pool_##sfx(const T *x, T *out, i64 total, i64 h, i64 w, i64 ho, i64 wo, i64 kh, i64 kw, \
+                              i64 sh, i64 sw, i64 ph, i64 pw) { \
+    BPG_GRID(i, total) { \
+        BPG_POOL_WINDOW(T) \
+        T m = (T)BPG_NEG_INF; \
+        for (i64 a = 0; a < kh; ++a) for (i64 b = 0; b < kw; ++b) { \
+            i64 r = r0 + a, cc = c0 + b; \
+            if (r >= 0 && r < h && cc >= 0 && cc < w) m = BPG_MAXNAN(m, xp[r * w + cc]); \
+        } \
+        out[i] = m; \
+    } \
+} \
+/* at: the flat index in x of window i's first maximum, -1 when that is in the padding */ \
+BPG_KERNEL bpg_max_pool_backward_##sfx(const T *x, const T *out, const T *g, T *gx, i64 total, i64 h, i64 w, \
+                                       i64 ho, i64 wo, i64 kh, i64 kw, i64 sh, i64 sw, i64 ph, i64 pw, \
+                                       int gather) { \
+    BPG_GRID(i, total) { \
+        BPG_POOL_WINDOW(T) \
+        T m = out[i]; \
+        i64 at = -1; \
+        int found = 0; \
+        for (i64 a = 0; a < kh && !found; ++a) for (i64 b = 0; b < kw; ++b) { \
+            i64 r = r0 + a, cc = c0 + b; \
+            int inside = r >= 0 && r < h && cc >= 0 && cc < w; \
+            T v = inside ? xp[r * w + cc] : (T)BPG_NEG_INF; \
+            if (v == m || v != v) { at = inside ? nc * h * w + r * w + cc : -1; found = 1; break; } \
+        } \
+        if (gather) { \
+            /* g here is the input-shaped gradient: its value at the first maximum, per window */ \
+            gx[i] = at >= 0 ? g[at] : (T)0; \
+        } else if (at >= 0) { \
+            BPG_ATOMIC_ADD(gx + at, g[i]); \
+        } \
+    } \
+}
+
+BPG_POOL_KERNELS(float, f32)
+BPG_POOL_KERNELS(double, f64)
+"""
+
+SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + BN_BODY + SCATTER + POOL
 
 
 def kernel_name(kernel: str, dtype) -> str:
@@ -627,6 +680,37 @@ class CudaNamespace(ArrayNamespace):
                          (pw, pb, x if gw is None else gw, x if gb is None else gb, np.int64(parts), np.int64(c),
                           np.int32(bool(needs[1])), np.int32(bool(needs[2]))))
         return gx, gw, gb
+
+    # -- max pooling -------------------------------------------------------------------------------
+    def _pool_args(self, x, kernel, stride, padding, n_out):
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        ho, wo = pool_out_size(*x.shape[2:], kernel, stride, padding)
+        return [np.int64(v) for v in (n_out, *x.shape[2:], ho, wo, kh, kw, sh, sw, ph, pw)]
+
+    def max_pool2d(self, x, kernel, stride, padding):
+        if not (x.ndim == 4 and x.size and _plain(x)):
+            return super().max_pool2d(x, kernel, stride, padding)
+        out = self._xp.empty(x.shape[:2] + pool_out_size(*x.shape[2:], kernel, stride, padding), x.dtype)
+        if out.size:
+            self._launch(kernel_name("max_pool", x.dtype), x, out.size,
+                         (x, out, *self._pool_args(x, kernel, stride, padding, out.size)))
+        return out
+
+    def max_pool2d_backward(self, g, x, out, kernel, stride, padding):
+        if not (x.ndim == 4 and x.size and out.size and g.shape == out.shape and _plain(x, out, g)):
+            return super().max_pool2d_backward(g, x, out, kernel, stride, padding)
+        gx = self._xp.zeros_like(x)
+        self._launch(kernel_name("max_pool_backward", x.dtype), x, out.size,
+                     (x, out, g, gx, *self._pool_args(x, kernel, stride, padding, out.size), np.int32(0)))
+        return gx
+
+    def max_pool2d_gather(self, gx, x, out, kernel, stride, padding):
+        if not (x.ndim == 4 and x.size and out.size and gx.shape == x.shape and _plain(x, out, gx)):
+            return super().max_pool2d_gather(gx, x, out, kernel, stride, padding)
+        res = self._xp.empty_like(out)
+        self._launch(kernel_name("max_pool_backward", x.dtype), x, out.size,
+                     (x, out, gx, res, *self._pool_args(x, kernel, stride, padding, out.size), np.int32(1)))
+        return res
 
     # -- batch normalisation ------------------------------------------------------------------------
     @staticmethod
