@@ -28,11 +28,15 @@ import tempfile
 from pathlib import Path
 from types import FunctionType
 
-import numba
-import numpy as np
+from ..cpu_vectors import use_widest_vectors
 
-from . import precision, rules
-from .codegen import loop_source, n_hypers
+use_widest_vectors()  # before Numba's code generator starts (see cpu_vectors)
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import precision, rules  # noqa: E402
+from .codegen import loop_source, n_hypers  # noqa: E402
 
 _JIT = dict(error_model="numpy")
 #: buffers of fewer elements are updated on the calling thread: on the 2-core benchmark VM
