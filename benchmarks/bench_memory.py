@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     if not Path("/proc/self/clear_refs").exists():
         print("bench_memory.py needs Linux's /proc/self/clear_refs", file=sys.stderr)
         return 2
-    from common import TORCH
+    from common import TORCH, cpu_name
 
     if TORCH is None:
         print("bench_memory.py compares with torch: pip install torch==2.13.0", file=sys.stderr)
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         import numpy as np
 
         Path(a.json).write_text(json.dumps({
-            "kind": "memory", "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "kind": "memory", "cpu": cpu_name(), "python": platform.python_version(),
             "numpy": np.__version__, "torch": TORCH.__version__, "steps": a.steps, "results": results}, indent=1))
     return 0
 

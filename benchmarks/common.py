@@ -30,6 +30,18 @@ GPU_BACKENDS = [n for n in ("cupy", "numba-cuda") if BACKENDS[n].availability() 
 needs_torch = pytest.mark.skipif(TORCH is None, reason="torch is not installed (pip install torch==2.13.0)")
 
 
+def cpu_name() -> str:
+    """The CPU's marketing name, for reports."""
+    import platform
+
+    try:
+        import cpuinfo  # py-cpuinfo, which pytest-benchmark brings
+
+        return cpuinfo.get_cpu_info().get("brand_raw") or platform.machine()
+    except Exception:  # noqa: BLE001 - a name for the report only
+        return platform.processor() or platform.machine()
+
+
 def tag(benchmark, workload, impl, role="ours", **extra):
     """Label a row for benchmarks/report.py: role is ours, torch or floor."""
     benchmark.group = workload

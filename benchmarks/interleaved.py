@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import THREADS, TORCH  # noqa: E402 - sets thread counts before NumPy, Numba and torch start
+from common import THREADS, TORCH, cpu_name  # noqa: E402 - sets thread counts before NumPy, Numba and torch start
 
 import numpy as np  # noqa: E402
 
@@ -61,15 +61,6 @@ def _tape_cases():
             wb._close(name, g, tg, 1e-5, 1e-6)
         cases[name] = {"ours": ours, "torch": theirs}
     return cases
-
-
-def _cpu_name() -> str:
-    try:
-        import cpuinfo  # py-cpuinfo, which pytest-benchmark brings
-
-        return cpuinfo.get_cpu_info().get("brand_raw") or platform.machine()
-    except Exception:  # noqa: BLE001 - a name for the report only
-        return platform.processor() or platform.machine()
 
 
 #: group -> {workload: impls, or a builder returning them (built, cross-checked and timed one at a time)}
@@ -187,7 +178,7 @@ def main(argv=None) -> int:
     if args.json:
         meta = {"kind": "interleaved", "datetime": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": int(THREADS),
                 "torch": TORCH.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                "cpu": _cpu_name(), "cores": os.cpu_count(),
+                "cpu": cpu_name(), "cores": os.cpu_count(),
                 # a shared machine: how busy it was (1-minute load average) when the run began and ended
                 "loadavg": [round(load_start[0], 2), round(os.getloadavg()[0], 2)], "results": results}
         Path(args.json).write_text(json.dumps(meta, indent=1) + "\n")
