@@ -303,3 +303,47 @@ def test_label_smoothing_range(backend):
             F.cross_entropy(x, t, label_smoothing=bad)
     # ls = 1: the target is uniform, and uniform logits give log(C) exactly
     assert F.cross_entropy(x, t, label_smoothing=1.0).item() == pytest.approx(np.log(3))
+
+
+_FUNCTIONAL_LOSSES = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy",
+                      "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "kl_div"]
+
+
+@pytest.mark.parametrize("name", _FUNCTIONAL_LOSSES)
+def test_functional_losses_take_torchs_parameters_in_torchs_order(name):
+    """A torch script passes these positionally too (``F.binary_cross_entropy_with_logits(x, t, w)``):
+    the parameter names and their order are torch's."""
+    import inspect
+
+    torch = pytest.importorskip("torch")
+    ours = list(inspect.signature(getattr(F, name)).parameters)
+    theirs = list(inspect.signature(getattr(torch.nn.functional, name)).parameters)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy",
+                                  "binary_cross_entropy_with_logits"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_elementwise_loss_weights_match_torch(backend, name, reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 3)) * 0.9 + 0.05  # probabilities, for binary_cross_entropy
+    t = rng.random((4, 3))
+    w = rng.random((4, 3)) + 0.5  # torch's mse/l1/huber take only a weight of the input's size
+    ours_x = bg.tensor(x, device=backend, requires_grad=True)
+    loss = getattr(F, name)(ours_x, bg.tensor(t, device=backend), weight=bg.tensor(w, device=backend),
+                            reduction=reduction)
+    tx = torch.tensor(x, requires_grad=True)
+    tloss = getattr(torch.nn.functional, name)(tx, torch.tensor(t), weight=torch.tensor(w), reduction=reduction)
+    np.testing.assert_allclose(loss.numpy(), tloss.detach().numpy(), rtol=1e-12, atol=1e-12)
+    loss.sum().backward()
+    tloss.sum().backward()
+    np.testing.assert_allclose(ours_x.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_legacy_reduction_arguments_are_refused_by_name():
+    x = bg.ones(2, 2)
+    with pytest.raises(NotImplementedError, match="size_average"):
+        F.mse_loss(x, x, True)
+    with pytest.raises(NotImplementedError, match="reduce"):
+        F.binary_cross_entropy_with_logits(x, x, None, None, False)

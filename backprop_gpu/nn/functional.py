@@ -11,6 +11,7 @@ this module checks their arguments. The other functions compose ops.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -245,31 +246,53 @@ def _float_pair(name, input, target, reduction):
 
 # --- elementwise losses ----------------------------------------------------------------
 
-def mse_loss(input, target, reduction: str = "mean"):
-    """(input - target)², reduced."""
+def _weighted(loss, weight, reduction, weighted_mean=False):
+    """``loss`` (unreduced) times the broadcast ``weight`` (a constant: no gradient flows into it),
+    then reduced: torch's elementwise loss weight. ``weighted_mean``: 'mean' divides by the summed
+    weights rather than the element count (torch's ``mse_loss`` and ``l1_loss``)."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if not isinstance(weight, Tensor):
+        weight = constant_like(np.asarray(weight, dtype=loss.dtype), loss)
+    w = (weight if weight.dtype == loss.dtype else weight.astype(loss.dtype)).detach()
+    if weighted_mean and reduction == "mean":
+        return (loss * w).sum() / ops.broadcast_to(w, loss.shape).sum()
+    return _reduce(loss * w, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
+    """(input - target)², times ``weight`` (broadcast) if given, reduced ('mean' then divides by the
+    summed weights, as torch); torch's signature (the deprecated ``size_average``/``reduce`` raise
+    NotImplementedError)."""
+    _legacy_reduction("mse_loss", size_average, reduce)
     input, target = _autocast("mse_loss", input, target)
     d = input - _float_pair("mse_loss", input, target, reduction)
-    return _reduce(d * d, reduction)
+    return _weighted(d * d, weight, reduction, weighted_mean=True)
 
 
-def l1_loss(input, target, reduction: str = "mean"):
-    """|input - target|, reduced."""
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
+    """|input - target|, times ``weight`` (broadcast) if given, reduced ('mean' divides by the summed
+    weights, as torch); torch's signature."""
+    _legacy_reduction("l1_loss", size_average, reduce)
     input, target = _autocast("l1_loss", input, target)
-    return _reduce(ops.abs(input - _float_pair("l1_loss", input, target, reduction)), reduction)
+    return _weighted(ops.abs(input - _float_pair("l1_loss", input, target, reduction)), weight, reduction,
+                     weighted_mean=True)
 
 
-def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
-    """0.5 d² where |d| < delta, else delta (|d| - 0.5 delta), with d = input - target."""
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None):
+    """0.5 d² where |d| < delta, else delta (|d| - 0.5 delta), with d = input - target; times
+    ``weight`` (broadcast) if given."""
     input, target = _autocast("huber_loss", input, target)
     target = _float_pair("huber_loss", input, target, reduction)
     if not delta > 0:
         raise ValueError(f"huber_loss delta must be positive, got {delta}")
     d = ops.abs(input - target)
-    return _reduce(ops.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta)), reduction)
+    return _weighted(ops.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta)), weight, reduction)
 
 
-def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0):
     """0.5 d² / beta where |d| < beta, else |d| - 0.5 beta (``huber_loss / beta``; L1 for beta 0)."""
+    _legacy_reduction("smooth_l1_loss", size_average, reduce)
     input, target = _autocast("smooth_l1_loss", input, target)
     target = _float_pair("smooth_l1_loss", input, target, reduction)
     if beta < 0:
@@ -280,11 +303,34 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     return _reduce(ops.where(d < beta, (0.5 / beta) * d * d, d - 0.5 * beta), reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos_weight=None):
+#: torch clamps BCE's logs at -100; taking the log of max(p, e^-100) gives the same values
+_TINY = math.exp(-100.0)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+    """-(t log x + (1 - t) log(1 - x)) of probabilities ``input``, each log at least -100 as torch's
+    (so that x = 0 or 1 gives a finite loss, 100 per element); times ``weight`` (broadcast) if given.
+
+    The logs are taken of ``max(x, e^-100)`` and ``max(1 - x, e^-100)``, so the gradient is finite
+    everywhere; where x is exactly 0 or 1 it is 0 (torch's is ±1e12 there). Inputs outside
+    [0, 1] are not checked (that would synchronise with the device)."""
+    _legacy_reduction("binary_cross_entropy", size_average, reduce)
+    target = _float_pair("binary_cross_entropy", input, target, reduction)
+    log_x = ops.log(ops.clamp(input, min=_TINY))
+    log_1mx = ops.log(ops.clamp(1.0 - input, min=_TINY))
+    return _weighted(-(target * log_x + (1.0 - target) * log_1mx), weight, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction: str = "mean", pos_weight=None):
     """Binary cross-entropy of ``sigmoid(input)`` against probabilities ``target`` (same shape),
-    computed stably from the logits: max(x, 0) - x t + log1p(exp(-|x|)). ``pos_weight``
-    (broadcast against the input, typically one weight per class on the last axis) weights
-    the positive term, as PyTorch's."""
+    computed stably from the logits: max(x, 0) - x t + log1p(exp(-|x|)); torch's signature.
+    ``pos_weight`` (broadcast against the input, typically one weight per class on the last axis)
+    weights the positive term, and ``weight`` (broadcast) each element's loss, as PyTorch's."""
+    _legacy_reduction("binary_cross_entropy_with_logits", size_average, reduce)
+    if weight is not None:
+        loss = binary_cross_entropy_with_logits(input, target, reduction="none", pos_weight=pos_weight)
+        return _weighted(loss, weight, reduction)
     target = _float_pair("binary_cross_entropy_with_logits", input, target, reduction)
     if pos_weight is None:
         return apply(BCEWithLogits, input, target, reduction=reduction)
@@ -442,7 +488,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
 __all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear", "dropout",
            "dropout1d", "dropout2d", "conv_transpose2d",
            "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
-           "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh",
            "one_hot"]
 
 

@@ -7,9 +7,6 @@ and ``pos_weight`` are registered as buffers (in ``state_dict`` when set), as to
 """
 from __future__ import annotations
 
-import math
-
-from .. import ops
 from ..tape.tensor import Tensor
 from . import functional as F
 from .module import Module
@@ -114,36 +111,11 @@ class CrossEntropyLoss(_WeightedLoss):
                                label_smoothing=self.label_smoothing)
 
 
-def _weighted(loss, weight, reduction):
-    """``loss`` (unreduced) times the broadcast ``weight``, then reduced: torch's elementwise weight."""
-    if weight is not None:
-        w = weight if weight.dtype == loss.dtype else weight.astype(loss.dtype)
-        loss = loss * w.detach()
-    return F._reduce(loss, reduction)
-
-
-#: torch clamps BCE's logs at -100; taking the log of max(p, e^-100) gives the same values
-_TINY = math.exp(-100.0)
-
-
-def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
-    """-(t log x + (1 - t) log(1 - x)) of probabilities ``input``, each log at least -100 as torch's
-    (so that x = 0 or 1 gives a finite loss, 100 per element).
-
-    The logs are taken of ``max(x, e^-100)`` and ``max(1 - x, e^-100)``, so the gradient is finite
-    everywhere; where x is exactly 0 or 1 it is 0 (torch's is ±1e12 there). Inputs outside
-    [0, 1] are not checked (that would synchronise with the device)."""
-    target = F._float_pair("binary_cross_entropy", input, target, reduction)
-    log_x = ops.log(ops.clamp(input, min=_TINY))
-    log_1mx = ops.log(ops.clamp(1.0 - input, min=_TINY))
-    return _weighted(-(target * log_x + (1.0 - target) * log_1mx), weight, reduction)
-
-
 class BCELoss(_WeightedLoss):
     """Binary cross-entropy of probabilities, as ``torch.nn.BCELoss``; ``weight`` rescales each element."""
 
     def forward(self, input, target):
-        return binary_cross_entropy(input, target, self.weight, self.reduction)
+        return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(_WeightedLoss):
@@ -155,14 +127,12 @@ class BCEWithLogitsLoss(_WeightedLoss):
         self.register_buffer("pos_weight", _as_tensor("BCEWithLogitsLoss", "pos_weight", pos_weight))
 
     def forward(self, input, target):
-        if self.weight is None:
-            return F.binary_cross_entropy_with_logits(input, target, self.reduction, self.pos_weight)
-        loss = F.binary_cross_entropy_with_logits(input, target, "none", self.pos_weight)
-        return _weighted(loss, self.weight, self.reduction)
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
+                                                  pos_weight=self.pos_weight)
 
 
 __all__ = ["L1Loss", "MSELoss", "SmoothL1Loss", "HuberLoss", "NLLLoss", "CrossEntropyLoss", "BCELoss",
-           "BCEWithLogitsLoss", "binary_cross_entropy"]
+           "BCEWithLogitsLoss"]
 
 
 class KLDivLoss(Module):
