@@ -102,6 +102,17 @@ def test_float32_gelu_and_scatter_kernels_stay_in_float(ptx):
 
 # --- the host build through the namespace -----------------------------------------------------
 
+def _assert_gradients_close(got, want, rtol, what):
+    """Each gradient of ``got`` (device) as ``want``'s (None where it is None), within ``rtol`` and an
+    absolute ``rtol`` times the gradient's scale."""
+    for k, (a, r) in enumerate(zip(got, want)):
+        if r is None:
+            assert a is None, (what, k)
+            continue
+        scale = max(float(np.abs(r).max()), 1.0)
+        np.testing.assert_allclose(_host(a), r, rtol=rtol, atol=rtol * scale, err_msg=f"{what} gradient {k}")
+
+
 def _rand(rng, dtype, *shape):
     return rng.standard_normal(shape).astype(dtype)
 
@@ -411,13 +422,7 @@ def test_layer_norm_kernels_match_reference(stand_in, ref, dtype):
                 assert c.launches == (2 if needs[1] or needs[2] else 1) and c.syncs == 0 and c.h2d == 0, \
                     what + str(needs) + c.table()
                 want = ref.layer_norm_backward(g, x, rmean, rrstd, wb[0], needs)
-                for k, (a, r) in enumerate(zip(got, want)):
-                    if r is None:
-                        assert a is None, (what, needs, k)
-                        continue
-                    scale = max(float(np.abs(r).max()), 1.0)
-                    np.testing.assert_allclose(_host(a), r, rtol=LN_RTOL[dtype], atol=LN_RTOL[dtype] * scale,
-                                               err_msg=f"{what} {needs} gradient {k}")
+                _assert_gradients_close(got, want, LN_RTOL[dtype], f"{what} {needs}")
 
 
 def test_float32_batch_norm_passes_stay_in_float(ptx):
@@ -471,14 +476,8 @@ def test_batch_norm_kernels_match_reference(stand_in, ref, dtype):
                         got = F.batch_norm_backward(dg, dx, dmean, dinv, dwb[0], needs, out=out)
                     assert c.launches == (2 if needs[0] else 1) and c.syncs == 0 and c.h2d == 0, \
                         what + str(needs) + c.table()
-                    ref_got = ref.batch_norm_backward(g, x, rmean, invstd, wb[0], needs, out=rout)
-                    for k, (a, r) in enumerate(zip(got, ref_got)):
-                        if r is None:
-                            assert a is None, (what, needs, k)
-                            continue
-                        scale = max(float(np.abs(r).max()), 1.0)
-                        np.testing.assert_allclose(_host(a), r, rtol=BN_RTOL[dtype], atol=BN_RTOL[dtype] * scale,
-                                                   err_msg=f"{what} {needs} gradient {k}")
+                    want = ref.batch_norm_backward(g, x, rmean, invstd, wb[0], needs, out=rout)
+                    _assert_gradients_close(got, want, BN_RTOL[dtype], f"{what} {needs}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -696,21 +696,22 @@ class CudaNamespace(ArrayNamespace):
                          (x, out, *self._pool_args(x, kernel, stride, padding, out.size)))
         return out
 
+    def _first_max(self, grad, res, x, out, kernel, stride, padding, gather):
+        """The backward kernel: window gradients scattered to each window's first maximum into
+        ``res`` (zeros), or (``gather``) an input-shaped gradient read there into ``res``."""
+        self._launch(kernel_name("max_pool_backward", x.dtype), x, out.size,
+                     (x, out, grad, res, *self._pool_args(x, kernel, stride, padding, out.size), np.int32(gather)))
+        return res
+
     def max_pool2d_backward(self, g, x, out, kernel, stride, padding):
         if not (x.ndim == 4 and x.size and out.size and g.shape == out.shape and _plain(x, out, g)):
             return super().max_pool2d_backward(g, x, out, kernel, stride, padding)
-        gx = self._xp.zeros_like(x)
-        self._launch(kernel_name("max_pool_backward", x.dtype), x, out.size,
-                     (x, out, g, gx, *self._pool_args(x, kernel, stride, padding, out.size), np.int32(0)))
-        return gx
+        return self._first_max(g, self._xp.zeros_like(x), x, out, kernel, stride, padding, False)
 
     def max_pool2d_gather(self, gx, x, out, kernel, stride, padding):
         if not (x.ndim == 4 and x.size and out.size and gx.shape == x.shape and _plain(x, out, gx)):
             return super().max_pool2d_gather(gx, x, out, kernel, stride, padding)
-        res = self._xp.empty_like(out)
-        self._launch(kernel_name("max_pool_backward", x.dtype), x, out.size,
-                     (x, out, gx, res, *self._pool_args(x, kernel, stride, padding, out.size), np.int32(1)))
-        return res
+        return self._first_max(gx, self._xp.empty_like(out), x, out, kernel, stride, padding, True)
 
     # -- batch normalisation ------------------------------------------------------------------------
     @staticmethod
