@@ -137,3 +137,15 @@ def test_forward_hooks_match_torch_and_bypass_fusion():
     assert outs[bg][1] == outs[torch][1] == [(6, 5)]
     np.testing.assert_allclose(outs[(bg, "removed")].numpy(), outs[(torch, "removed")].detach().numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_removing_every_hook_restores_the_fused_path():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    x = bg.ones(2, 3)
+    assert net(x).grad_fn.op.name == "linear_relu"
+    handles = [net[0].register_forward_hook(lambda m, a, o: None), net[1].register_forward_pre_hook(lambda m, a: None)]
+    assert net(x).grad_fn.op.name == "relu"  # called one by one, hooks and all
+    for h in handles:
+        h.remove()
+    assert net(x).grad_fn.op.name == "linear_relu"
+    assert not net[0]._has_hooks and not net[1]._has_hooks

@@ -267,9 +267,20 @@ class Module:
     _has_hooks = False
 
     def __call__(self, *args, **kwargs):
-        if self._has_hooks:
+        if self._has_hooks and self._hooked():
             return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    def _hooked(self) -> bool:
+        """Whether forward hooks are registered; once every one was removed, the flag is cleared
+        again (so calls, and :class:`Sequential`'s fusion, take the quick path)."""
+        d = self.__dict__
+        if not d.get("_has_hooks"):
+            return False
+        if d.get("_forward_pre_hooks") or d.get("_forward_hooks"):
+            return True
+        d["_has_hooks"] = False
+        return False
 
     def _call_with_hooks(self, args, kwargs):
         for hook in list(self.__dict__.get("_forward_pre_hooks", {}).values()):
@@ -537,7 +548,7 @@ class Sequential(Module):
         i, n = 0, len(mods)
         while i < n:
             # a hooked module is called on its own: a fused pair would skip its hooks
-            fused = (mods[i].fused_with(mods[i + 1]) if i + 1 < n and not (mods[i]._has_hooks or mods[i + 1]._has_hooks)
+            fused = (mods[i].fused_with(mods[i + 1]) if i + 1 < n and not (mods[i]._hooked() or mods[i + 1]._hooked())
                      else None)
             if fused is None:
                 x = mods[i](x)
