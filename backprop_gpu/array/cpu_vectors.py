@@ -8,8 +8,8 @@ steps) measured the same either way.
 
 :func:`use_widest_vectors` sets ``NUMBA_CPU_FEATURES`` to the host's features without that
 preference (and ``numba.config.CPU_FEATURES``, if Numba is imported already), before Numba's CPU
-code generator starts; Numba keys its disk cache by it. It leaves a ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES`` the user set
-alone, as it does ``BACKPROP_GPU_VECTOR_BITS=256``. The setting is the process's: other Numba code
+code generator starts; Numba keys its disk cache by it. It leaves a ``NUMBA_CPU_NAME`` or
+``NUMBA_CPU_FEATURES`` the user set alone, as it does ``BACKPROP_GPU_VECTOR_BITS=256``. The setting is the process's: other Numba code
 in it compiles for the same vector width, as do processes it starts.
 """
 from __future__ import annotations

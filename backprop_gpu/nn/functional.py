@@ -488,7 +488,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = 
 __all__ = ["relu", "leaky_relu", "gelu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "linear", "dropout",
            "dropout1d", "dropout2d", "conv_transpose2d",
            "layer_norm", "batch_norm", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
-           "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish", "elu", "hardtanh",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "silu", "mish",
+           "elu", "hardtanh",
            "one_hot"]
 
 
