@@ -14,7 +14,7 @@ def test_checks_pass_on_every_backend_here():
     fast = [b for b in available_backends() if b != "numpy"]
     rows = selftest.run_checks(fast, progress=False, checks=[c for c in selftest.CHECKS if c != "training"])
     assert {r["backend"] for r in rows} == set(fast)
-    assert {r["check"] for r in rows} == {"graph", *(f"optim {n}" for n in OPTIMIZERS)}
+    assert {r["check"] for r in rows} == {"graph", "fused ops", "random streams", *(f"optim {n}" for n in OPTIMIZERS)}
     bad = [r for r in rows if not r["ok"]]
     assert not bad, bad
 

@@ -1,9 +1,11 @@
 """``backprop-gpu selftest``: every backend here checked against the NumPy reference, and with
 ``--bench`` the measurements a GPU run needs, as JSON plus a markdown table.
 
-Checks (default): a conv/pool/linear/loss graph's loss and gradients in float64, every
-optimizer's first steps, and a short training run on the bundled digits, each on every
-available backend against the ``numpy`` backend.
+Checks (default): a conv/pool/linear/loss graph's loss and gradients in float64, the fused
+row and activation ops (LayerNorm, softmax, log-softmax, GELU) likewise, the random streams
+(one seed's uniforms, normals, integers, permutation and dropout mask), every optimizer's first
+steps, and a short training run on the bundled digits, each on every available backend against
+the ``numpy`` backend.
 
 Bench (``--bench``): device-to-device copy bandwidth, every optimizer step on 10M and 100M
 float32 parameters as 1 and as 200 tensors (torch ``fused=True`` beside it where torch has it
@@ -54,6 +56,33 @@ def _graph(backend) -> list[np.ndarray]:
     return [loss.numpy()] + [p.grad.numpy() for p in params]
 
 
+def _fused_ops(backend) -> list[np.ndarray]:
+    """The output and input gradients, in float64, of a graph through the fused row and activation
+    ops: LayerNorm, softmax, log-softmax and both GELU forms."""
+    from ..nn.functional import gelu, layer_norm, log_softmax, softmax
+
+    rng = np.random.default_rng(2)
+    x = tensor(rng.standard_normal((6, 16)) * 2, device=backend, requires_grad=True)
+    w = tensor(rng.standard_normal(16), device=backend, requires_grad=True)
+    b = tensor(rng.standard_normal(16), device=backend, requires_grad=True)
+    h = layer_norm(x, (16,), w, b)
+    out = (softmax(gelu(h), dim=-1) * log_softmax(gelu(h, approximate="tanh"), dim=-1)).sum()
+    out.backward()
+    return [out.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()]
+
+
+def _random_streams(backend) -> list[np.ndarray]:
+    """Draws after one seed: uniforms, normals, integers, a permutation and a dropout mask, which are
+    the same numbers on every backend (normals to an ulp)."""
+    from ..nn.functional import dropout
+    from ..ops import rand, randint, randn, randperm
+
+    manual_seed(0)
+    draws = [rand(1000, device=backend), randn(1000, device=backend), randint(0, 1000, (1000,), device=backend),
+             randperm(100, device=backend), dropout(tensor(np.ones(1000), device=backend), 0.3)]
+    return [d.numpy().astype(np.float64) for d in draws]
+
+
 def _optimizer_steps(backend, name: str, steps: int = 3) -> list[np.ndarray]:
     """Parameters of three tensors after ``steps`` steps of optimizer ``name`` with fixed gradients."""
     rng = np.random.default_rng(1)
@@ -94,6 +123,8 @@ def _training(backend, epochs: int = 3) -> list[np.ndarray]:
 #: name: (what it computes, relative tolerance against the reference)
 CHECKS = {
     "graph": (_graph, 1e-10),
+    "fused ops": (_fused_ops, 1e-10),
+    "random streams": (_random_streams, 1e-6),
     **{f"optim {n}": ((lambda b, n=n: _optimizer_steps(b, n)), 1e-5) for n in optim.OPTIMIZERS},
     "training": (_training, 1e-2),  # float32 training: losses and accuracy drift a little by backend
 }
