@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
-mkdir -p "$OUT"
+[ -n "${DRY:-}" ] || mkdir -p "$OUT"
 run() {  # name, seconds, command...: the command's output in $OUT/<name>.txt, its status in the table
     local name=$1 limit=$2; shift 2
     if [ -n "${DRY:-}" ]; then echo "timeout $limit $*"; return; fi
@@ -17,7 +17,7 @@ run() {  # name, seconds, command...: the command's output in $OUT/<name>.txt, i
     local rc=$?
     printf '%-10s rc %-4s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$OUT/$name.txt")" >> "$OUT/summary.txt"
 }
-: > "$OUT/summary.txt"
+[ -n "${DRY:-}" ] || : > "$OUT/summary.txt"
 run install 120 pip install --no-deps --no-build-isolation -e .
 run gpu 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 run selftest 60 backprop-gpu selftest --out "$OUT/selftest-check"
