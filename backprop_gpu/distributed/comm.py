@@ -117,7 +117,10 @@ def fail_all_ranks(message: str, code: int) -> int:
     """
     if _comm is not None:
         message = f"{message} (rank {get_rank()} of {get_world_size()}; ending all ranks)"
-    print(message, file=sys.stderr, flush=True)
+    # one write, line and newline together: mpiexec merges the ranks' streams, and an unbuffered
+    # print writes the newline separately, so another rank's output could land inside the line
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
     if _comm is None:
         return code
     sys.stdout.flush()
