@@ -10,7 +10,7 @@ import pytest
 
 import backprop_gpu as bg
 from backprop_gpu import optim
-from common import GPU_BACKENDS, TORCH, needs_torch, tag
+from common import GPU_BACKENDS, TORCH, memory_triad, needs_torch, tag
 
 N = 10_000_000
 LAYOUTS = {"1 tensor": [N], "200 tensors": [N // 200] * 200}
@@ -77,21 +77,9 @@ def test_optimizer_step_ours(benchmark, backend, name, layout):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_memory_triad_floor(benchmark, layout):
     """A numba prange loop with Adam's traffic (4 reads, 3 writes per element)."""
-    import numba
-
-    @numba.njit(parallel=True, error_model="numpy")
-    def triad(p, g, m, v, s):
-        for i in numba.prange(p.size):
-            a = g[i] * s
-            m[i] = m[i] + a
-            v[i] = v[i] + a
-            p[i] = p[i] - a
-    rng = np.random.default_rng(0)
-    p, g, m, v = (rng.random(N, dtype=np.float32) for _ in range(4))
-    s = np.float32(1e-9)
-    triad(p, g, m, v, s)
+    triad = memory_triad(N)
     tag(benchmark, workload("adam", layout), "memory triad, 28 B/element", role="floor", device="cpu")
-    benchmark.pedantic(lambda: triad(p, g, m, v, s), rounds=15, warmup_rounds=2)
+    benchmark.pedantic(triad, rounds=15, warmup_rounds=2)
 
 
 @needs_torch

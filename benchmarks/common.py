@@ -30,6 +30,26 @@ GPU_BACKENDS = [n for n in ("cupy", "numba-cuda") if BACKENDS[n].availability() 
 needs_torch = pytest.mark.skipif(TORCH is None, reason="torch is not installed (pip install torch==2.13.0)")
 
 
+def memory_triad(n: int):
+    """The optimizer floor: a call of a Numba ``prange`` loop with Adam's memory traffic over ``n``
+    float32 elements (read p, g, m, v; write p, m, v: 28 B/element), compiled and warmed up."""
+    import numba
+    import numpy as np
+
+    @numba.njit(parallel=True, error_model="numpy", cache=False)
+    def triad(p, g, m, v, s):
+        for i in numba.prange(p.size):
+            a = g[i] * s
+            m[i] = m[i] + a
+            v[i] = v[i] + a
+            p[i] = p[i] - a
+    rng = np.random.default_rng(0)
+    p, g, m, v = (rng.random(n, dtype=np.float32) for _ in range(4))
+    s = np.float32(1e-9)
+    triad(p, g, m, v, s)
+    return lambda: triad(p, g, m, v, s)
+
+
 def cpu_name() -> str:
     """The CPU's marketing name, for reports."""
     import platform

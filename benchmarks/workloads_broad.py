@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 import backprop_gpu as bg
-from common import TORCH
+from common import TORCH, memory_triad
 
 DEVICE = "numba"
 _SYNC = bg.get_backend(DEVICE).synchronize
@@ -377,24 +377,6 @@ OPTIM_SETTINGS = {
 }
 
 
-def _triad_floor():
-    """A Numba prange loop with Adam's memory traffic (read p, g, m, v; write p, m, v: 28 B/element)."""
-    import numba
-
-    @numba.njit(parallel=True, error_model="numpy", cache=False)
-    def triad(p, g, m, v, s):
-        for i in numba.prange(p.size):
-            a = g[i] * s
-            m[i] = m[i] + a
-            v[i] = v[i] + a
-            p[i] = p[i] - a
-    rng = np.random.default_rng(0)
-    p, g, m, v = (rng.random(OPTIM_N, dtype=np.float32) for _ in range(4))
-    s = np.float32(1e-9)
-    triad(p, g, m, v, s)
-    return lambda: triad(p, g, m, v, s)
-
-
 def optim_workload(name, layout):
     cls, kwargs, fused = OPTIM_SETTINGS[name]
 
@@ -421,7 +403,7 @@ def optim_workload(name, layout):
             _close(f"parameter {i} after two steps", po[i], pt[i], 1e-4, 1e-6)
         impls = {"ours": ours, "torch": ot.step}
         if name in ("adam", "adamw"):
-            impls["floor"] = _triad_floor()
+            impls["floor"] = memory_triad(OPTIM_N)
         return impls
     return builder
 
