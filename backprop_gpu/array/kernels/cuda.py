@@ -602,47 +602,29 @@ class CudaNamespace(ArrayNamespace):
         self._launch(name, like, blocks * threads, args, threads=threads)
 
     # -- softmax over the last axis; LayerNorm over rows -------------------------------------------
-    def _softmax(self, x, log):
+    def _rows_softmax(self, x, log):
+        if x.ndim and not x.size:  # nothing to compute, in any dtype
+            return self._xp.empty_like(x)
+        if not (x.ndim and _plain(x)):
+            return super()._rows_softmax(x, log)
         c = x.shape[-1]
         y = self._xp.empty_like(x)
         self._rows_launch(kernel_name("softmax", x.dtype), x, x.size // c, c,
                           (x, y, np.int64(x.size // c), np.int64(c), np.int32(log)))
         return y
 
-    def softmax_forward(self, x):
-        if x.ndim and not x.size:  # nothing to compute, in any dtype
-            return self._xp.empty_like(x)
-        if x.ndim and _plain(x):
-            return self._softmax(x, False)
-        return super().softmax_forward(x)
-
-    def log_softmax_forward(self, x):
-        if x.ndim and not x.size:  # nothing to compute, in any dtype
-            return self._xp.empty_like(x)
-        if x.ndim and _plain(x):
-            return self._softmax(x, True)
-        return super().log_softmax_forward(x)
-
-    def _softmax_backward(self, g, out, log):
+    def _rows_softmax_backward(self, g, out, log):
+        if not (g.ndim and g.shape == out.shape):
+            return super()._rows_softmax_backward(g, out, log)
+        if not g.size:
+            return self._xp.empty_like(g)
+        if not _plain(g, out):
+            return super()._rows_softmax_backward(g, out, log)
         c = g.shape[-1]
         gx = self._xp.empty_like(g)
         self._rows_launch(kernel_name("softmax_backward", g.dtype), g, g.size // c, c,
                           (g, out, gx, np.int64(g.size // c), np.int64(c), np.int32(log)))
         return gx
-
-    def softmax_backward(self, g, out):
-        if g.ndim and not g.size and g.shape == out.shape:
-            return self._xp.empty_like(g)
-        if g.ndim and g.shape == out.shape and _plain(g, out):
-            return self._softmax_backward(g, out, False)
-        return super().softmax_backward(g, out)
-
-    def log_softmax_backward(self, g, out):
-        if g.ndim and not g.size and g.shape == out.shape:
-            return self._xp.empty_like(g)
-        if g.ndim and g.shape == out.shape and _plain(g, out):
-            return self._softmax_backward(g, out, True)
-        return super().log_softmax_backward(g, out)
 
     def layer_norm_forward(self, x, w, b, eps, mean, rstd):
         wb = [a for a in (w, b) if a is not None]

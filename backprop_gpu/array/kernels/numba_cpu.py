@@ -778,44 +778,26 @@ class NumbaNamespace(ArrayNamespace):
         return super().batch_norm_backward(g, x, mean, invstd, w, needs, eps, out)
 
     # -- softmax over the last axis; LayerNorm over rows ---------------------------------------------
-    def _softmax(self, x, log):
+    def _rows_softmax(self, x, log):
+        if x.ndim and not x.size:  # nothing to compute, in any dtype
+            return np.empty_like(x)
+        if not (x.ndim and _plain(x)):
+            return super()._rows_softmax(x, log)
         y = np.empty_like(x)
         _softmax_rows(x.reshape(-1, x.shape[-1]), y.reshape(-1, x.shape[-1]), log)
         return y
 
-    def softmax_forward(self, x):
-        if x.ndim and not x.size:  # nothing to compute, in any dtype
-            return np.empty_like(x)
-        if x.ndim and _plain(x):
-            return self._softmax(x, False)
-        return super().softmax_forward(x)
-
-    def log_softmax_forward(self, x):
-        if x.ndim and not x.size:  # nothing to compute, in any dtype
-            return np.empty_like(x)
-        if x.ndim and _plain(x):
-            return self._softmax(x, True)
-        return super().log_softmax_forward(x)
-
-    def _softmax_backward(self, g, out, log):
+    def _rows_softmax_backward(self, g, out, log):
+        if not (g.ndim and g.shape == out.shape):
+            return super()._rows_softmax_backward(g, out, log)
+        if not g.size:
+            return np.empty_like(g)
+        if not _plain(g, out):
+            return super()._rows_softmax_backward(g, out, log)
         gx = np.empty_like(g)
         m = g.shape[-1]
         _softmax_backward_rows(g.reshape(-1, m), out.reshape(-1, m), gx.reshape(-1, m), log)
         return gx
-
-    def softmax_backward(self, g, out):
-        if g.ndim and not g.size and g.shape == out.shape:
-            return np.empty_like(g)
-        if g.ndim and g.shape == out.shape and _plain(g, out):
-            return self._softmax_backward(g, out, False)
-        return super().softmax_backward(g, out)
-
-    def log_softmax_backward(self, g, out):
-        if g.ndim and not g.size and g.shape == out.shape:
-            return np.empty_like(g)
-        if g.ndim and g.shape == out.shape and _plain(g, out):
-            return self._softmax_backward(g, out, True)
-        return super().log_softmax_backward(g, out)
 
     def layer_norm_forward(self, x, w, b, eps, mean, rstd):
         wb = [a for a in (w, b) if a is not None]
