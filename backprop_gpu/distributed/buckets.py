@@ -23,7 +23,6 @@ GPU buffers are not bucketed yet: they are averaged whole in :meth:`~GradientBuc
 from __future__ import annotations
 
 import contextlib
-import time
 
 from . import comm as _c
 
@@ -50,7 +49,7 @@ def bucket_ranges(sizes: list[int], itemsize: int, cap_mb: float = BUCKET_CAP_MB
 
 
 class _Bucket:
-    __slots__ = ("flat", "params", "view", "waiting", "ready", "request", "started")
+    __slots__ = ("flat", "params", "view", "waiting", "ready", "request")
 
     def __init__(self, flat, lo: int, hi: int):
         self.flat = flat
@@ -59,7 +58,6 @@ class _Bucket:
         self.waiting = hi - lo
         self.ready = set()
         self.request = None
-        self.started = None
 
 
 class GradientBuckets:
@@ -79,10 +77,7 @@ class GradientBuckets:
         self.timeout = timeout
         self.cap_mb, self.first_mb = bucket_cap_mb, first_bucket_mb
         self._accumulating = False
-        #: seconds :meth:`finish` spent waiting for all-reduces, summed over calls (the exposed communication)
-        self.wait_seconds = 0.0
-        #: how many :meth:`finish` calls, and how many buckets started during backward (hidden, at least in part)
-        self.steps = 0
+        #: how many buckets started during backward (their communication hidden, at least in part)
         self.started_early = 0
         self._handles = []
         self._build(optimizer.flat_groups)
@@ -120,11 +115,6 @@ class GradientBuckets:
             self._start_ready()
         return ready
 
-    @property
-    def bucket_sizes(self) -> list[int]:
-        """Elements per bucket, in the order they start."""
-        return [b.view.size for b in self.buckets]
-
     @contextlib.contextmanager
     def no_sync(self):
         """Backward inside this block only accumulates gradients; the next backward outside it
@@ -147,7 +137,6 @@ class GradientBuckets:
         if scale != 1.0:
             b.view *= scale
         b.request = _c.get_comm().Iallreduce(MPI.IN_PLACE, b.view, op=MPI.SUM)
-        b.started = time.perf_counter()
 
     def _start_ready(self) -> None:
         reqs = [b.request for b in self.buckets[:self._next] if b.request is not None]
@@ -165,17 +154,14 @@ class GradientBuckets:
         while self._next < len(self.buckets):
             self._start(self.buckets[self._next])
             self._next += 1
-        t0 = time.perf_counter()
         reqs = [b.request for b in self.buckets]
         if reqs:
             _c.wait(reqs, f"the gradient all-reduce ({sum(b.view.size for b in self.buckets)} values in "
                           f"{len(reqs)} buckets)", self.timeout)
         if self._gpu:
             self._finish_gpu()
-        self.wait_seconds += time.perf_counter() - t0
-        self.steps += 1
         for b in self.buckets:
-            b.waiting, b.request, b.started = len(b.params), None, None
+            b.waiting, b.request = len(b.params), None
             b.ready.clear()
         self._next = 0
         # only now, with nothing in flight: a group re-flattened since the buckets were cut (a parameter
