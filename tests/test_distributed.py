@@ -382,7 +382,7 @@ def test_nccl_smoke_on_one_gpu():
     group = NcclGroup(1, 0, nccl.get_unique_id(), 0)
     a = cupy.arange(1000, dtype=cupy.float32)
     b = cupy.ones(7, dtype=cupy.float64)
-    group.all_reduce_sum([a, b], timeout=30)
+    group.all_reduce([a, b], timeout=30)
     cupy.cuda.get_current_stream().synchronize()
     assert a.get().tolist() == list(range(1000)) and b.get().tolist() == [1.0] * 7
     group.destroy()

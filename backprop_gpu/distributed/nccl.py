@@ -117,7 +117,7 @@ class NcclGroup:
         if average:
             op = _avg_op()
         with cupy.cuda.Device(self.device_index):
-            self.synchronize(timeout, previous=True)
+            self.synchronize(timeout)
             stream = cupy.cuda.get_current_stream()
             nccl.groupStart()
             try:
@@ -134,13 +134,8 @@ class NcclGroup:
             for b in bufs:
                 b /= self.world
 
-    def all_reduce_sum(self, bufs, timeout: float | None = None) -> None:
-        """:meth:`all_reduce` summing."""
-        self.all_reduce(bufs, timeout)
-
-    def synchronize(self, timeout: float | None = None, previous: bool = False) -> None:
-        """Wait, under the watchdog, for the last all-reduce queued (``previous``: called before
-        queueing the next one)."""
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Wait, under the watchdog, for the last all-reduce queued (also called before queueing the next)."""
         pending = getattr(self, "_pending", None)
         if pending is not None:
             event, n = pending
@@ -218,23 +213,6 @@ def _host_all_reduce(bufs, timeout, scale: float | None = None) -> None:
         b.set(h)
 
 
-def _by_device(bufs_and_backends) -> dict[int, list]:
-    by_device: dict[int, list] = {}
-    for b, be in bufs_and_backends:
-        by_device.setdefault(be.device.index or 0, []).append(b)
-    return by_device
-
-
-def all_reduce_sum(bufs_and_backends, timeout: float | None = None) -> None:
-    """Sum GPU arrays over the ranks in place: NCCL per device, or the host fallback."""
-    if not use_nccl(timeout):
-        _host_all_reduce([b for b, _ in bufs_and_backends], timeout)
-        return
-    by_device = _by_device(bufs_and_backends)
-    for idx in sorted(by_device):
-        communicator(idx, timeout).all_reduce(by_device[idx], timeout)
-
-
 def all_reduce_mean(bufs_and_backends, weight: float | None = None, timeout: float | None = None) -> None:
     """Average GPU gradient buffers over the ranks in place, each rank weighted by ``weight``
     (its share of the global batch; ``None``: all alike), without waiting on the host.
@@ -248,16 +226,12 @@ def all_reduce_mean(bufs_and_backends, weight: float | None = None, timeout: flo
     if not use_nccl(timeout):
         _host_all_reduce([b for b, _ in bufs_and_backends], timeout, 1.0 / world if equal else weight)
         return
-    by_device = _by_device(bufs_and_backends)
+    by_device: dict[int, list] = {}
+    for b, be in bufs_and_backends:
+        by_device.setdefault(be.device.index or 0, []).append(b)
     for idx in sorted(by_device):
         bufs = by_device[idx]
         if not equal:
             for b in bufs:
                 b *= weight * world  # then averaged: sum of weight * g over the ranks
         communicator(idx, timeout).all_reduce(bufs, timeout, average=True)
-
-
-def synchronize(timeout: float | None = None) -> None:
-    """Wait for every NCCL all-reduce still in flight (under the watchdog)."""
-    for g in _groups.values():
-        g.synchronize(timeout)
