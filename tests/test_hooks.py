@@ -54,6 +54,36 @@ def test_post_accumulate_hooks_run_when_each_leaf_is_final_as_torch(backend):
         _close(ours, theirs)
 
 
+def test_post_accumulate_hooks_when_a_vjp_gives_no_gradient_match_torch(backend):
+    """A Function whose backward returns None for an input: a leaf reached only that way still gets
+    its hook, with no gradient, as in torch; one also used elsewhere gets it once, with the gradient
+    it did receive."""
+    out = {}
+    for m in (bg, torch):
+        class FirstOnly(m.autograd.Function):
+            @staticmethod
+            def forward(ctx, a, b):
+                return a * 2
+
+            @staticmethod
+            def backward(ctx, g):
+                return g * 2, None
+        kw = dict(device=backend) if m is bg else {}
+        a, b, c = (m.tensor(A, requires_grad=True, **kw) for _ in range(3))
+        seen = []
+        for name, t in (("a", a), ("b", b), ("c", c)):
+            t.register_post_accumulate_grad_hook(
+                lambda t, name=name: seen.append((name, None if t.grad is None else t.grad.detach().clone())))
+        (FirstOnly.apply(a, b).sum() + FirstOnly.apply(a, c).sum() + (c * 3).sum()).backward()
+        out[m] = seen
+    assert sorted(n for n, _ in out[bg]) == sorted(n for n, _ in out[torch]) == ["a", "b", "c"]
+    for (n, ours), (_, theirs) in zip(sorted(out[bg], key=lambda r: r[0]), sorted(out[torch], key=lambda r: r[0])):
+        if n == "b":
+            assert ours is None and theirs is None
+        else:
+            _close(ours, theirs)
+
+
 def test_post_accumulate_hooks_need_a_leaf_and_skip_autograd_grad(backend):
     x = bg.tensor(A, device=backend, requires_grad=True)
     with pytest.raises(RuntimeError, match="non-leaf"):

@@ -193,15 +193,27 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
         else:
             pending[node.seq] = g
             push(heap, (-node.seq, node))
-    # leaves with post-accumulate hooks: id -> [leaf, gradients still to come, got one]
-    post = _post_hook_counts(outputs) if accumulate and _hooks_mod.post_registered else None
-    if post:
-        for out in outputs:
-            if out.requires_grad and out._node is None:
-                _delivered(post, out)
     anomaly = state.anomaly
     special = create_graph or _check_saves  # VJPs get tensors, or stand-ins for unsaved inputs
     hooked = {} if _hooks_mod.registered else None  # id(leaf) -> [leaf, summed gradient] for hooked leaves
+    # leaves with post-accumulate hooks: id -> [leaf, gradients (or Nones) still to come]
+    post = _post_hook_counts(outputs) if accumulate and _hooks_mod.post_registered else None
+
+    def complete(t):
+        """``t``'s last gradient is in: its tensor hooks on their sum and ``.grad``, then its post hooks."""
+        held = hooked.pop(id(t), None) if hooked else None
+        if held is not None:
+            g_t = _run_hooks(t._hooks, held[1], t, Tensor, create_graph)
+            if plain:
+                deliver(t, g_t, Tensor)
+            else:
+                leaf(t, g_t)
+        _run_post_hooks(t)
+
+    if post:
+        for out in outputs:
+            if out.requires_grad and out._node is None and _last_of(post, out):
+                complete(out)
     pop = heapq.heappop
     prev_mode = state.grad
     if prev_mode != create_graph:  # set_grad, only when it changes something
@@ -244,6 +256,9 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
             seq = node.seq
             for t, gi, needed in zip(ins, in_grads, node.needs):
                 if gi is None or not needed:  # needs: what required grad when the node was made
+                    # a None still completes a leaf's count: torch runs its post hooks, gradient or not
+                    if post and needed and t._node is None and _last_of(post, t):
+                        complete(t)
                     continue
                 if gi.shape != t.array.shape:  # the array's: Tensor.shape is a property call
                     gi = unbroadcast(F, gi, tuple(t.array.shape))
@@ -259,14 +274,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                             hooked[id(t)] = held = [t, gi]
                         else:
                             held[1] = held[1] + gi
-                        if post and _last_of(post, t):  # all in: hooks, .grad and post hooks now
-                            del hooked[id(t)]
-                            g_t = _run_hooks(t._hooks, held[1], t, Tensor, create_graph)
-                            if plain:
-                                deliver(t, g_t, Tensor)
-                            else:
-                                leaf(t, g_t)
-                            _run_post_hooks(t)
+                        if post and _last_of(post, t):
+                            complete(t)
                         continue
                     if not plain:
                         leaf(t, gi)
@@ -278,8 +287,8 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                         t.grad = Tensor._make(gi.copy(), t.backend)  # a copy: gi may alias other arrays
                     else:
                         deliver(t, gi, Tensor)
-                    if post:
-                        _delivered(post, t)
+                    if post and _last_of(post, t):
+                        complete(t)
                     continue
                 k = child.seq
                 prev = pending.get(k)
@@ -296,12 +305,11 @@ def run_backward(outputs, grads, *, retain_graph=False, create_graph=False, inpu
                 deliver(t, g, Tensor)
             else:
                 leaf(t, g)
-            if post and id(t) in post:
-                post.pop(id(t))
+            if post and post.pop(id(t), None) is not None:
                 _run_post_hooks(t)
-        if post:  # a VJP that gave no gradient (None) leaves a count short: the leaf's .grad is final now
-            for t, left, got in list(post.values()):
-                if got and left > 0:
+        if post:  # leaves below nodes that no gradient reached: their .grad is final now, as it stands
+            for t, left in list(post.values()):
+                if left > 0:
                     _run_post_hooks(t)
     finally:
         if state.grad != prev_mode:
@@ -339,25 +347,18 @@ def _count(counts, t) -> None:
     if getattr(t, "_post_accumulate_hooks", None):
         c = counts.get(id(t))
         if c is None:
-            counts[id(t)] = [t, 1, False]
+            counts[id(t)] = [t, 1]
         else:
             c[1] += 1
 
 
 def _last_of(post, t) -> bool:
-    """Count one of ``t``'s gradients in; whether it was the last."""
+    """Count one of ``t``'s gradients (or a None in its place) in; whether it was the last."""
     c = post.get(id(t))
     if c is None:
         return False
     c[1] -= 1
-    c[2] = True
     return c[1] == 0
-
-
-def _delivered(post, t) -> None:
-    """``t`` received one of its gradients; its hooks run with the last."""
-    if _last_of(post, t):
-        _run_post_hooks(t)
 
 
 def _run_post_hooks(t) -> None:
