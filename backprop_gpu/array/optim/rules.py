@@ -87,7 +87,7 @@ class Rule:
 
     def consts(self, group) -> tuple:
         """The group's values of ``const_names`` (Python numbers): kernel arguments in the device form."""
-        raise NotImplementedError
+        return tuple(group[n] for n in self.const_names)
 
     def hyper_math(self, flags):
         """``fn(lr, step, *consts) -> hypers`` (``hyper_names`` order): plain arithmetic (``+ - * / **``,
@@ -143,9 +143,6 @@ class SGD(Rule):
         return [("momentum_buffer", 0.0)] if flags[0] else []
 
     const_names = ("weight_decay", "momentum", "dampening")
-
-    def consts(self, group):
-        return (group["weight_decay"], group["momentum"], group["dampening"])
 
     def hyper_math(self, flags):
         def sgd_hypers(lr, step, wd, momentum, dampening):
@@ -203,9 +200,6 @@ class Adagrad(Rule):
 
     const_names = ("lr_decay", "weight_decay", "eps")
 
-    def consts(self, group):
-        return (group["lr_decay"], group["weight_decay"], group["eps"])
-
     def hyper_math(self, flags):
         def adagrad_hypers(lr, step, lr_decay, wd, eps):
             return lr / (1 + (step - 1) * lr_decay), wd, eps
@@ -250,9 +244,6 @@ class Adadelta(Rule):
         return [("square_avg", 0.0), ("acc_delta", 0.0)]
 
     const_names = ("rho", "eps", "weight_decay")
-
-    def consts(self, group):
-        return (group["rho"], group["eps"], group["weight_decay"])
 
     def hyper_math(self, flags):
         def adadelta_hypers(lr, step, rho, eps, wd):
@@ -309,9 +300,6 @@ class RMSprop(Rule):
         return s
 
     const_names = ("alpha", "eps", "weight_decay", "momentum")
-
-    def consts(self, group):
-        return (group["alpha"], group["eps"], group["weight_decay"], group["momentum"])
 
     def hyper_math(self, flags):
         def rmsprop_hypers(lr, step, alpha, eps, wd, momentum):
@@ -376,7 +364,7 @@ class Adam(Rule):
 
     const_names = ("beta1", "beta2", "eps", "weight_decay")
 
-    def consts(self, group):
+    def consts(self, group):  # betas is one entry of the group: a pair
         b1, b2 = group["betas"]
         return (b1, b2, group["eps"], group["weight_decay"])
 
