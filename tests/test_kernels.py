@@ -74,25 +74,27 @@ def test_bias_relu_matches_reference(backend, size_path, dtype, shape, with_bias
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_relu_backward_matches_reference(backend, size_path, dtype):
+@pytest.mark.parametrize("scale", [1.0, 1 / 0.7], ids=["plain", "dropout-scaled"])
+def test_relu_backward_matches_reference(backend, size_path, dtype, scale):
     compiled(backend, "relu_backward")
     b = bg.get_backend(backend)
     g, out = _arrays(backend, dtype, (9, 11), (9, 11))
     out = b.F.bias_relu_(out, None)
-    res = b.F.relu_backward(g, out)
-    np.testing.assert_array_equal(b.to_host(res), b.to_host(reference(backend).relu_backward(g, out)))
+    res = b.F.relu_backward(g, out, scale)
+    np.testing.assert_array_equal(b.to_host(res), b.to_host(reference(backend).relu_backward(g, out, scale)))
     assert res is not g and res.dtype == g.dtype
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(9, 11), (2, 4, 5)])
-def test_relu_backward_colsum_matches_reference(backend, dtype, shape):
+@pytest.mark.parametrize("scale", [1.0, 1 / 0.7], ids=["plain", "dropout-scaled"])
+def test_relu_backward_colsum_matches_reference(backend, dtype, shape, scale):
     compiled(backend, "relu_backward_colsum")
     b = bg.get_backend(backend)
     g, out = _arrays(backend, dtype, shape, shape, seed=4)
     out = b.F.bias_relu_(out, None)
-    gm_ref, cs_ref = reference(backend).relu_backward_colsum(g, out)
-    gm, cs = b.F.relu_backward_colsum(g, out)
+    gm_ref, cs_ref = reference(backend).relu_backward_colsum(g, out, scale)
+    gm, cs = b.F.relu_backward_colsum(g, out, scale)
     np.testing.assert_array_equal(b.to_host(gm), b.to_host(gm_ref))
     np.testing.assert_allclose(b.to_host(cs), b.to_host(cs_ref), rtol=1e-6 if dtype == "float32" else 1e-14)
     assert cs.shape == (shape[-1],)
@@ -286,6 +288,101 @@ def test_sequential_fuses_linear_then_relu(backend):
     y2.sum().backward()
     for a, p in zip(g1, model.parameters()):
         np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# --- Linear + ReLU + Dropout as one op -----------------------------------------------------------
+
+def _mlp_with_dropout(backend, p):
+    bg.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(p), nn.Linear(16, 3), nn.ReLU(),
+                         nn.Dropout(p)).to(backend)
+
+
+def _one_by_one(model, x):
+    for m in model:
+        x = m(x)
+    return x
+
+
+def _dropout_apart(model):
+    """``model`` with each Dropout after its Linear + ReLU op (the same column-sum kernels: bitwise
+    comparable; module by module, the bias gradients would differ by summation order)."""
+    m = list(model)
+    return nn.Sequential(nn.Sequential(m[0], m[1]), m[2], nn.Sequential(m[3], m[4]), m[5])
+
+
+@pytest.mark.parametrize("p", [0.3, 0.9])
+def test_sequential_fuses_linear_relu_dropout_with_the_same_masks(backend, p):
+    """A Linear, a ReLU and a Dropout in a Sequential run as one op: the same outputs, gradients and
+    masks (the generator's same draws) as Linear + ReLU and the Dropout apart, and the generator left
+    in the same place."""
+    b = bg.get_backend(backend)
+    model = _mlp_with_dropout(backend, p)
+    x = bg.tensor(np.random.default_rng(5).standard_normal((40, 5)), device=backend).float()
+    results = []
+    for run in (model, _dropout_apart(model)):
+        bg.manual_seed(7)
+        y = run(x)
+        (y * bg.arange(3, device=backend).float()).sum().backward()
+        results.append((y.numpy(), [q.grad.numpy().copy() for q in model.parameters()], b.generator.offset))
+        model.zero_grad(set_to_none=True)
+    (y_fused, g_fused, off_fused), (y_ref, g_ref, off_ref) = results
+    assert 0 < np.count_nonzero(y_fused) < y_fused.size
+    np.testing.assert_array_equal(y_fused, y_ref)
+    for a, r in zip(g_fused, g_ref):
+        np.testing.assert_array_equal(a, r)
+    assert off_fused == off_ref
+    bg.manual_seed(7)
+    y = model(x)
+    assert y._node.op.name == "linear_relu" and y._node.kwargs == {"dropout": p}
+
+
+def test_linear_relu_dropout_gradcheck_and_second_order(backend):
+    """The fused op's gradient is the ReLU mask times the kept mask times 1 / (1 - p): finite
+    differences with the mask held (the same seed per evaluation), and under create_graph the same
+    Hessian-vector product as the two ops composed."""
+    rng = np.random.default_rng(3)
+    x = bg.tensor(rng.standard_normal((6, 3)), device=backend, requires_grad=True)
+    w = bg.tensor(rng.standard_normal((4, 3)), device=backend, requires_grad=True)
+    bias = bg.tensor(rng.standard_normal(4), device=backend, requires_grad=True)
+
+    def seeded(fn):
+        def f(*args):
+            bg.manual_seed(2)
+            return fn(*args)
+        return f
+    assert bg.gradcheck(seeded(lambda x, w, b: F.linear_relu(x, w, b, dropout=0.4)), [x, w, bias])
+    assert bg.gradcheck(seeded(lambda x, w: F.linear_relu(x, w, dropout=0.4)), [x, w])
+
+    def hvp(f):
+        w2 = bg.tensor(w.numpy(), device=backend, requires_grad=True)
+        (g,) = bg.grad((f(x.detach(), w2) ** 2).sum(), w2, create_graph=True)
+        (h,) = bg.grad((g * g).sum(), w2)
+        return h.numpy()
+    fused = hvp(seeded(lambda x, w: F.linear_relu(x, w, dropout=0.4)))
+    composed = hvp(seeded(lambda x, w: F.dropout(bg.relu(F.linear(x, w)), 0.4)))
+    assert np.abs(fused).max() > 0
+    np.testing.assert_allclose(fused, composed, rtol=1e-10)
+
+
+def test_dropout_fusion_falls_back_where_it_must(backend):
+    """Eval mode: Linear + ReLU, the Dropout the identity. p = 1 (x * 0 keeps NaN) and a hooked
+    Dropout: the Dropout's own op after Linear + ReLU."""
+    x = bg.tensor(np.random.default_rng(6).standard_normal((4, 5)), device=backend).float()
+    model = _mlp_with_dropout(backend, 0.5).eval()
+    y = model(x)
+    assert y._node.op.name == "linear_relu" and y._node.kwargs == {}
+    np.testing.assert_array_equal(y.numpy(), _one_by_one(model, x).numpy())
+    assert model.train()(x)._node.kwargs == {"dropout": 0.5}
+    model[5].p = 1.0
+    y = model(x)
+    assert y._node.op.name != "linear_relu" and not np.any(y.numpy())
+    model[5].p = 0.5
+    h = model[5].register_forward_hook(lambda m, a, out: out)
+    assert model(x)._node.op.name == "dropout"
+    h.remove()
+    with pytest.raises(ValueError, match=r"dropout probability has to be in \[0, 1\), but got 1.0"):
+        F.linear_relu(x, model[0].weight, model[0].bias, dropout=1.0)
 
 
 # --- windows: im2col / col2im and max pooling ------------------------------------------------------

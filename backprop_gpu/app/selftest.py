@@ -72,14 +72,16 @@ def _fused_ops(backend) -> list[np.ndarray]:
 
 
 def _random_streams(backend) -> list[np.ndarray]:
-    """Draws after one seed: uniforms, normals, integers, a permutation and a dropout mask, which are
-    the same numbers on every backend (normals to an ulp)."""
-    from ..nn.functional import dropout
+    """Draws after one seed: uniforms, normals, integers, a permutation and dropout masks (alone, and
+    fused after a Linear and ReLU), which are the same numbers on every backend (normals to an ulp)."""
+    from ..nn.functional import dropout, linear_relu
     from ..ops import rand, randint, randn, randperm
 
     manual_seed(0)
+    ones = tensor(np.ones((10, 100)), device=backend)
     draws = [rand(1000, device=backend), randn(1000, device=backend), randint(0, 1000, (1000,), device=backend),
-             randperm(100, device=backend), dropout(tensor(np.ones(1000), device=backend), 0.3)]
+             randperm(100, device=backend), dropout(ones, 0.3),
+             linear_relu(ones, tensor(np.eye(100), device=backend), dropout=0.3)]
     return [d.numpy().astype(np.float64) for d in draws]
 
 

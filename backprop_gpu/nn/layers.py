@@ -43,11 +43,29 @@ class Linear(Module):
 
     def fused_with(self, following):
         if self._is_exactly(Linear) and following._is_exactly(ReLU):
-            return lambda x: F.linear_relu(x, self.weight, self.bias)
+            return _LinearReLU(self)
         return None
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class _LinearReLU:
+    """A Linear layer and a ReLU as one op (:func:`~backprop_gpu.nn.functional.linear_relu`), which a
+    Dropout after them joins: its mask drawn in the same pass."""
+
+    def __init__(self, linear):
+        self.linear = linear
+
+    def __call__(self, x, dropout=0.0):
+        return F.linear_relu(x, self.linear.weight, self.linear.bias, dropout)
+
+    def fused_with(self, following):
+        if following._is_exactly(Dropout):
+            p = following.p if following.training else 0.0
+            if p < 1:  # p == 1 gives x * 0 (NaN stays NaN): the Dropout's own op
+                return lambda x: self(x, p)
+        return None
 
 
 class Identity(Module):

@@ -321,7 +321,9 @@ class Module:
 
         :class:`Sequential` asks each module about the one after it; a layer that has a
         fused op for that pair (Linear + ReLU, BatchNorm + ReLU) answers with it. The
-        answer must give the same values and gradients as the two modules in turn.
+        answer must give the same values and gradients as the two modules in turn. It may
+        have a ``fused_with`` of its own, which Sequential then asks about the next module
+        (Linear + ReLU + Dropout).
         """
         return None
 
@@ -525,9 +527,9 @@ def _looks_like_dtype(x) -> bool:
 class Sequential(Module):
     """Modules applied in order; ``Sequential(OrderedDict(name=module, ...))`` names them.
 
-    Where a module has a fused op for itself and the module after it
-    (:meth:`Module.fused_with`: a Linear or a BatchNorm layer followed by a ReLU), the pair
-    runs as that one op, with the same values and gradients.
+    Where a module has a fused op for itself and the modules after it
+    (:meth:`Module.fused_with`: a Linear or a BatchNorm layer followed by a ReLU; a Linear, a ReLU
+    and a Dropout), they run as that one op, with the same values, gradients and dropout masks.
     """
 
     def __init__(self, *modules):
@@ -542,20 +544,21 @@ class Sequential(Module):
             setattr(self, name, m)
 
     def forward(self, x):
-        """Run the modules in order, each on the previous one's output (a Linear or BatchNorm followed by a ReLU as
-        one fused op)."""
+        """Run the modules in order, each on the previous one's output (fused runs of them as one op:
+        see the class docstring)."""
         mods = [m for m in self._modules.values() if m is not None]
         i, n = 0, len(mods)
         while i < n:
-            # a hooked module is called on its own: a fused pair would skip its hooks
-            fused = (mods[i].fused_with(mods[i + 1]) if i + 1 < n and not (mods[i]._hooked() or mods[i + 1]._hooked())
-                     else None)
-            if fused is None:
-                x = mods[i](x)
-                i += 1
-            else:
-                x = fused(x)
-                i += 2
+            fn, j = mods[i], i + 1
+            if not fn._hooked():  # a hooked module is called on its own: a fused op would skip its hooks
+                while j < n and not mods[j]._hooked():
+                    ask = getattr(fn, "fused_with", None)
+                    fused = ask(mods[j]) if ask is not None else None
+                    if fused is None:
+                        break
+                    fn, j = fused, j + 1
+            x = fn(x)
+            i = j
         return x
 
     def __getitem__(self, i):

@@ -1,4 +1,4 @@
-"""Linear layers as single ops: ``x @ W.T + b`` and ``relu(x @ W.T + b)``, forward beside VJP."""
+"""Linear layers as single ops: ``x @ W.T + b`` and ``relu(x @ W.T + b)`` (and its dropout), forward beside VJP."""
 from __future__ import annotations
 
 from ..tape.op import Op, apply
@@ -57,24 +57,30 @@ class LinearOp(Op):
 
 class LinearReLU(Op):
     """relu(x @ W.T + b) in one op: bias and activation applied in place on the product, in
-    one pass (a compiled kernel where the backend has one), and no separate ReLU output."""
+    one pass (a compiled kernel where the backend has one), and no separate ReLU output.
+    ``dropout`` (a probability in (0, 1), given only when dropping) drops in that same pass
+    (:meth:`~backprop_gpu.array.kernels.reference.Kernels.bias_relu_dropout_`), and the
+    backward's ReLU mask scaled by 1 / (1 - dropout) is the dropout's gradient too."""
     name = "linear_relu"
     saves = ("x", "w", "out")
 
     @staticmethod
-    def forward(F, x, w, *b):
-        return F.bias_relu_(mm(F, x, w.T), b[0] if b else None)
+    def forward(F, x, w, *b, dropout=0.0):
+        y = mm(F, x, w.T)
+        b = b[0] if b else None
+        return F.bias_relu_dropout_(y, b, dropout) if dropout else F.bias_relu_(y, b)
 
     @staticmethod
-    def vjp(F, g, out, x, w, *b, needs, into):
+    def vjp(F, g, out, x, w, *b, needs, into, dropout=0.0):
+        scale = 1 / (1 - dropout)
         if b and needs[2]:  # the bias gradient (column sums) in the same pass as the ReLU mask
             dst = into and into[2]
             if dst is not None and dst.dtype == g.dtype:  # written into the bias's empty gradient slot
-                g, gb = F.relu_backward_colsum_into(g, out, dst)
+                g, gb = F.relu_backward_colsum_into(g, out, dst, scale)
             else:
-                g, gb = F.relu_backward_colsum(g, out)
+                g, gb = F.relu_backward_colsum(g, out, scale)
             return LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into) + (gb,)
-        g = F.relu_backward(g, out)
+        g = F.relu_backward(g, out, scale)
         grads = LinearNoBias.vjp(F, g, out, x, w, needs=needs[:2], into=into)
         return grads + (None,) if b else grads
 
@@ -96,11 +102,20 @@ def linear(x, weight, bias=None):
     return apply(LinearOp, x, weight, bias)
 
 
-def linear_relu(x, weight, bias=None):
-    """``relu(linear(x, weight, bias))`` as one op; :class:`~backprop_gpu.nn.Sequential` uses it
-    for a :class:`~backprop_gpu.nn.Linear` followed by a :class:`~backprop_gpu.nn.ReLU`."""
+def linear_relu(x, weight, bias=None, dropout: float = 0.0):
+    """``relu(linear(x, weight, bias))`` as one op, followed by inverted dropout with probability
+    ``dropout`` (in [0, 1), 0 for none; the mask from ``x``'s backend generator, the same draws as
+    :func:`~backprop_gpu.nn.functional.dropout`'s) in the same pass. :class:`~backprop_gpu.nn.Sequential`
+    uses it for a :class:`~backprop_gpu.nn.Linear` followed by a :class:`~backprop_gpu.nn.ReLU` (and a
+    :class:`~backprop_gpu.nn.Dropout`)."""
     _check_linear(x, weight, bias)
-    return apply(LinearReLU, x, weight, *(() if bias is None else (bias,)))
+    b = () if bias is None else (bias,)
+    dropout = float(dropout)
+    if dropout == 0:  # no keyword: the op's plain call
+        return apply(LinearReLU, x, weight, *b)
+    if not 0 < dropout < 1:
+        raise ValueError(f"linear_relu: dropout probability has to be in [0, 1), but got {dropout}")
+    return apply(LinearReLU, x, weight, *b, dropout=dropout)
 
 
 __all__ = ["linear", "linear_relu"]

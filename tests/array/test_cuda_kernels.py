@@ -34,7 +34,7 @@ DTYPES = ("float32", "float64")
 CE_RTOL = {"float32": 2e-6, "float64": 1e-13}
 SUM_RTOL = {"float32": 1e-6, "float64": 1e-14}
 # kernel: parameters the namespace passes
-PARAMS = {"relu": 2, "bias_relu": 4, "relu_backward": 4, "relu_backward_colsum": 6, "ce_forward": 13,
+PARAMS = {"relu": 2, "bias_relu": 4, "relu_backward": 5, "relu_backward_colsum": 7, "ce_forward": 13,
           "ce_backward": 13, "class_target_stats": 6, "gelu": 4, "gelu_backward": 5, "scatter_add_rows": 6}
 # the row kernels: softmax and log-softmax over the last axis, LayerNorm over rows
 PARAMS |= {"softmax": 5, "softmax_backward": 6, "layer_norm": 11, "layer_norm_backward": 14, "layer_norm_colsums": 8}
@@ -135,19 +135,20 @@ def test_relu_kernels_match_reference(stand_in, ref, dtype):
             np.testing.assert_array_equal(_host(out), want)
         o = ref.bias_relu_(y.copy(), b)
         dg, do = xp.asarray(g), xp.asarray(o)
-        with rec.count() as c:
-            gm = F.relu_backward(dg, do)
-            gm2, cs = F.relu_backward_colsum(dg, do)
-        assert c.launches == 2, c.table()
-        np.testing.assert_array_equal(_host(gm), ref.relu_backward(g, o))
-        gm_ref, cs_ref = ref.relu_backward_colsum(g, o)
-        np.testing.assert_array_equal(_host(gm2), gm_ref)
-        np.testing.assert_allclose(_host(cs), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
-        slot = xp.empty(shape[-1:], dtype)
-        with rec.count() as c:
-            _, into = F.relu_backward_colsum_into(dg, do, slot)
-        assert into is slot and c.launches == 1, c.table()
-        np.testing.assert_allclose(_host(slot), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
+        for scale in (1.0, 1 / 0.7):  # 1 / (1 - p) after a fused dropout
+            with rec.count() as c:
+                gm = F.relu_backward(dg, do, scale)
+                gm2, cs = F.relu_backward_colsum(dg, do, scale)
+            assert c.launches == 2, c.table()
+            np.testing.assert_array_equal(_host(gm), ref.relu_backward(g, o, scale))
+            gm_ref, cs_ref = ref.relu_backward_colsum(g, o, scale)
+            np.testing.assert_array_equal(_host(gm2), gm_ref)
+            np.testing.assert_allclose(_host(cs), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
+            slot = xp.empty(shape[-1:], dtype)
+            with rec.count() as c:
+                _, into = F.relu_backward_colsum_into(dg, do, slot, scale)
+            assert into is slot and c.launches == 1, c.table()
+            np.testing.assert_allclose(_host(slot), cs_ref, rtol=SUM_RTOL[dtype], atol=0)
 
 
 
@@ -198,6 +199,33 @@ def test_dropout_is_one_launch_each_way_and_matches_reference(stand_in, dtype):
         np.testing.assert_array_equal(_host(gx), host.F.dropout_backward(g, keep_ref, p))
         assert _host(y).dtype == _host(gx).dtype == x.dtype
         assert cupy.generator.offset == host.generator.offset > 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_relu_dropout_is_one_launch_and_matches_reference(stand_in, dtype):
+    """Bias, ReLU and dropout in one Philox launch, in place: the reference's values bit for bit (its
+    mask drawn at the same offset), and the generator left where the reference leaves it."""
+    import backprop_gpu as bg
+
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    host = bg.get_backend("numpy")
+    rng = np.random.default_rng(4)
+    for shape, p in (((7, 143), 0.3), ((3, 2, 5), 0.9), ((1,), 0.5)):
+        y, b = _rand(rng, dtype, *shape), _rand(rng, dtype, shape[-1])
+        y.reshape(-1)[0] = np.nan  # NaN stays NaN where kept, and times 0 where dropped, as the reference
+        for bias in (b, None):
+            for bk in (cupy, host):
+                bk.manual_seed(11)
+                bk.generator.offset = 5
+            dy, db = xp.asarray(y), None if bias is None else xp.asarray(bias)
+            with rec.count() as c:
+                out = F.bias_relu_dropout_(dy, db, p)
+            assert out is dy and (c.launches, c.h2d, c.syncs) == (1, 0, 0), c.table()
+            want = host.F.bias_relu_dropout_(y.copy(), bias, p)
+            np.testing.assert_array_equal(_host(out), want)
+            assert 0 < int((want != 0).sum()) < want.size or want.size == 1
+            assert cupy.generator.offset == host.generator.offset > 5
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -354,6 +354,12 @@ def test_cuda_source_compiles_with_nvrtc_and_has_every_entry():
             assert len(re.findall(rf"\.param \.\w+ {name}_param_\d+", ptx)) == n_params, name
             if dtype == "float32":  # float32 data, a 24-bit uniform: no double anywhere
                 assert ".f64" not in ptx.split(f".entry {name}(")[1].split(".entry")[0], name
+    # bias + ReLU + dropout: (y, b, n, cols, with_bias, k0, k1, offset, the Bernoulli draw's extra, scale)
+    for dtype, name in cuda_source.BIAS_RELU_DROPOUT_NAMES.items():
+        n_params = 8 + len(scalar.EXTRA["bernoulli32" if dtype == "float32" else "bernoulli64"]) + 1
+        assert len(re.findall(rf"\.param \.\w+ {name}_param_\d+", ptx)) == n_params, name
+        if dtype == "float32":
+            assert ".f64" not in ptx.split(f".entry {name}(")[1].split(".entry")[0], name
 
 
 _C = {"u64": ctypes.c_uint64, "i64": ctypes.c_int64, "f32": ctypes.c_float, "f64": ctypes.c_double}

@@ -7,7 +7,7 @@ blocks; otherwise (the host build the tests compare with NumPy, and the recordin
 runs) they are ordinary loops, and the warp and block reductions are no-ops.
 
 * ``bpg_relu_<sfx>``, ``bpg_bias_relu_<sfx>``: ``y = max(y + b, 0)`` in place, one grid-stride pass.
-* ``bpg_relu_backward_<sfx>``: ``g * (out > 0)``.
+* ``bpg_relu_backward_<sfx>``: ``g * (out > 0) * scale`` (``scale`` 1, or ``1 / (1 - p)`` after a fused dropout).
 * ``bpg_relu_backward_colsum_<sfx>``: that, and its column sums (accumulated in double), one
   thread per column walking the rows: one launch for both.
 * ``bpg_ce_forward_<sfx>``: the whole cross-entropy in one block (a warp per row: max, sum of
@@ -28,9 +28,10 @@ runs) they are ordinary loops, and the warp and block reductions are no-ops.
   backward's adjoint, for second order; one launch).
 * ``bpg_scatter_add_rows_<sfx>``: rows of ``g`` added atomically into the rows an integer index
   names (an Embedding's gradient), one launch after the zeros.
-* dropout (``dropout_``, ``dropout_backward``): the Philox module's kernels
+* dropout (``dropout_``, ``dropout_backward``, ``bias_relu_dropout_``): the Philox module's kernels
   (:data:`backprop_gpu.array.rng.cuda_source.DROPOUT`: the draw, the compare and the scale in one
-  launch, the mask kept as bytes; the backward one launch).
+  launch, the mask kept as bytes; the backward one launch; after a bias and ReLU, all in one launch
+  and no mask kept, its backward the ReLU's with the scale).
 * ``bpg_softmax_<sfx>``, ``bpg_softmax_backward_<sfx>`` (``BPG_ROW_KERNELS``): softmax or
   log-softmax over the last axis and its gradient, a block per row (the block's max and sum
   through warp shuffles and shared memory): one launch each.
@@ -51,7 +52,7 @@ import numpy as np
 
 from ..namespace import ArrayNamespace
 from ..rng import cupy_impl as rng_cupy
-from ..rng.cuda_source import DROPOUT_NAMES
+from ..rng.cuda_source import BIAS_RELU_DROPOUT_NAMES, DROPOUT_NAMES
 from ..rng.scalar import PER_BLOCK
 from .reference import GELU_APPROXIMATIONS, pool_out_size
 
@@ -101,15 +102,16 @@ BPG_KERNEL bpg_relu_##sfx(T *y, i64 n) { \
 BPG_KERNEL bpg_bias_relu_##sfx(T *y, const T *b, i64 n, i64 cols) { \
     BPG_GRID(i, n) { T v = y[i] + b[i % cols]; y[i] = v > (T)0 || v != v ? v : (T)0; } \
 } \
-BPG_KERNEL bpg_relu_backward_##sfx(const T *g, const T *out, T *res, i64 n) { \
-    BPG_GRID(i, n) res[i] = g[i] * (T)(out[i] > (T)0); \
+BPG_KERNEL bpg_relu_backward_##sfx(const T *g, const T *out, T *res, i64 n, T scale) { \
+    BPG_GRID(i, n) res[i] = g[i] * (T)(out[i] > (T)0) * scale; \
 } \
-BPG_KERNEL bpg_relu_backward_colsum_##sfx(const T *g, const T *out, T *res, T *colsum, i64 rows, i64 cols) { \
+BPG_KERNEL bpg_relu_backward_colsum_##sfx(const T *g, const T *out, T *res, T *colsum, i64 rows, i64 cols, \
+                                           T scale) { \
     BPG_GRID(j, cols) { \
         double acc = 0.0; \
         for (i64 r = 0; r < rows; ++r) { \
             i64 k = r * cols + j; \
-            T v = g[k] * (T)(out[k] > (T)0); \
+            T v = g[k] * (T)(out[k] > (T)0) * scale; \
             res[k] = v; \
             acc += (double)v; \
         } \
@@ -760,30 +762,31 @@ class CudaNamespace(ArrayNamespace):
             return y
         return super().bias_relu_(y, b)
 
-    def relu_backward(self, g, out):
+    def relu_backward(self, g, out, scale=1.0):
         if g.shape == out.shape and g.size and _plain(g, out):
             res = self._xp.empty_like(g)
-            self._launch(kernel_name("relu_backward", g.dtype), g, g.size, (g, out, res, np.int64(g.size)))
+            self._launch(kernel_name("relu_backward", g.dtype), g, g.size,
+                         (g, out, res, np.int64(g.size), g.dtype.type(scale)))
             return res
-        return super().relu_backward(g, out)
+        return super().relu_backward(g, out, scale)
 
-    def _colsum(self, g, out, gb):
+    def _colsum(self, g, out, gb, scale):
         m = g.shape[-1]
         rows = g.size // m if m else 0
         res = self._xp.empty_like(g)
         self._launch(kernel_name("relu_backward_colsum", g.dtype), g, m,
-                     (g, out, res, gb, np.int64(rows), np.int64(m)))
+                     (g, out, res, gb, np.int64(rows), np.int64(m), g.dtype.type(scale)))
         return res, gb
 
-    def relu_backward_colsum(self, g, out):
+    def relu_backward_colsum(self, g, out, scale=1.0):
         if g.ndim >= 1 and g.shape == out.shape and g.size and _plain(g, out):
-            return self._colsum(g, out, self._xp.empty(g.shape[-1:], g.dtype))
-        return super().relu_backward_colsum(g, out)
+            return self._colsum(g, out, self._xp.empty(g.shape[-1:], g.dtype), scale)
+        return super().relu_backward_colsum(g, out, scale)
 
-    def relu_backward_colsum_into(self, g, out, gb):
+    def relu_backward_colsum_into(self, g, out, gb, scale=1.0):
         if g.ndim >= 1 and g.shape == out.shape and gb.shape == g.shape[-1:] and g.size and _plain(g, out, gb):
-            return self._colsum(g, out, gb)
-        return super().relu_backward_colsum_into(g, out, gb)
+            return self._colsum(g, out, gb, scale)
+        return super().relu_backward_colsum_into(g, out, gb, scale)
 
     # -- GELU --------------------------------------------------------------------------------------
     def gelu_forward(self, x, approximate="none"):
@@ -827,6 +830,18 @@ class CudaNamespace(ArrayNamespace):
         y = self._xp.empty_like(x)
         rng_cupy.launch(DROPOUT_NAMES[x.dtype.name][0], x, -(-x.size // PER_BLOCK[kind]),
                         (x, y, keep.view(np.uint8), np.int64(x.size), k0, k1, offset, *draw_args, T(1 / (1 - p))))
+        return y
+
+    def bias_relu_dropout_(self, y, b, p):
+        if not (y.ndim and y.size and y.dtype.name in BIAS_RELU_DROPOUT_NAMES and _plain(y)
+                and (b is None or (b.shape == y.shape[-1:] and _plain(y, b)))):
+            return super().bias_relu_dropout_(y, b, p)
+        bk, T = self._backend, y.dtype.type
+        kind, draw_args = bk.bernoulli_draw(p, y.dtype, "dropout")
+        k0, k1, offset = bk.generator.take(kind, y.size)
+        rng_cupy.launch(BIAS_RELU_DROPOUT_NAMES[y.dtype.name], y, -(-y.size // PER_BLOCK[kind]),
+                        (y, y if b is None else b, np.int64(y.size), np.int64(y.shape[-1]), np.int32(b is not None),
+                         k0, k1, offset, *draw_args, T(1 / (1 - p))))
         return y
 
     def dropout_backward(self, g, keep, p):

@@ -76,19 +76,19 @@ def _relu_flat(y):
 
 
 @_kernel
-def _relu_backward_flat(g, out, res):
+def _relu_backward_flat(g, out, res, scale):
     for i in numba.prange(g.shape[0]):
-        res[i] = g[i] if out[i] > 0 else 0
+        res[i] = g[i] * scale if out[i] > 0 else 0
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def _relu_backward_colsum_rows(g, out, res, acc):
+def _relu_backward_colsum_rows(g, out, res, acc, scale):
     n, m = g.shape
     for j in range(m):
         acc[j] = 0
     for i in range(n):  # serial: every row adds into acc (a 1 MB pass takes ~0.1 ms)
         for j in range(m):
-            v = g[i, j] if out[i, j] > 0 else 0
+            v = g[i, j] * scale if out[i, j] > 0 else 0
             res[i, j] = v
             acc[j] += v
 
@@ -678,21 +678,22 @@ class NumbaNamespace(ArrayNamespace):
             return out
         return super().index_backward(g, shape, key)
 
-    def relu_backward(self, g, out):
+    def relu_backward(self, g, out, scale=1.0):
         if g.shape == out.shape and _plain(g, out):
             res = np.empty_like(g)
-            _relu_backward_flat(g.reshape(-1), out.reshape(-1), res.reshape(-1))
+            _relu_backward_flat(g.reshape(-1), out.reshape(-1), res.reshape(-1), g.dtype.type(scale))
             return res
-        return super().relu_backward(g, out)
+        return super().relu_backward(g, out, scale)
 
-    def relu_backward_colsum(self, g, out):
+    def relu_backward_colsum(self, g, out, scale=1.0):
         if g.ndim >= 1 and g.shape == out.shape and _plain(g, out):
             m = g.shape[-1]
             res = np.empty_like(g)
             acc = np.empty(m, np.float64)
-            _relu_backward_colsum_rows(g.reshape(-1, m), out.reshape(-1, m), res.reshape(-1, m), acc)
+            _relu_backward_colsum_rows(g.reshape(-1, m), out.reshape(-1, m), res.reshape(-1, m), acc,
+                                       g.dtype.type(scale))
             return res, acc.astype(g.dtype)
-        return super().relu_backward_colsum(g, out)
+        return super().relu_backward_colsum(g, out, scale)
 
     # -- GELU ------------------------------------------------------------------------------------
     def gelu_forward(self, x, approximate="none"):

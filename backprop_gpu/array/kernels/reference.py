@@ -177,21 +177,33 @@ class Kernels:
             y += b
         return self._xp.maximum(y, 0, out=y)
 
-    def relu_backward(self, g, out):
-        """The gradient through a ReLU whose output is ``out``: ``g`` where ``out > 0``, else 0."""
-        # a mask multiply, not where(mask, g, 0): NumPy's where is ~12x slower on float32
-        return g * (out > 0)
+    def bias_relu_dropout_(self, y, b, p):
+        """:meth:`dropout_` of :meth:`bias_relu_` ``(y, b)`` with probability ``p`` (in (0, 1)), in
+        place, one pass where compiled: the same draws as ``dropout_``'s (stream, offset, count), and
+        no mask kept, since the output alone gives the gradient, ``relu_backward(g, out, 1 / (1 - p))``:
+        it is positive exactly where the ReLU passed and the mask kept."""
+        self.bias_relu_(y, b)
+        keep = self._xp.logical_not(self._backend.random_bernoulli(y.shape, p, y.dtype))
+        y *= dropout_mask(keep, p, y.dtype)
+        return y
 
-    def relu_backward_colsum(self, g, out):
-        """``(gm, gm summed over all axes but the last)`` with ``gm = relu_backward(g, out)``: the
-        gradients of a ReLU'd linear layer's product and of its bias."""
-        gm = self.relu_backward(g, out)
+    def relu_backward(self, g, out, scale=1.0):
+        """The gradient through a ReLU whose output is ``out``: ``g`` where ``out > 0``, else 0, times
+        ``scale`` (rounded to ``g``'s dtype; ``1 / (1 - p)`` after :meth:`bias_relu_dropout_`)."""
+        # a mask multiply, not where(mask, g, 0): NumPy's where is ~12x slower on float32
+        gm = g * (out > 0)
+        return gm if scale == 1 else gm * scale
+
+    def relu_backward_colsum(self, g, out, scale=1.0):
+        """``(gm, gm summed over all axes but the last)`` with ``gm = relu_backward(g, out, scale)``:
+        the gradients of a ReLU'd linear layer's product and of its bias."""
+        gm = self.relu_backward(g, out, scale)
         return gm, gm.reshape((-1, gm.shape[-1])).sum(axis=0)
 
-    def relu_backward_colsum_into(self, g, out, gb):
+    def relu_backward_colsum_into(self, g, out, gb, scale=1.0):
         """:meth:`relu_backward_colsum` with the column sums written into ``gb`` (an array of their
         shape and dtype, a bias's empty gradient slot, say), which is returned in their place."""
-        gm, cs = self.relu_backward_colsum(g, out)
+        gm, cs = self.relu_backward_colsum(g, out, scale)
         gb[...] = cs
         return gm, gb
 

@@ -188,6 +188,40 @@ RNG_KERNEL philox_dropout_f64(const double *x, double *y, unsigned char *keep, i
     }
 }
 
+/* relu(y + b) (b over the last axis of cols, when with_bias), then the dropout above, in place:
+   the same draws per element, no mask kept (the output is positive exactly where both passed) */
+RNG_KERNEL philox_bias_relu_dropout_f32(float *y, const float *b, i64 n, i64 cols, int with_bias, u64 k0,
+                                        u64 k1, u64 offset, u64 shift, float uscale, float p, float scale) {
+    RNG_BLOCKS(j, ((u64)n + 3) / 4) {
+        u32 w[4];
+        philox_block(offset + j, k0, k1, w);
+        for (int l = 0; l < 4; ++l) {
+            u64 i = 4 * j + l;
+            if (i < (u64)n) {
+                float v = with_bias ? y[i] + b[i % (u64)cols] : y[i];
+                v = v > 0.0f || v != v ? v : 0.0f;
+                y[i] = v * (!((float)(w[l] >> shift) * uscale < p) ? scale : 0.0f);
+            }
+        }
+    }
+}
+
+RNG_KERNEL philox_bias_relu_dropout_f64(double *y, const double *b, i64 n, i64 cols, int with_bias, u64 k0,
+                                        u64 k1, u64 offset, double p, double scale) {
+    RNG_BLOCKS(j, ((u64)n + 1) / 2) {
+        u32 w[4];
+        philox_block(offset + j, k0, k1, w);
+        for (int l = 0; l < 2; ++l) {
+            u64 i = 2 * j + l;
+            if (i < (u64)n) {
+                double v = with_bias ? y[i] + b[i % (u64)cols] : y[i];
+                v = v > 0.0 || v != v ? v : 0.0;
+                y[i] = v * (!(u53(w[2 * l], w[2 * l + 1]) < p) ? scale : 0.0);
+            }
+        }
+    }
+}
+
 #define DROPOUT_BACKWARD(name, T) \
 RNG_KERNEL name(const T *g, const unsigned char *keep, T *res, i64 n, T scale) { \
     RNG_BLOCKS(i, (u64)n) res[i] = g[i] * (keep[i] ? scale : (T)0); \
@@ -217,6 +251,8 @@ KERNEL_NAMES = tuple(kernel_name(k, d) for k in scalar.PER_BLOCK
 #: the dropout kernels in SOURCE, by the data's dtype: (forward, backward)
 DROPOUT_NAMES = {"float32": ("philox_dropout_f32", "philox_dropout_backward_f32"),
                  "float64": ("philox_dropout_f64", "philox_dropout_backward_f64")}
+#: the bias + ReLU + dropout kernels in SOURCE, by the data's dtype
+BIAS_RELU_DROPOUT_NAMES = {"float32": "philox_bias_relu_dropout_f32", "float64": "philox_bias_relu_dropout_f64"}
 
 
 def host_source() -> str:
