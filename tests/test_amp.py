@@ -376,6 +376,40 @@ def test_low_precision_training_on_digits_reaches_float32_accuracy():
         assert low >= full - 0.02, (dtype, low, full)
 
 
+def _digits_accuracy_of_a_model_in(dtype):
+    """A digits MLP whose parameters are ``dtype`` (``Module.half()`` / ``bfloat16()``), trained by Adam on
+    float32 master weights and state, the loss in float32."""
+    from backprop_gpu.app.data import datasets
+
+    train, test = datasets.digits()
+    bg.manual_seed(0)
+    model = bg.nn.Sequential(bg.nn.Linear(64, 64), bg.nn.ReLU(), bg.nn.Linear(64, 10))
+    model = {"float32": model.float, "float16": model.half, "bfloat16": model.bfloat16}[dtype]()
+    assert all(p.dtype.name == dtype for p in model.parameters())
+    opt = bg.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    x_all, y_all = bg.tensor(train.x).to(model[0].weight.dtype), bg.tensor(train.y)
+    for _ in range(8):
+        order = rng.permutation(len(train))
+        for lo in range(0, len(order), 64):
+            idx = bg.tensor(order[lo:lo + 64])
+            loss = F.cross_entropy(model(x_all[idx]).float(), y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with bg.no_grad():
+        pred = model(bg.tensor(test.x).to(model[0].weight.dtype)).float().argmax(1).numpy()
+    return float((pred == test.y).mean())
+
+
+def test_16_bit_models_train_to_float32_accuracy_on_master_weights():
+    full = _digits_accuracy_of_a_model_in("float32")
+    assert full > 0.9
+    for dtype in ("float16", "bfloat16"):
+        low = _digits_accuracy_of_a_model_in(dtype)
+        assert low >= full - 0.02, (dtype, low, full)
+
+
 # -- the GPU rules, through the recording stand-in for CuPy ---------------------------------
 
 def _optimizer_launches(c):

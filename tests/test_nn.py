@@ -257,6 +257,20 @@ def test_module_to_moves_in_place_and_keeps_identity(backend):
     np.testing.assert_allclose(m.fc.weight.numpy(), before - 0.5, rtol=1e-6)
     with pytest.raises(TypeError, match="floating-point"):
         m.to(dtype="int32")
+    assert m.half() is m and w.dtype == np.float16 and m.count.dtype == np.int64
+    if bg.bfloat16 is not None:
+        assert m.bfloat16() is m and w.dtype == bg.bfloat16 and w.grad.dtype == bg.bfloat16
+
+
+def test_tensor_to_takes_a_dtype_or_a_tensor_first_as_torch():
+    x = bg.ones(3, requires_grad=True)
+    assert x.to(bg.float16).dtype == np.float16 and x.to("float64").dtype == np.float64
+    other = bg.zeros(2, dtype=bg.float64)
+    y = x.to(other)
+    assert y.dtype == np.float64 and y.device == other.device
+    y.sum().backward()
+    assert x.grad.dtype == np.float32 and x.grad.numpy().tolist() == [1, 1, 1]
+    assert x.to("cpu", bg.float64).dtype == np.float64
 
 
 def test_deepcopy_is_independent_and_keeps_backends(backend):

@@ -26,6 +26,20 @@ def is_differentiable(dtype) -> bool:
     return dtype.kind == "c" or is_floating(dtype)
 
 
+def looks_like_dtype(x) -> bool:
+    """Whether ``x`` names a dtype (a ``np.dtype``, a NumPy scalar type, or a string NumPy reads as
+    one), as the first argument of ``Tensor.to`` and ``Module.to`` may, rather than a device."""
+    if isinstance(x, np.dtype) or (isinstance(x, type) and issubclass(x, np.generic)):
+        return True
+    if isinstance(x, str):
+        try:
+            np.dtype(x)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
 def __getattr__(name):
     if name == "bfloat16":  # ``ml_dtypes.bfloat16`` as a NumPy dtype, or None without ml_dtypes
         try:

@@ -10,6 +10,7 @@ from ..tape.hooks import RemovableHandle
 from ..tape.mode import no_grad
 from ..array import get_backend
 from ..array.devices import gpu_array_device
+from ..array.dtypes import is_floating, looks_like_dtype
 from ..tape.tensor import Tensor
 
 
@@ -454,15 +455,15 @@ class Module:
         warning). ``dtype`` casts floating tensors only (integer buffers keep theirs).
         ``to("float64")`` or ``to(np.float64)`` is read as a dtype, as in PyTorch.
         """
-        if dtype is None and device is not None and _looks_like_dtype(device):
+        if dtype is None and device is not None and looks_like_dtype(device):
             device, dtype = None, device
         dst = get_backend(device) if device is not None else None
         dtype = np.dtype(dtype) if dtype is not None else None
-        if dtype is not None and dtype.kind != "f":
+        if dtype is not None and not is_floating(dtype):
             raise TypeError(f"Module.to: dtype must be a floating-point type, got {dtype}")
         with no_grad():
             for t in self._state_tensors().values():
-                cast = dtype if dtype is not None and t.dtype.kind == "f" else None
+                cast = dtype if dtype is not None and is_floating(t.dtype) else None
                 moved = t.to(device=dst, dtype=cast)
                 if moved is not t:
                     t.array, t.backend = moved.array, moved.backend
@@ -487,6 +488,18 @@ class Module:
         """Floating parameters and buffers to float32."""
         return self.to(dtype=np.float32)
 
+    def half(self):
+        """Floating parameters and buffers to float16 (optimizers keep float32 master weights for them)."""
+        return self.to(dtype=np.float16)
+
+    def bfloat16(self):
+        """Floating parameters and buffers to bfloat16 (``ml_dtypes``; float32 master weights in optimizers)."""
+        from ..array import dtypes
+
+        if dtypes.bfloat16 is None:
+            raise TypeError("Module.bfloat16 needs the ml_dtypes package (pip install ml_dtypes)")
+        return self.to(dtype=dtypes.bfloat16)
+
     def __deepcopy__(self, memo):
         # Backends are per-device singletons: pre-seed the memo so copied tensors keep theirs.
         for t in list(self._state_tensors().values()):
@@ -510,18 +523,6 @@ class Module:
             sub = repr(m).replace("\n", "\n  ")
             lines.append(f"  ({k}): {sub}")
         return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
-
-
-def _looks_like_dtype(x) -> bool:
-    if isinstance(x, np.dtype) or (isinstance(x, type) and issubclass(x, np.generic)):
-        return True
-    if isinstance(x, str):
-        try:
-            np.dtype(x)
-        except TypeError:
-            return False
-        return True
-    return False
 
 
 class Sequential(Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..array import get_backend
+from ..array.dtypes import looks_like_dtype
 from ..tape import engine
 from ..tape.mode import is_grad_enabled
 from ..tape.op import Op, share_version
@@ -40,7 +41,12 @@ def _move(arr, src, dst):
 
 
 def to(x: Tensor, device=None, dtype=None) -> Tensor:
-    """``x`` on ``device`` and/or as ``dtype``; ``x`` itself when nothing changes."""
+    """``x`` on ``device`` and/or as ``dtype``; ``x`` itself when nothing changes. As torch's, the first
+    argument may be a dtype (``x.to(bg.float16)``) or a tensor, whose device and dtype are taken."""
+    if isinstance(device, Tensor):
+        device, dtype = device.backend, device.dtype if dtype is None else dtype
+    elif dtype is None and device is not None and looks_like_dtype(device):
+        device, dtype = None, device
     out = x
     if device is not None:
         dst = get_backend(device)

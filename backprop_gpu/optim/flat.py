@@ -27,7 +27,9 @@ the group must be rebuilt (new shape, dtype or device).
 Buffers are made in native byte order: a big-endian parameter (``'>f4'``) is
 converted when its group is built, invisibly to correct programs. float16 and
 bfloat16 groups keep their parameters and gradients in 16 bits and their
-optimizer state in float32 (:attr:`FlatGroup.state_dtype`). A dtype the fused
+optimizer state in float32 (:attr:`FlatGroup.state_dtype`), with float32 master
+weights beside it (:meth:`FlatGroup.master_weights`), which the optimizer's one
+launch steps and rounds into the parameters. A dtype the fused
 kernels cannot take (integers, complex, ...) is a TypeError before any
 parameter is rebound.
 """
@@ -37,7 +39,7 @@ import sys
 
 import numpy as np
 
-from ..array.optim.precision import compute_dtype, native
+from ..array.optim.precision import compute_dtype, is_low_precision, native
 from ..tape.tensor import Tensor
 
 
@@ -59,6 +61,8 @@ class FlatGroup:
         self.dtype = dtype
         #: the optimizer state's dtype: float32 for float16/bfloat16 parameters, else ``dtype``
         self.state_dtype = compute_dtype(dtype)
+        #: whether the parameters are float16/bfloat16, stepped through float32 master weights
+        self.low = is_low_precision(dtype)
         self.params = list(params)
         self.offsets = []
         self.shapes = [p.shape for p in params]  # as flattened; a replaced parameter may differ
@@ -86,6 +90,10 @@ class FlatGroup:
     def new_state(self, fill: float = 0.0):
         """A flat state buffer the size of the group, of :attr:`state_dtype`."""
         return self.backend.xp.full(self.numel, fill, dtype=self.state_dtype)
+
+    def master_weights(self):
+        """A flat float32 copy of the parameters: master weights for a float16/bfloat16 group."""
+        return self.data.astype(self.state_dtype)
 
     def slice_of(self, flat, i: int):
         """Parameter ``i``'s view of a flat buffer, in the parameter's shape."""

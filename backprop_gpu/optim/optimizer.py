@@ -50,6 +50,9 @@ from .flat import FlatGroup
 
 log = logging.getLogger("backprop_gpu")
 
+#: the state name of the float32 master weights of float16/bfloat16 parameters
+MASTER = "master_param"
+
 
 def _as_count(step):
     """A saved step count as an int (torch saves it as a 0-d tensor), or None if it is not one."""
@@ -285,7 +288,7 @@ class Optimizer:
         if not has.any():
             return
         dtype = f.flat.state_dtype.type  # float32 for float16/bfloat16: eps=1e-8 would be 0 in float16
-        states = tuple(f.states[n] for n in rule.state_names(flags))
+        states = self._kernel_states(f, rule, flags)
         for step in np.unique(f.steps[has]):
             which = has & (f.steps == step)
             hypers = tuple(dtype(h) for h in rule.hypers(group, int(step) + 1, flags))
@@ -331,7 +334,7 @@ class Optimizer:
         inv, found, ok = self._scalars_for(b, scaling, oks)
         lr = f.device_lr(group["lr"])
         consts = rule.consts(group)
-        states = tuple(f.states[n] for n in rule.state_names(flags))
+        states = self._kernel_states(f, rule, flags)
         for c in np.unique(d.cls[has]):
             members = d.cls == c
             which = has & members
@@ -345,12 +348,20 @@ class Optimizer:
         f.flat.bump_versions(None if has.all() else has)
 
     @staticmethod
+    def _kernel_states(f: _Flat, rule, flags) -> tuple:
+        """The fused kernel's state buffers: the rule's, then the master weights of a 16-bit buffer."""
+        states = tuple(f.states[n] for n in rule.state_names(flags))
+        return states + (f.states[MASTER],) if f.flat.low else states
+
+    @staticmethod
     def _ensure_state(f: _Flat, rule, flags, group) -> None:
         if f.flags == flags:
             return
         for name, fill in rule.state_init(flags, group):
             if name not in f.states:
                 f.states[name] = f.flat.new_state(fill)
+        if f.flat.low and MASTER not in f.states:
+            f.states[MASTER] = f.flat.master_weights()
         f.flags = flags
 
     # -- state_dict ---------------------------------------------------------------
@@ -500,6 +511,7 @@ class Optimizer:
         # the dtype each parameter's state is kept in (float32 for half-precision parameters)
         state_dtypes = {id(p): getattr(f.flat, "state_dtype", f.flat.dtype) for fl in self._flats for f in fl
                         for p in f.flat.params if p.dtype == f.flat.dtype}
+        low = {id(p) for fl in self._flats for f in fl if f.flat.low for p in f.flat.params}
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             if not isinstance(saved, dict):
                 raise refuse(("param_groups", gi), f"a {type(saved).__name__}, not a dict")
@@ -566,9 +578,12 @@ class Optimizer:
                 for name, v in st.items():
                     if name == "step" or v is None:  # None: a moment never made (torch's SGD without momentum)
                         continue
-                    if name not in rule.all_states:
+                    if name == MASTER and id(p) not in low:
+                        continue  # a 16-bit run's master weights: a float32/float64 parameter has no use for them
+                    if name not in rule.all_states and name != MASTER:
                         raise refuse(("state", idx, name), f"not a state {cls} keeps (it keeps "
-                                     f"{', '.join(rule.all_states)})")
+                                     f"{', '.join(rule.all_states)}, and {MASTER} for float16/bfloat16 "
+                                     f"parameters)")
                     try:
                         arr = _host_array(v)
                     except Exception as e:  # noqa: BLE001 - reported with the entry
@@ -605,9 +620,10 @@ class Optimizer:
             for i, p in enumerate(f.flat.params):
                 if strict and not f.steps[i]:  # never stepped in the saved run: fresh state, as torch.optim
                     for name, arr in f.states.items():
-                        f.flat.slice_of(arr, i)[...] = init.get(name, 0.0)
+                        f.flat.slice_of(arr, i)[...] = init.get(name, 0.0) if name != MASTER else \
+                            f.flat.slice_of(f.flat.data, i)
                 for name, v in by_id[id(p)].items():
-                    if name == "step":
+                    if name == "step" or (name == MASTER and not f.flat.low):
                         continue
                     if name not in f.states:
                         f.states[name] = f.flat.new_state(0.0)

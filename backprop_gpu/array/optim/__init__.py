@@ -16,7 +16,8 @@ The call, for a rule ``r = rules.get(name)`` and a param group ``group``::
 bfloat16, float32 or float64, native byte order) on the target's device, the
 states 1-D arrays of ``precision.compute_dtype(dtype)`` (float32 for the 16-bit
 dtypes: those are computed in float32 and stored rounded to nearest even, see
-:mod:`.precision`); ``step`` counts from 1. Hypers may be Python floats: every
+:mod:`.precision`; their ``states`` end with one more, the float32 master
+weights); ``step`` counts from 1. Hypers may be Python floats: every
 kernel casts them to the compute dtype. Any other dtype is a TypeError naming it.
 
 The device-scalar form, ``get_kernel(..., device=True)``, is

@@ -44,31 +44,35 @@ def device_prelude(n_h: int, n_consts: int) -> str:
 
 def loop_source(name: str, slots: list, n_h: int, header: str, index_range: str, masked: bool = False,
                 codec: tuple | None = None, n_consts: int | None = None) -> str:
-    """``def name(p, g, s0.., h0.., z)``: for each i, ``p[i], s[i].. = fn(p[i], g[i], ..)``.
+    """``def name(p, g, s0.., [w,] h0.., z)``: for each i, ``p[i], s[i].. = fn(p[i], g[i], ..)``.
 
     ``masked``: the loop takes a last argument ``m`` and updates only the elements where ``m[i]``
     is nonzero (the parameters that have a gradient this step).
 
     ``codec``: ``(load, store)``, the names of two globals of the loop: ``p`` and ``g`` hold 16-bit
-    patterns (float16 or bfloat16 viewed as uint16), read as ``load(p[i])`` (a float32) and written
-    back as ``p[i] = store(new_p)``, so the rule runs in float32 on float32 states.
+    patterns (float16 or bfloat16 viewed as uint16), and the loop takes ``w``, the float32 master
+    weights, after the states. The rule runs in float32 on float32 states from the parameter
+    ``w[i]`` if ``store(w[i]) == p[i]``, else ``load(p[i])`` (the 16-bit value was changed outside the
+    step, or the master never set: it wins), and writes ``w[i] = new_p`` and ``p[i] = store(new_p)``.
 
-    ``n_consts``: the device-scalar form (see the module docstring): ``def name(p, g, s0.., c0..,
+    ``n_consts``: the device-scalar form (see the module docstring): ``def name(p, g, s0.., [w,] c0..,
     lr, step, inv_scale, found_inf, z[, m])``."""
     kept = sorted(i for i in slots if i is not None)
     s_args = [f"s{i}" for i in kept]
     h_args = [f"h{i}" for i in range(n_h)]
     device = n_consts is not None
     scalar_args = [f"c{k}" for k in range(n_consts)] + list(DEVICE_SCALARS) if device else h_args
-    args = ", ".join(["p", "g"] + s_args + scalar_args + ["z"] + (["m"] if masked else []))
+    args = ", ".join(["p", "g"] + s_args + ([] if codec is None else ["w"]) + scalar_args + ["z"]
+                     + (["m"] if masked else []))
     if device:
         header = header + "\n" + device_prelude(n_h, n_consts)
-    pg = ["p[i]", "g[i]"] if codec is None else [f"{codec[0]}(p[i])", f"{codec[0]}(g[i])"]
+    pg = ["p[i]", "g[i]"] if codec is None else [f"(w[i] if {codec[1]}(w[i]) == p[i] else {codec[0]}(p[i]))",
+                                                 f"{codec[0]}(g[i])"]
     if device:
         pg[1] += " * inv"
     call = ", ".join(pg + [("z" if k is None else f"s{k}[i]") for k in slots] + h_args)
     targets = ", ".join(["p[i]" if codec is None else "new_p"] + [("_" if k is None else f"s{k}[i]") for k in slots])
-    step = [f"{targets} = fn({call})"] + ([] if codec is None else [f"p[i] = {codec[1]}(new_p)"])
+    step = [f"{targets} = fn({call})"] + ([] if codec is None else ["w[i] = new_p", f"p[i] = {codec[1]}(new_p)"])
     indent = " " * (12 if masked else 8)
     body = [f"def {name}({args}):", *[f"    {line}" for line in header.splitlines() if line],
             f"    for i in {index_range}:", *(["        if m[i]:"] if masked else []),

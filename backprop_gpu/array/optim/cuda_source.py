@@ -17,7 +17,9 @@ variant does not keep start at 0 and are not stored, as in
 some parameters have no gradient) adds a last ``const unsigned char* m`` and
 skips the elements where it is 0. For float16 and bfloat16 parameters ``T`` is
 ``float`` (states, hypers, arithmetic) and ``p``, ``g`` are ``unsigned short``
-bit patterns, decoded and stored (rounded to nearest even) by ``CODEC_C``.
+bit patterns, decoded and stored (rounded to nearest even) by ``CODEC_C``; the
+states are followed by ``float* w``, the master weights the step reads and
+writes (as ``codegen.loop_source`` states it: ``p`` rounded from the new master).
 
 The device-scalar form (``device=True``, see ``codegen``) takes the group's
 constants as ``double``s in place of the hypers, then ``const double* lr_dev,
@@ -306,14 +308,17 @@ class _Translator:
         self.declared = {*self.params[:2], *(s for s, _ in loads), *self.hypers}
         self.assigned = set()
         load = (lambda a: a) if self.codec is None else (lambda a: f"{self.codec}_load({a})")
-        lines = [f"{indent}{t} {_mangle(self.params[0])} = {load('p[i]')};",
+        # 16 bits: the float32 master weight where it rounds to p, else p (changed outside the step)
+        p_in = "p[i]" if self.codec is None else f"({self.codec}_store(w[i]) == p[i] ? w[i] : {load('p[i]')})"
+        lines = [f"{indent}{t} {_mangle(self.params[0])} = {p_in};",
                  f"{indent}{t} {_mangle(self.params[1])} = {load('g[i]')}{' * bpg_inv' if self.scaled else ''};"]
         lines += [f"{indent}{t} {_mangle(s)} = {src};" for s, src in loads]
         lines += self.stmts(stmts[:-1], indent)
         outs = ["p"] + [None if k is None else f"s{k}" for k in self.slots]
         exprs = [self.expr(v)[0] for v in values]
-        if self.codec is not None:
-            exprs[0] = f"{self.codec}_store({exprs[0]})"
+        if self.codec is not None:  # the new master weight, and p its rounding
+            lines.append(f"{indent}const {t} bpg_new_p = {exprs[0]};")
+            outs, exprs = ["w"] + outs, ["bpg_new_p", f"{self.codec}_store(bpg_new_p)"] + exprs[1:]
         lines += [f"{indent}{o}[i] = {e};" for o, e in zip(outs, exprs) if o is not None]
         return lines
 
@@ -326,7 +331,8 @@ class _Translator:
         else:
             scalars = [f"double {device.mangle(c)}" for c in device.params[2:]] + \
                 ["const double* lr_dev", "const double* step_dev", "const float* inv_scale", "const float* found_inf"]
-        args = [f"{pt}* p", f"const {pt}* g", *[f"{t}* s{k}" for k in kept], "long long n", *scalars,
+        master = [] if self.codec is None else [f"{t}* w"]
+        args = [f"{pt}* p", f"const {pt}* g", *[f"{t}* s{k}" for k in kept], *master, "long long n", *scalars,
                 *(["const unsigned char* m"] if masked else [])]
         return f"void {name}({', '.join(args)})"
 

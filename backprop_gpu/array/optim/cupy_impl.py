@@ -12,7 +12,7 @@ import numpy as np
 
 from . import rules
 from .cuda_source import check_source, kernel_source
-from .precision import compute_dtype
+from .precision import compute_dtype, is_low_precision
 
 THREADS = 256
 OPTIONS = ("--std=c++14",)
@@ -58,8 +58,9 @@ def build(rule_name, flags, dtype, masked=False, device=False):
     ``masked``: ``kernel(p, g, states, hypers, mask)`` updates only where the uint8 ``mask`` is nonzero.
     ``device``: ``kernel(p, g, states, consts, scalars[, mask])``, the device-scalar form: ``consts`` passed
     as doubles, ``scalars`` the float64 ``lr``, ``step`` and float32 ``inv_scale``, ``found_inf`` arrays.
-    float16 and bfloat16 ``p`` and ``g`` are computed in float32 on float32 states and stored rounded
-    to nearest even, in the same single launch (``cuda_source.CODEC_C``).
+    float16 and bfloat16 ``p`` and ``g`` are computed in float32 on float32 states and master weights
+    (the last of ``states``), and ``p`` is stored as the new master rounded to nearest even, in the same
+    single launch (``cuda_source.CODEC_C``).
     Raises RuntimeError without CuPy or a GPU, TypeError for a dtype the kernels do not take.
     """
     dtype = np.dtype(dtype)
@@ -67,7 +68,7 @@ def build(rule_name, flags, dtype, masked=False, device=False):
     kernel_source(rule_name, flags, dtype, masked, device)  # fail here, not at the first step, on a bad rule or dtype
     cupy = _cupy()
     rule = rules.get(rule_name)
-    n_states = len(rule.state_names(flags))
+    n_states = len(rule.state_names(flags)) + is_low_precision(dtype)  # and the master weights
     n_hypers = len(rule.const_names) if device else len(rule.hyper_names)
     sdt = compute_dtype(dtype)
     t = np.float64 if device else sdt.type

@@ -111,7 +111,8 @@ def build(rule_name, flags, dtype, masked=False, device=False):
     ``kernel(p, g, states, consts, scalars[, mask])``, the device-scalar form (``codegen``).
 
     float16 and bfloat16 (which Numba's CPU target does not have): ``p`` and ``g`` are viewed as
-    uint16, each element decoded to float32, stepped on the float32 states and stored back rounded
+    uint16, each element stepped in float32 on the float32 states from its float32 master weight (the
+    last of ``states``; see ``codegen.loop_source``), which is written, and ``p`` stored as its rounding
     to nearest even, in the same single pass."""
     _prefer_workqueue()
     py_fn = rules.scalar_fn(rule_name, flags, math.sqrt, max)

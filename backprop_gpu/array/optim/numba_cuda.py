@@ -88,7 +88,8 @@ def build(rule_name, flags, dtype, masked=False, device=False):
     ``device``: ``kernel(p, g, states, consts, scalars[, mask])``, the device-scalar form (``codegen``).
 
     float16 and bfloat16: ``p`` and ``g`` are viewed as uint16 and converted in the kernel (computed in
-    float32 on float32 states, stored rounded to nearest even), in the same single launch."""
+    float32 on float32 states from the float32 master weights, the last of ``states``, which are written,
+    and ``p`` stored as their rounding to nearest even), in the same single launch."""
     from numba import cuda
 
     kern, _, _ = _kernel_fn(rule_name, flags, masked, dtype, device)
@@ -177,7 +178,8 @@ def compile_ptx_check(rule_name, flags, dtype, cc=(9, 0), masked=False, device=F
         scalars = (float64,) * len(rules.get(rule_name).const_names) + (float64[::1],) * 2 + (float32[::1],) * 2
     else:
         scalars = (t,) * n_hypers(py_fn, len(slots))
-    sig = (pg, pg) + (arr,) * n_kept + scalars + (t,)
+    master = (arr,) if precision.is_low_precision(dtype) else ()
+    sig = (pg, pg) + (arr,) * n_kept + master + scalars + (t,)
     if masked:
         from numba import uint8
         sig += (uint8[::1],)

@@ -14,8 +14,10 @@ from .rules import get, scalar_fn, state_slots
 def build(rule_name, flags, dtype, masked=False, device=False):
     """``kernel(p, g, states, hypers)``: the rule on whole arrays of ``dtype``, results written back in place.
 
-    float16 and bfloat16 ``p`` and ``g`` are computed in float32 (the states' dtype) and ``p`` is stored
-    back with NumPy's (or ``ml_dtypes``') cast, which rounds to nearest even.
+    float16 and bfloat16 ``p`` and ``g`` are computed in float32 (the states' dtype) from float32 master
+    weights, the last of ``states`` (``codegen.loop_source``'s ``w``: used where it rounds to ``p``, else
+    ``p`` itself), which the step writes, and ``p`` is stored as the master rounded with NumPy's (or
+    ``ml_dtypes``') cast, to nearest even.
     ``masked``: ``kernel(p, g, states, hypers, mask)`` writes only where ``mask`` is nonzero.
     ``device``: ``kernel(p, g, states, consts, scalars[, mask])``, the device-scalar form (see
     ``codegen``), the same steps as the compiled targets take them."""
@@ -36,12 +38,20 @@ def build(rule_name, flags, dtype, masked=False, device=False):
         kernel(p, g, states, hypers, mask, t(inv_scale[0]))
 
     def kernel(p, g, states, hypers, mask=None, inv=None):
-        pc, gc = (p.astype(ct), g.astype(ct)) if low else (p, g)
+        if low:
+            *states, w = states
+            bits = p.view(np.uint16)
+            pc = np.where(w.astype(p.dtype).view(np.uint16) == bits, w, p.astype(ct))
+            gc = g.astype(ct)
+        else:
+            pc, gc = p, g
         if inv is not None:
             gc = gc * inv
         # hypers in the compute dtype, as the compiled targets take them (a float64 scalar would promote)
         res = fn(pc, gc, *[zero if k is None else states[k] for k in slots], *[t(h) for h in hypers])
         outs = [p] + [None if k is None else states[k] for k in slots]
+        if low:
+            outs, res = [w] + outs, (res[0],) + tuple(res)
         for dst, r in zip(outs, res):
             if dst is not None:
                 if r.dtype != dst.dtype:

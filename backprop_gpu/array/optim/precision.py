@@ -1,11 +1,12 @@
 """Parameter dtypes the fused optimizer kernels take, and the half-precision codecs.
 
 float32 and float64 parameters are updated in their own dtype. float16 and
-bfloat16 (``ml_dtypes.bfloat16``) parameters are updated as torch's fused
-kernels update them: the step is computed in float32 and the parameter stored
-back rounded to nearest, ties to even. Unlike torch, their optimizer state
-stays float32 (:func:`compute_dtype`), so the moments do not lose bits every
-step. Any other dtype (integers, complex, non-native byte order) is refused
+bfloat16 (``ml_dtypes.bfloat16``) parameters have float32 master weights: the
+step is computed in float32 from the master, which it updates, and the
+parameter is stored as the master rounded to nearest, ties to even, in the same
+pass. Unlike torch's fused kernels on 16-bit tensors, their optimizer state
+stays float32 too (:func:`compute_dtype`), so neither the weights nor the
+moments lose bits every step. Any other dtype (integers, complex, non-native byte order) is refused
 with a TypeError naming it; flat buffers are made in native byte order, so a
 big-endian parameter never reaches a kernel.
 
