@@ -290,6 +290,41 @@ def test_sequential_fuses_linear_then_relu(backend):
         np.testing.assert_allclose(a, p.grad.numpy(), rtol=1e-6, atol=1e-7)
 
 
+# --- the LSTM cell -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided-state"])
+def test_lstm_cell_matches_reference(backend, size_path, strided):
+    """One LSTM step and its gradient, compiled (float32, activations through the vectorised exp:
+    tanh to 1 ulp, sigmoid to 2.2) against the reference statements, with saturated and NaN gates;
+    the previous cell state as the strided slice of the step before's output, as the op passes it."""
+    compiled(backend, "lstm_cell_", "lstm_cell_backward")
+    b = bg.get_backend(backend)
+    B, H = 7, 9
+    rng = np.random.default_rng(11)
+    a = (rng.standard_normal((B, 4 * H)) * 4).astype(np.float32)
+    a[0, :4] = [40.0, -40.0, 100.0, -100.0]
+    a[1, 2 * H] = np.nan
+    prev_out = rng.standard_normal((B, 6 * H)).astype(np.float32)
+    c = prev_out[:, H:2 * H] if strided else np.ascontiguousarray(prev_out[:, H:2 * H])
+    g, dh, dc = (rng.standard_normal(s).astype(np.float32) for s in ((B, 6 * H), (B, H), (B, H)))
+    dev = [b.asarray(v) for v in (a, prev_out, g, dh, dc)]
+    dc_prev = dev[1][:, H:2 * H] if strided else b.asarray(c)
+    host = ArrayNamespace(bg.get_backend("numpy"))  # the statements, on host arrays
+    out, out_ref = b.arrays.empty((B, 6 * H), np.float32), np.empty((B, 6 * H), np.float32)
+    b.F.lstm_cell_(b.asarray(a.copy()), dc_prev, out)
+    host.lstm_cell_(a.copy(), c, out_ref)
+    got = b.to_host(out)
+    assert np.isnan(got[1]).sum() == np.isnan(out_ref[1]).sum() > 0
+    np.testing.assert_allclose(got, out_ref, rtol=1e-6, atol=2e-7)
+    for rec in ((dh, dc), (None, None)):
+        d_rec = [None if v is None else b.asarray(v) for v in rec]
+        da, dcp = b.F.lstm_cell_backward(dev[2], *d_rec, b.asarray(out_ref), dc_prev)
+        da_ref, dcp_ref = host.lstm_cell_backward(g, *rec, out_ref, c)
+        scale = float(np.nanmax(np.abs(da_ref)))
+        np.testing.assert_allclose(b.to_host(da), da_ref, rtol=1e-5, atol=1e-6 * scale)
+        np.testing.assert_allclose(b.to_host(dcp), dcp_ref, rtol=1e-5, atol=1e-6 * scale)
+
+
 # --- Linear + ReLU + Dropout as one op -----------------------------------------------------------
 
 def _mlp_with_dropout(backend, p):

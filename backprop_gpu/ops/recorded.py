@@ -27,5 +27,6 @@ class RecordedKernels(Kernels):
 _recorded = RecordedKernels()
 relu_backward = _recorded.relu_backward
 relu_backward_colsum = _recorded.relu_backward_colsum
+lstm_cell_backward = _recorded.lstm_cell_backward
 
-__all__ = ["relu_backward", "relu_backward_colsum"]
+__all__ = ["relu_backward", "relu_backward_colsum", "lstm_cell_backward"]

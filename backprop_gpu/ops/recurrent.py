@@ -11,7 +11,9 @@ matrix product over all steps. Gate orders are PyTorch's: LSTM (i, f, g, o), GRU
 ``n = tanh(gi_n + r * (W_hn h + b_hn))``.
 
 The VJPs use only slicing, arithmetic, ``tanh``, ``matmul``, ``concatenate`` and ``stack``, so
-they run on the ops namespace as well (higher-order gradients).
+they run on the ops namespace as well (higher-order gradients). The LSTM's step is the namespace's
+``lstm_cell_`` and its gradient ``lstm_cell_backward`` (stated in
+:mod:`backprop_gpu.array.kernels.reference`, one compiled pass each on the numba backend).
 """
 from __future__ import annotations
 
@@ -111,27 +113,13 @@ class LSTMSeq(Op):
         H = G // 4
         out = F.empty((T, B, 6 * H), dtype=gi.dtype)
         h, c, wt = h0, c0, w_hh.T
-        # in place and with one tanh over all four gates (sigmoid(x) = (tanh(x/2) + 1) / 2): no temporaries
-        half = F.ones(4 * H, dtype=gi.dtype)
-        half[:2 * H] = 0.5
-        half[3 * H:] = 0.5
         with _one_blas_thread(gi):
             for t in _order(T, reverse):
                 a = gi[t] + h @ wt
                 if b:
                     a += b[0]
-                a *= half
-                act = out[t, :, 2 * H:]
-                F.tanh(a, out=act)
-                for sig in (act[:, :2 * H], act[:, 3 * H:]):
-                    sig += 1
-                    sig *= 0.5
-                c_new, h_new = out[t, :, H:2 * H], out[t, :, :H]
-                F.multiply(act[:, H:2 * H], c, out=c_new)
-                c_new += act[:, :H] * act[:, 2 * H:3 * H]
-                F.tanh(c_new, out=h_new)
-                h_new *= act[:, 3 * H:]
-                h, c = h_new, c_new
+                F.lstm_cell_(a, c, out[t])  # one compiled pass where the backend has one
+                h, c = out[t, :, :H], out[t, :, H:2 * H]
         return out
 
     @staticmethod
@@ -142,18 +130,9 @@ class LSTMSeq(Op):
         first = T - 1 if reverse else 0
         with _one_blas_thread(g):
             for t in (range(T) if reverse else range(T - 1, -1, -1)):
-                dh = g[t, :, :H] if dh_rec is None else g[t, :, :H] + dh_rec
-                dc = g[t, :, H:2 * H] if dc_rec is None else g[t, :, H:2 * H] + dc_rec
-                i, f, gg, o = (out[t, :, (2 + k) * H:(3 + k) * H] for k in range(4))
-                tc = F.tanh(out[t, :, H:2 * H])
                 c_prev = c0 if t == first else out[t + 1 if reverse else t - 1, :, H:2 * H]
-                dc = dc + dh * o * (1 - tc * tc)
-                # the gradients reaching the saved activations too: zero in plain use, not under create_graph
-                gi_, gf, gg_, go = (g[t, :, (2 + k) * H:(3 + k) * H] for k in range(4))
-                da = F.concatenate([(dc * gg + gi_) * i * (1 - i), (dc * c_prev + gf) * f * (1 - f),
-                                    (dc * i + gg_) * (1 - gg * gg), (dh * tc + go) * o * (1 - o)], axis=-1)
+                da, dc_rec = F.lstm_cell_backward(g[t], dh_rec, dc_rec, out[t], c_prev)
                 steps[t] = da
-                dc_rec = dc * f
                 dh_rec = F.matmul(da, w_hh)
         dgi = F.stack(steps, axis=0)
         gw, gb = _weight_grads(F, dgi, _previous(F, out[:, :, :H], h0, reverse), needs[1], bool(b) and needs[4])

@@ -207,6 +207,46 @@ class Kernels:
         gb[...] = cs
         return gm, gb
 
+    # -- the LSTM cell --------------------------------------------------------------------------
+    def lstm_cell_(self, a, c, out):
+        """One LSTM step after its products: ``a`` (B, 4H) the gates' pre-activations in PyTorch's
+        order (i, f, g, o; overwritten), ``c`` (B, H) the previous cell state; writes ``out`` (B, 6H)
+        = [h | c' | i f g o] with the gates activated (sigmoid, tanh for g), ``c' = f c + i g`` and
+        ``h = o tanh(c')``."""
+        xp, H = self._xp, c.shape[-1]
+        # one tanh over all four gates (sigmoid(x) = (tanh(x/2) + 1) / 2): no temporaries
+        a[:, :2 * H] *= 0.5
+        a[:, 3 * H:] *= 0.5
+        act = out[:, 2 * H:]
+        xp.tanh(a, out=act)
+        for sig in (act[:, :2 * H], act[:, 3 * H:]):
+            sig += 1
+            sig *= 0.5
+        c_new, h_new = out[:, H:2 * H], out[:, :H]
+        xp.multiply(act[:, H:2 * H], c, out=c_new)
+        c_new += act[:, :H] * act[:, 2 * H:3 * H]
+        xp.tanh(c_new, out=h_new)
+        h_new *= act[:, 3 * H:]
+        return out
+
+    def lstm_cell_backward(self, g, dh_rec, dc_rec, out, c_prev):
+        """The gradient of one :meth:`lstm_cell_` step: ``g`` (B, 6H) the step's output gradient (its
+        h and c columns, and those of the saved activations, zero but under create_graph),
+        ``dh_rec``/``dc_rec`` (B, H) what the later step sends back (None at the last), ``out`` the
+        step's output and ``c_prev`` the cell state before it. Returns ``(da, dc_prev)``: the
+        pre-activations' gradient (B, 4H) and the previous cell state's share (``dh_prev`` is ``da @
+        W_hh``, the caller's product)."""
+        xp, H = self._xp, c_prev.shape[-1]
+        dh = g[:, :H] if dh_rec is None else g[:, :H] + dh_rec
+        dc = g[:, H:2 * H] if dc_rec is None else g[:, H:2 * H] + dc_rec
+        i, f, gg, o = (out[:, (2 + k) * H:(3 + k) * H] for k in range(4))
+        tc = xp.tanh(out[:, H:2 * H])
+        dc = dc + dh * o * (1 - tc * tc)
+        gi_, gf, gg_, go = (g[:, (2 + k) * H:(3 + k) * H] for k in range(4))
+        da = xp.concatenate([(dc * gg + gi_) * i * (1 - i), (dc * c_prev + gf) * f * (1 - f),
+                             (dc * i + gg_) * (1 - gg * gg), (dh * tc + go) * o * (1 - o)], axis=-1)
+        return da, dc * f
+
     # -- GELU ---------------------------------------------------------------------------------
     def gelu_forward(self, x, approximate="none"):
         """:func:`gelu` of ``x`` (``approximate`` 'none' or 'tanh'), in ``x``'s dtype."""
