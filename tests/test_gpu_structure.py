@@ -31,9 +31,12 @@ MLP_SGD_LAUNCH_BUDGET = 18  # issue 13's budget, optimizer included, dropout on 
 #: fused GELU, dropout and embedding-gradient kernels, LayerNorm and softmax: mlp-dropout-sgd 30,
 #: transformer-adamw 164; then 22 before dropout joined Linear + ReLU's kernels) and the batch-norm and
 #: max-pool kernels (cnn-sgd 205, then 157 with batch norm, cnn-cumulative-bn-adam 215, then 167; what
-#: is left there is mostly im2col/col2im's array ops)
+#: is left there is mostly im2col/col2im's array ops); lstm-adam (8 steps): per step the product, the
+#: input projection's add and the cell kernel forward, the product and the cell's gradient kernel
+#: backward, and a copy of the strided previous cell state each way (90 when b_hh was added per step)
 STEP_LAUNCHES = {"mlp-sgd": 18, "mlp-adam": 18, "mlp-dropout-sgd": 18, "mlp-dropout-adam": 18, "cnn-sgd": 119,
-                 "cnn-cumulative-bn-adam": 129, "cnn-dropout-adam": 121, "transformer-adamw": 77}
+                 "cnn-cumulative-bn-adam": 129, "cnn-dropout-adam": 121, "transformer-adamw": 77,
+                 "lstm-adam": 83}
 #: the launches of one step of the transformer block below (AdamW) through the stand-in: 150 with
 #: LayerNorm and softmax composed of recorded ops, 85 with their row kernels (LayerNorm one launch
 #: forward and two backward, softmax one each way): a regression ceiling
@@ -71,6 +74,18 @@ class Block(nn.Module):
         return self.head(x.mean(axis=1))
 
 
+class LSTMClassifier(nn.Module):
+    """An LSTM over (batch, 8 steps, 16 features) rows of the images, its last hidden state into logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.head = nn.LSTM(16, 32, batch_first=True), nn.Linear(32, 10)
+
+    def forward(self, x):
+        out, _ = self.lstm(ops.reshape(x[:, :128], (x.shape[0], 8, 16)))
+        return self.head(out[:, -1])
+
+
 def _cumulative_bn_cnn():
     m = models.small_cnn(784, 10)
     for layer in m.modules():
@@ -104,6 +119,7 @@ CASES = {
     "cnn-cumulative-bn-adam": (_cumulative_bn_cnn, lambda p: optim.Adam(p, lr=1e-3), _images),
     "cnn-dropout-adam": (_dropout_cnn, lambda p: optim.Adam(p, lr=1e-3), _images),
     "transformer-adamw": (Block, lambda p: optim.AdamW(p, lr=1e-3), _tokens),
+    "lstm-adam": (LSTMClassifier, lambda p: optim.Adam(p, lr=1e-3), _images),
 }
 
 

@@ -76,11 +76,11 @@ class RNNSeq(Op):
     def forward(F, gi, w_hh, h0, *b, reverse, relu):
         out = F.empty(gi.shape, dtype=gi.dtype)
         h, wt = h0, w_hh.T
+        if b:  # b_hh once over the whole sequence, not once per step
+            gi = gi + b[0]
         with _one_blas_thread(gi):
             for t in _order(gi.shape[0], reverse):
                 a = gi[t] + h @ wt
-                if b:
-                    a += b[0]
                 h = F.maximum(a, 0) if relu else F.tanh(a)
                 out[t] = h
         return out
@@ -113,11 +113,11 @@ class LSTMSeq(Op):
         H = G // 4
         out = F.empty((T, B, 6 * H), dtype=gi.dtype)
         h, c, wt = h0, c0, w_hh.T
+        if b:  # b_hh once over the whole sequence, not once per step
+            gi = gi + b[0]
         with _one_blas_thread(gi):
             for t in _order(T, reverse):
                 a = gi[t] + h @ wt
-                if b:
-                    a += b[0]
                 F.lstm_cell_(a, c, out[t])  # one compiled pass where the backend has one
                 h, c = out[t, :, :H], out[t, :, H:2 * H]
         return out

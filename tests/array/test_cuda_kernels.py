@@ -42,6 +42,8 @@ PARAMS |= {"softmax": 5, "softmax_backward": 6, "layer_norm": 11, "layer_norm_ba
 PARAMS |= {"bn_stats": 6, "bn_forward": 12, "bn_backward_sums": 12, "bn_backward_input": 13}
 # max pooling
 PARAMS |= {"max_pool": 13, "max_pool_backward": 16}
+# the LSTM cell
+PARAMS |= {"lstm_cell": 5, "lstm_cell_backward": 10}
 
 
 @pytest.fixture
@@ -226,6 +228,38 @@ def test_bias_relu_dropout_is_one_launch_and_matches_reference(stand_in, dtype):
             np.testing.assert_array_equal(_host(out), want)
             assert 0 < int((want != 0).sum()) < want.size or want.size == 1
             assert cupy.generator.offset == host.generator.offset > 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lstm_cell_kernels_match_reference(stand_in, ref, dtype):
+    """One LSTM step and its gradient: one launch each (one more for the copy of a strided previous
+    cell state), the reference's values to libm's exp/tanh against NumPy's, saturated gates included."""
+    rec, cupy = stand_in
+    F, xp = cupy.F, cupy.xp
+    B, H = 5, 7
+    rng = np.random.default_rng(9)
+    a = (_rand(rng, dtype, B, 4 * H) * 4).astype(dtype)
+    a[0, :3] = [60.0, -60.0, 30.0]
+    prev = _rand(rng, dtype, B, 6 * H)
+    g, dh, dc = _rand(rng, dtype, B, 6 * H), _rand(rng, dtype, B, H), _rand(rng, dtype, B, H)
+    rtol = CE_RTOL[dtype]
+    out_ref = ref.lstm_cell_(a.copy(), prev[:, H:2 * H], np.empty((B, 6 * H), dtype))
+    dprev = xp.asarray(prev)
+    for c, copies in ((dprev[:, H:2 * H], 1), (xp.asarray(np.ascontiguousarray(prev[:, H:2 * H])), 0)):
+        da_, out = xp.asarray(a), xp.empty((B, 6 * H), dtype)
+        with rec.count() as cnt:
+            F.lstm_cell_(da_, c, out)
+        assert (cnt.launches, cnt.syncs, cnt.h2d) == (1 + copies, 0, 0), cnt.table()
+        np.testing.assert_allclose(_host(out), out_ref, rtol=rtol, atol=rtol)
+    dg, dout = xp.asarray(g), xp.asarray(out_ref)
+    for rec_in in ((dh, dc), (None, None)):
+        d_rec = [None if v is None else xp.asarray(v) for v in rec_in]
+        with rec.count() as cnt:
+            da, dcp = F.lstm_cell_backward(dg, *d_rec, dout, dprev[:, H:2 * H])
+        assert (cnt.syncs, cnt.h2d) == (0, 0) and cnt.launches <= 2, cnt.table()  # the copy and the kernel
+        want = ref.lstm_cell_backward(g, *rec_in, out_ref, prev[:, H:2 * H])
+        for got, w in zip((da, dcp), want):
+            np.testing.assert_allclose(_host(got), w, rtol=rtol, atol=rtol * float(np.abs(w).max()))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

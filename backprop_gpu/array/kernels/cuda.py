@@ -28,6 +28,8 @@ runs) they are ordinary loops, and the warp and block reductions are no-ops.
   backward's adjoint, for second order; one launch).
 * ``bpg_scatter_add_rows_<sfx>``: rows of ``g`` added atomically into the rows an integer index
   names (an Embedding's gradient), one launch after the zeros.
+* ``bpg_lstm_cell_<sfx>``, ``bpg_lstm_cell_backward_<sfx>``: one LSTM step after its products and its
+  gradient, a thread per (row, hidden unit): one launch each (and a copy of a strided cell state).
 * dropout (``dropout_``, ``dropout_backward``, ``bias_relu_dropout_``): the Philox module's kernels
   (:data:`backprop_gpu.array.rng.cuda_source.DROPOUT`: the draw, the compare and the scale in one
   launch, the mask kept as bytes; the backward one launch; after a bias and ReLU, all in one launch
@@ -545,7 +547,48 @@ BPG_POOL_KERNELS(float, f32)
 BPG_POOL_KERNELS(double, f64)
 """
 
-SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + BN_BODY + SCATTER + POOL
+# one LSTM step after its products, and its gradient (the reference's lstm_cell_ and
+# lstm_cell_backward), a thread per (row, hidden unit); the previous cell state contiguous
+LSTM = r"""
+#define BPG_LSTM_KERNELS(T, sfx, EXP, TANH) \
+BPG_KERNEL bpg_lstm_cell_##sfx(const T *a, const T *c, T *out, i64 n, i64 h) { \
+    const T one = (T)1; \
+    BPG_GRID(k, n * h) { \
+        i64 r = k / h, j = k % h; \
+        const T *ar = a + r * 4 * h; \
+        T *o = out + r * 6 * h; \
+        T ig = one / (one + EXP(-ar[j])), fg = one / (one + EXP(-ar[h + j])); \
+        T gg = TANH(ar[2 * h + j]), og = one / (one + EXP(-ar[3 * h + j])); \
+        T cn = fg * c[k] + ig * gg; \
+        o[j] = og * TANH(cn); \
+        o[h + j] = cn; \
+        o[2 * h + j] = ig; o[3 * h + j] = fg; o[4 * h + j] = gg; o[5 * h + j] = og; \
+    } \
+} \
+BPG_KERNEL bpg_lstm_cell_backward_##sfx(const T *g, const T *dhr, const T *dcr, int has_rec, const T *out, \
+                                        const T *cp, T *da, T *dcn, i64 n, i64 h) { \
+    const T one = (T)1; \
+    BPG_GRID(k, n * h) { \
+        i64 r = k / h, j = k % h; \
+        const T *gr = g + r * 6 * h, *o = out + r * 6 * h; \
+        T *d = da + r * 4 * h; \
+        T dh = has_rec ? gr[j] + dhr[k] : gr[j]; \
+        T ig = o[2 * h + j], fg = o[3 * h + j], gg = o[4 * h + j], og = o[5 * h + j]; \
+        T tc = TANH(o[h + j]); \
+        T dc = (has_rec ? gr[h + j] + dcr[k] : gr[h + j]) + dh * og * (one - tc * tc); \
+        d[j] = (dc * gg + gr[2 * h + j]) * ig * (one - ig); \
+        d[h + j] = (dc * cp[k] + gr[3 * h + j]) * fg * (one - fg); \
+        d[2 * h + j] = (dc * ig + gr[4 * h + j]) * (one - gg * gg); \
+        d[3 * h + j] = (dh * tc + gr[5 * h + j]) * og * (one - og); \
+        dcn[k] = dc * fg; \
+    } \
+}
+
+BPG_LSTM_KERNELS(float, f32, expf, tanhf)
+BPG_LSTM_KERNELS(double, f64, exp, tanh)
+"""
+
+SOURCE = PRELUDE + BLOCK_REDUCE + BODY + GELU + ROWS_PRELUDE + ROWS_BODY + BN_BODY + SCATTER + POOL + LSTM
 
 
 def kernel_name(kernel: str, dtype) -> str:
@@ -818,6 +861,32 @@ class CudaNamespace(ArrayNamespace):
                          (self._targets(k.reshape(-1)), g, out, np.int64(k.size), np.int64(shape[0]), np.int64(cols)))
             return out
         return super().index_backward(g, shape, key)
+
+    # -- the LSTM cell -------------------------------------------------------------------------------
+    def lstm_cell_(self, a, c, out):
+        if c.ndim == 2 and c.size and a.shape == (c.shape[0], 4 * c.shape[1]) \
+                and out.shape == (c.shape[0], 6 * c.shape[1]) and _plain(a, out) and c.dtype == a.dtype:
+            c = c if c.flags.c_contiguous else self._xp.ascontiguousarray(c)  # the step before's slice: a copy
+            self._launch(kernel_name("lstm_cell", a.dtype), a, c.size,
+                         (a, c, out, np.int64(c.shape[0]), np.int64(c.shape[1])))
+            return out
+        return super().lstm_cell_(a, c, out)
+
+    def lstm_cell_backward(self, g, dh_rec, dc_rec, out, c_prev):
+        xp = self._xp
+        rec = dh_rec is not None and dc_rec is not None
+        if c_prev.ndim == 2 and c_prev.size and g.shape == out.shape == (c_prev.shape[0], 6 * c_prev.shape[1]) \
+                and _plain(g, out) and c_prev.dtype == g.dtype \
+                and (not rec or (_plain(g, dh_rec, dc_rec) and dh_rec.shape == dc_rec.shape == c_prev.shape)) \
+                and (dh_rec is None) == (dc_rec is None):
+            cp = c_prev if c_prev.flags.c_contiguous else xp.ascontiguousarray(c_prev)
+            da = xp.empty((cp.shape[0], 4 * cp.shape[1]), g.dtype)
+            dcn = xp.empty_like(cp)
+            self._launch(kernel_name("lstm_cell_backward", g.dtype), g, cp.size,
+                         (g, dh_rec if rec else dcn, dc_rec if rec else dcn, np.int32(rec), out, cp, da, dcn,
+                          np.int64(cp.shape[0]), np.int64(cp.shape[1])))
+            return da, dcn
+        return super().lstm_cell_backward(g, dh_rec, dc_rec, out, c_prev)
 
     # -- dropout: the Philox module's fused kernels (array/rng/cuda_source.DROPOUT) -------------------
     def dropout_(self, x, p, keep):
