@@ -584,6 +584,9 @@ def test_index_backward_rows_match_reference(backend, dtype, idx_shape, row):
         ref = reference(backend).index_backward(g, (n,) + row, key)
         assert res.dtype == g.dtype and res.shape == (n,) + row
         np.testing.assert_allclose(b.to_host(res), b.to_host(ref), rtol=1e-6 if dtype == "float32" else 1e-12)
+        slot = b.asarray(np.full((n,) + row, 5.0, dtype))  # a gradient slot holding stale values
+        assert b.F.index_backward(g, (n,) + row, key, slot) is slot  # zeroed, then scattered into
+        np.testing.assert_array_equal(b.to_host(slot), b.to_host(res))
     with pytest.raises(IndexError, match="index 7 is out of bounds for dimension 0 with size 7"):
         b.F.index_backward(g.reshape((-1,) + row)[:1], (n,) + row, b.asarray(np.array([7])))
 
@@ -596,6 +599,15 @@ def test_embedding_gradient_through_the_compiled_rows(backend):
     want = np.zeros((10, 3))
     np.add.at(want, idx.numpy(), w)
     np.testing.assert_allclose(emb.weight.grad.numpy(), want, rtol=1e-12)
+    # with an optimizer, the gradient is scattered straight into the weight's slot of the flat buffer,
+    # every step (the slot holds the last step's values until then)
+    opt = bg.optim.SGD(emb.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        (emb(idx) * bg.tensor(w, device=backend)).sum().backward()
+        assert emb.weight.grad is emb.weight._grad_slot
+        np.testing.assert_allclose(emb.weight.grad.numpy(), want, rtol=1e-12)
+        opt.step()
 
 
 # --- softmax over the last axis, LayerNorm over rows --------------------------------------------------

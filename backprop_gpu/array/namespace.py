@@ -55,9 +55,14 @@ class ArrayNamespace(Kernels):
         out[xp.arange(labels.size), labels.reshape(-1)] = 1
         return out.reshape(tuple(labels.shape) + (num_classes,))
 
-    def index_backward(self, g, shape, key):
-        """Gradient of ``x[key]``: ``g`` scattered (and summed on repeats) into zeros of ``shape``."""
-        out = self._xp.zeros(shape, dtype=g.dtype)
+    def index_backward(self, g, shape, key, out=None):
+        """Gradient of ``x[key]``: ``g`` scattered (and summed on repeats) into zeros of ``shape``;
+        into ``out`` (an array of that shape and ``g``'s dtype, zeroed first) when given: a
+        parameter's empty gradient slot, so that the gradient is not copied there after."""
+        if out is None:
+            out = self._xp.zeros(shape, dtype=g.dtype)
+        else:
+            out.fill(0)
         if is_basic_index(key):
             out[key] = g  # a view: no element repeats, so plain assignment suffices
         else:

@@ -43,8 +43,13 @@ class GetItem(Op):
     name = "getitem"
     saves = ()
     forward = staticmethod(lambda F, x, key: x[plain_key(key)])
-    vjp = staticmethod(lambda F, g, out, x, key: (
-        F.index_backward(g, x.shape, key if F.records else plain_key(key)),))
+
+    @staticmethod
+    def vjp(F, g, out, x, key, needs, into):
+        if F.records:
+            return (F.index_backward(g, x.shape, key),)
+        dst = into and into[0]  # x's empty gradient slot (an Embedding's weight): scattered straight into
+        return (F.index_backward(g, x.shape, plain_key(key), None if dst is None or dst.dtype != g.dtype else dst),)
 
 
 class IndexBackward(Op):

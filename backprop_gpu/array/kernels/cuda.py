@@ -849,18 +849,21 @@ class CudaNamespace(ArrayNamespace):
         return super().gelu_backward(g, x, approximate)
 
     # -- the gradient of gathered rows -----------------------------------------------------------
-    def index_backward(self, g, shape, key):
+    def index_backward(self, g, shape, key, out=None):
         # one integer array along the first axis (an Embedding's gradient): zeros, then one
         # atomic scatter-add launch (cupyx.scatter_add would process the index on its own first)
         k = key[0] if type(key) is tuple and len(key) == 1 else key
         if isinstance(k, self._xp.ndarray) and k.dtype.kind in "iu" and len(shape) >= 1 and g.size \
-                and g.shape == k.shape + tuple(shape[1:]) and _plain(g):
-            out = self._xp.zeros(shape, g.dtype)
+                and g.shape == k.shape + tuple(shape[1:]) and _plain(g) and (out is None or _plain(out, g)):
+            if out is None:
+                out = self._xp.zeros(shape, g.dtype)
+            else:
+                out.fill(0)
             cols = g.size // k.size
             self._launch(kernel_name("scatter_add_rows", g.dtype), g, g.size,
                          (self._targets(k.reshape(-1)), g, out, np.int64(k.size), np.int64(shape[0]), np.int64(cols)))
             return out
-        return super().index_backward(g, shape, key)
+        return super().index_backward(g, shape, key, out)
 
     # -- the LSTM cell -------------------------------------------------------------------------------
     def lstm_cell_(self, a, c, out):

@@ -723,19 +723,22 @@ class NumbaNamespace(ArrayNamespace):
             return y
         return super().bias_relu_(y, b)
 
-    def index_backward(self, g, shape, key):
+    def index_backward(self, g, shape, key, out=None):
         # one integer array along the first axis (an embedding's or index_select's gradient):
         # a compiled row loop, ~30x np.add.at's time on a (20000, 64) table
         k = key[0] if type(key) is tuple and len(key) == 1 else key
         if isinstance(k, np.ndarray) and k.dtype.kind in "iu" and len(shape) >= 1 and \
-                g.shape == k.shape + tuple(shape[1:]) and _plain(g):
-            out = np.zeros(shape, g.dtype)
+                g.shape == k.shape + tuple(shape[1:]) and _plain(g) and (out is None or out.flags.c_contiguous):
+            if out is None:
+                out = np.zeros(shape, g.dtype)
+            else:
+                out.fill(0)
             rows = k.reshape(-1).astype(np.int64, copy=False)
             bad = _scatter_add_rows(out.reshape(shape[0], -1), rows, g.reshape(rows.size, -1))
             if bad >= 0:
                 raise IndexError(f"index {int(rows[bad])} is out of bounds for dimension 0 with size {shape[0]}")
             return out
-        return super().index_backward(g, shape, key)
+        return super().index_backward(g, shape, key, out)
 
     def relu_backward(self, g, out, scale=1.0):
         if g.shape == out.shape and _plain(g, out):
