@@ -156,70 +156,53 @@ RNG_KERNEL philox_perm_keys(u64 *out, i64 n, u64 k0, u64 k1, u64 offset, u64 shi
 #: ``y = x * (kept ? scale : 0)``; its backward ``g * (kept ? scale : 0)``. float32 data draws as
 #: ``bernoulli32`` with 24 bits, float64 as ``bernoulli64``.
 DROPOUT = r"""
+/* BODY once per element i < n, with kept = whether the Bernoulli(p) draw keeps it: the draws of
+   bernoulli32 (4 per Philox block, a 24-bit uniform) or bernoulli64 (2 per block, u53) */
+#define DROPOUT_DRAWS32(BODY) \
+    RNG_BLOCKS(j, ((u64)n + 3) / 4) { \
+        u32 w[4]; \
+        philox_block(offset + j, k0, k1, w); \
+        for (int l = 0; l < 4; ++l) { \
+            u64 i = 4 * j + l; \
+            if (i < (u64)n) { const int kept = !((float)(w[l] >> shift) * uscale < p); BODY } \
+        } \
+    }
+#define DROPOUT_DRAWS64(BODY) \
+    RNG_BLOCKS(j, ((u64)n + 1) / 2) { \
+        u32 w[4]; \
+        philox_block(offset + j, k0, k1, w); \
+        for (int l = 0; l < 2; ++l) { \
+            u64 i = 2 * j + l; \
+            if (i < (u64)n) { const int kept = !(u53(w[2 * l], w[2 * l + 1]) < p); BODY } \
+        } \
+    }
+/* y = x * (kept ? scale : 0), the mask kept as bytes for the backward */
+#define DROPOUT_BODY(T) keep[i] = (unsigned char)kept; y[i] = x[i] * (kept ? scale : (T)0);
+/* relu(y + b) (b over the last axis of cols, when with_bias), then dropped in place: no mask kept (the
+   output is positive exactly where both passed) */
+#define BIAS_RELU_DROPOUT_BODY(T) { \
+    T v = with_bias ? y[i] + b[i % (u64)cols] : y[i]; \
+    v = v > (T)0 || v != v ? v : (T)0; \
+    y[i] = v * (kept ? scale : (T)0); }
+
 RNG_KERNEL philox_dropout_f32(const float *x, float *y, unsigned char *keep, i64 n, u64 k0, u64 k1, u64 offset,
                               u64 shift, float uscale, float p, float scale) {
-    RNG_BLOCKS(j, ((u64)n + 3) / 4) {
-        u32 w[4];
-        philox_block(offset + j, k0, k1, w);
-        for (int l = 0; l < 4; ++l) {
-            u64 i = 4 * j + l;
-            if (i < (u64)n) {
-                unsigned char k = !((float)(w[l] >> shift) * uscale < p);
-                keep[i] = k;
-                y[i] = x[i] * (k ? scale : 0.0f);
-            }
-        }
-    }
+    DROPOUT_DRAWS32(DROPOUT_BODY(float))
 }
 
 RNG_KERNEL philox_dropout_f64(const double *x, double *y, unsigned char *keep, i64 n, u64 k0, u64 k1, u64 offset,
                               double p, double scale) {
-    RNG_BLOCKS(j, ((u64)n + 1) / 2) {
-        u32 w[4];
-        philox_block(offset + j, k0, k1, w);
-        for (int l = 0; l < 2; ++l) {
-            u64 i = 2 * j + l;
-            if (i < (u64)n) {
-                unsigned char k = !(u53(w[2 * l], w[2 * l + 1]) < p);
-                keep[i] = k;
-                y[i] = x[i] * (k ? scale : 0.0);
-            }
-        }
-    }
+    DROPOUT_DRAWS64(DROPOUT_BODY(double))
 }
 
-/* relu(y + b) (b over the last axis of cols, when with_bias), then the dropout above, in place:
-   the same draws per element, no mask kept (the output is positive exactly where both passed) */
 RNG_KERNEL philox_bias_relu_dropout_f32(float *y, const float *b, i64 n, i64 cols, int with_bias, u64 k0,
                                         u64 k1, u64 offset, u64 shift, float uscale, float p, float scale) {
-    RNG_BLOCKS(j, ((u64)n + 3) / 4) {
-        u32 w[4];
-        philox_block(offset + j, k0, k1, w);
-        for (int l = 0; l < 4; ++l) {
-            u64 i = 4 * j + l;
-            if (i < (u64)n) {
-                float v = with_bias ? y[i] + b[i % (u64)cols] : y[i];
-                v = v > 0.0f || v != v ? v : 0.0f;
-                y[i] = v * (!((float)(w[l] >> shift) * uscale < p) ? scale : 0.0f);
-            }
-        }
-    }
+    DROPOUT_DRAWS32(BIAS_RELU_DROPOUT_BODY(float))
 }
 
 RNG_KERNEL philox_bias_relu_dropout_f64(double *y, const double *b, i64 n, i64 cols, int with_bias, u64 k0,
                                         u64 k1, u64 offset, double p, double scale) {
-    RNG_BLOCKS(j, ((u64)n + 1) / 2) {
-        u32 w[4];
-        philox_block(offset + j, k0, k1, w);
-        for (int l = 0; l < 2; ++l) {
-            u64 i = 2 * j + l;
-            if (i < (u64)n) {
-                double v = with_bias ? y[i] + b[i % (u64)cols] : y[i];
-                v = v > 0.0 || v != v ? v : 0.0;
-                y[i] = v * (!(u53(w[2 * l], w[2 * l + 1]) < p) ? scale : 0.0);
-            }
-        }
-    }
+    DROPOUT_DRAWS64(BIAS_RELU_DROPOUT_BODY(double))
 }
 
 #define DROPOUT_BACKWARD(name, T) \
