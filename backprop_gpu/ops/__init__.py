@@ -36,7 +36,7 @@ from .elementwise import ceil, expm1, floor, log1p, reciprocal, round, rsqrt  # 
 from .joining import cat, chunk, concatenate, pad, split, stack, unbind
 from .linalg import matmul
 from .normalization import batch_norm_backward
-from .recorded import lstm_cell_backward, relu_backward, relu_backward_colsum
+from .recorded import gru_cell_backward, lstm_cell_backward, relu_backward, relu_backward_colsum
 from .reductions import all, amax, amin, any, argmax, argmin, cumsum, logsumexp, max, mean, min, norm, std, sum, var
 from .reductions import cumprod, diff, median, prod
 from .shape import (broadcast_to, expand, expand_dims, flatten, getitem, index_backward, narrow, permute, reshape,

@@ -28,5 +28,6 @@ _recorded = RecordedKernels()
 relu_backward = _recorded.relu_backward
 relu_backward_colsum = _recorded.relu_backward_colsum
 lstm_cell_backward = _recorded.lstm_cell_backward
+gru_cell_backward = _recorded.gru_cell_backward
 
-__all__ = ["relu_backward", "relu_backward_colsum", "lstm_cell_backward"]
+__all__ = ["relu_backward", "relu_backward_colsum", "lstm_cell_backward", "gru_cell_backward"]

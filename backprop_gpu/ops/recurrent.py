@@ -12,8 +12,8 @@ matrix product over all steps. Gate orders are PyTorch's: LSTM (i, f, g, o), GRU
 
 The VJPs use only slicing, arithmetic, ``tanh``, ``matmul``, ``concatenate`` and ``stack``, so
 they run on the ops namespace as well (higher-order gradients). The LSTM's step is the namespace's
-``lstm_cell_`` and its gradient ``lstm_cell_backward`` (stated in
-:mod:`backprop_gpu.array.kernels.reference`, one compiled pass each on the numba backend).
+``lstm_cell_`` and its gradient ``lstm_cell_backward`` (compiled on the numba backend), the GRU's
+``gru_cell_`` and ``gru_cell_backward``, all stated in :mod:`backprop_gpu.array.kernels.reference`.
 """
 from __future__ import annotations
 
@@ -41,10 +41,6 @@ def _one_blas_thread(a):
         except Exception:  # not installed, or no BLAS it can see
             _blas.append(None)
     return contextlib.nullcontext() if _blas[0] is None else _blas[0].limit(limits=1, user_api="blas")
-
-
-def _sig(F, x):
-    return 0.5 * (F.tanh(0.5 * x) + 1)  # the overflow-free form, as ops.sigmoid
 
 
 def _order(T, reverse):
@@ -155,13 +151,8 @@ class GRUSeq(Op):
                 gh = h @ wt
                 if b:
                     gh += b[0]
-                x = gi[t]
-                r = _sig(F, x[:, :H] + gh[:, :H])
-                z = _sig(F, x[:, H:2 * H] + gh[:, H:2 * H])
-                n = F.tanh(x[:, 2 * H:] + r * gh[:, 2 * H:])
-                h = n + z * (h - n)  # (1 - z) n + z h
-                o = out[t]
-                o[:, :H], o[:, H:2 * H], o[:, 2 * H:3 * H], o[:, 3 * H:4 * H], o[:, 4 * H:] = h, r, z, n, gh[:, 2 * H:]
+                F.gru_cell_(gi[t], gh, h, out[t])  # one compiled pass where the backend has one
+                h = out[t, :, :H]
         return out
 
     @staticmethod
@@ -172,18 +163,10 @@ class GRUSeq(Op):
         first = T - 1 if reverse else 0
         with _one_blas_thread(g):
             for t in (range(T) if reverse else range(T - 1, -1, -1)):
-                dh = g[t, :, :H] if dh_rec is None else g[t, :, :H] + dh_rec
-                r, z, n, ghn = (out[t, :, k * H:(k + 1) * H] for k in range(1, 5))
                 h_prev = h0 if t == first else out[t + 1 if reverse else t - 1, :, :H]
-                # the gradients reaching the saved r, z, n and W_hn h + b_hn: zero in plain use, not under create_graph
-                gr, gz, gn, gghn = (g[t, :, k * H:(k + 1) * H] for k in range(1, 5))
-                dan = (dh * (1 - z) + gn) * (1 - n * n)
-                dar = (dan * ghn + gr) * r * (1 - r)
-                daz = (dh * (h_prev - n) + gz) * z * (1 - z)
-                dgi_steps[t] = F.concatenate([dar, daz, dan], axis=-1)
-                dgh = F.concatenate([dar, daz, dan * r + gghn], axis=-1)
+                dgi_steps[t], dgh, dh_direct = F.gru_cell_backward(g[t], dh_rec, out[t], h_prev)
                 dgh_steps[t] = dgh
-                dh_rec = dh * z + F.matmul(dgh, w_hh)
+                dh_rec = dh_direct + F.matmul(dgh, w_hh)
         dgh = F.stack(dgh_steps, axis=0)
         gw, gb = _weight_grads(F, dgh, _previous(F, out[:, :, :H], h0, reverse), needs[1], bool(b) and needs[3])
         return (F.stack(dgi_steps, axis=0), gw, dh_rec) + ((gb,) if b else ())

@@ -247,6 +247,36 @@ class Kernels:
                              (dc * i + gg_) * (1 - gg * gg), (dh * tc + go) * o * (1 - o)], axis=-1)
         return da, dc * f
 
+    # -- the GRU cell ---------------------------------------------------------------------------
+    def gru_cell_(self, x, gh, h, out):
+        """One GRU step after its products: ``x`` (B, 3H) the input projection (r, z, n, PyTorch's
+        order), ``gh`` (B, 3H) = h W_hh^T + b_hh, ``h`` (B, H) the previous state; writes ``out``
+        (B, 5H) = [h' | r z n | gh_n] with r, z = sigmoid, n = tanh(x_n + r gh_n) and
+        h' = n + z (h - n)."""
+        xp, H = self._xp, h.shape[-1]
+        r = 0.5 * (xp.tanh(0.5 * (x[:, :H] + gh[:, :H])) + 1)  # sigmoid's overflow-free form, as ops.sigmoid
+        z = 0.5 * (xp.tanh(0.5 * (x[:, H:2 * H] + gh[:, H:2 * H])) + 1)
+        n = xp.tanh(x[:, 2 * H:] + r * gh[:, 2 * H:])
+        out[:, :H] = n + z * (h - n)
+        out[:, H:2 * H], out[:, 2 * H:3 * H], out[:, 3 * H:4 * H], out[:, 4 * H:] = r, z, n, gh[:, 2 * H:]
+        return out
+
+    def gru_cell_backward(self, g, dh_rec, out, h_prev):
+        """The gradient of one :meth:`gru_cell_` step: ``g`` (B, 5H) the step's output gradient (its h
+        columns, and those of the saved r, z, n and gh_n, zero but under create_graph), ``dh_rec`` what
+        the later step sends back (None at the last), ``out`` the step's output, ``h_prev`` the state
+        before it. Returns ``(dgi, dgh, dh_direct)``: the input projection's and ``gh``'s gradients
+        (B, 3H) and the previous state's direct share ``dh z`` (the caller adds ``dgh @ W_hh``)."""
+        xp, H = self._xp, h_prev.shape[-1]
+        dh = g[:, :H] if dh_rec is None else g[:, :H] + dh_rec
+        r, z, n, ghn = (out[:, k * H:(k + 1) * H] for k in range(1, 5))
+        gr, gz, gn, gghn = (g[:, k * H:(k + 1) * H] for k in range(1, 5))
+        dan = (dh * (1 - z) + gn) * (1 - n * n)
+        dar = (dan * ghn + gr) * r * (1 - r)
+        daz = (dh * (h_prev - n) + gz) * z * (1 - z)
+        return (xp.concatenate([dar, daz, dan], axis=-1), xp.concatenate([dar, daz, dan * r + gghn], axis=-1),
+                dh * z)
+
     # -- GELU ---------------------------------------------------------------------------------
     def gelu_forward(self, x, approximate="none"):
         """:func:`gelu` of ``x`` (``approximate`` 'none' or 'tanh'), in ``x``'s dtype."""
