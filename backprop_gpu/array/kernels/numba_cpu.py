@@ -562,6 +562,58 @@ def _softmax_backward_rows(g, out, gx, log):
                 ri[j] = oi[j] * (gi[j] - s)
 
 
+# -- cross-entropy of (N, C) logits against integer targets: each row's max, exponentials (into ``e``,
+# which the backward reuses as the softmax) and log-sum in one compiled pass; the reduction stays
+# the reference's NumPy sum
+
+@_kernel(cost=2)
+def _cross_entropy_rows(x, t, ignore, ls, e, loss):
+    """loss[i] per row (0 where t[i] is ``ignore``; an out-of-range target reads class 0, as the
+    reference); returns (the rows counted, the counted rows whose target is out of range)."""
+    n, c = x.shape
+    counted = 0
+    bad = 0
+    for i in numba.prange(n):
+        xi, ei = x[i], e[i]
+        m = _row_max(xi)
+        _exp_shifted(xi, m, ei)
+        ti = t[i]
+        if ti == ignore:
+            loss[i] = 0
+        else:
+            counted += 1
+            ok = ti >= 0 and ti < c
+            bad += 0 if ok else 1
+            lse = np.log(_row_sum(ei))
+            li = lse - (np.float64(xi[ti if ok else 0]) - m)
+            if ls != 0:
+                li = (1 - ls) * li + ls * (lse - (_row_sum(xi) / c - m))
+            loss[i] = li
+    return counted, bad
+
+
+@_kernel(cost=2)
+def _cross_entropy_backward_rows(x, t, ignore, ls, scale, per_row, res):
+    """res = (softmax(x) - ((1 - ls) one_hot(t) + ls / C)) * scale (scale[i] when ``per_row``), 0 on
+    ignored rows."""
+    n, c = x.shape
+    for i in numba.prange(n):
+        xi, ri = x[i], res[i]
+        ti = t[i]
+        if ti == ignore:
+            for j in range(c):
+                ri[j] = 0
+            continue
+        m = _row_max(xi)
+        _exp_shifted(xi, m, ri)
+        inv = ri.dtype.type(1.0 / _row_sum(ri))
+        sc = scale[i] if per_row else scale[0]
+        off = ri.dtype.type(ls / c)
+        on = ri.dtype.type(1 - ls) + off
+        for j in range(c):
+            ri[j] = (ri[j] * inv - (on if j == ti else off)) * sc
+
+
 @_kernel(**_REDUCE)
 def _layer_norm_rows(x, w, b, eps, y, mean, rstd, has_w, has_b):
     n, m = x.shape
@@ -862,6 +914,35 @@ class NumbaNamespace(ArrayNamespace):
                                      out, c_prev, da, dcn)
             return da, dcn
         return super().lstm_cell_backward(g, dh_rec, dc_rec, out, c_prev)
+
+    # -- cross-entropy -------------------------------------------------------------------------------
+    def _ce_takes(self, x, t):
+        return (x.ndim == 2 and x.size and _plain(x) and isinstance(t, np.ndarray) and t.shape == x.shape[:1]
+                and t.dtype.kind in "iu")
+
+    def cross_entropy_forward(self, x, t, ignore_index, label_smoothing, reduction, count, stats=None):
+        if not self._ce_takes(x, t):
+            return super().cross_entropy_forward(x, t, ignore_index, label_smoothing, reduction, count, stats)
+        loss = np.empty(x.shape[0], x.dtype)
+        counted, bad = _cross_entropy_rows(x, t.astype(np.int64, copy=False), int(ignore_index),
+                                           float(label_smoothing), np.empty_like(x), loss)
+        if stats is not None:
+            stats[0][...] = counted
+            stats[1][...] = bad > 0
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        return (total / count).astype(x.dtype) if reduction == "mean" else total
+
+    def cross_entropy_backward(self, g, x, t, ignore_index, label_smoothing, reduction, count):
+        if not self._ce_takes(x, t) or not isinstance(g, np.ndarray):
+            return super().cross_entropy_backward(g, x, t, ignore_index, label_smoothing, reduction, count)
+        per_row = reduction == "none"
+        scale = (g if per_row else (g / count if reduction == "mean" else g)).astype(x.dtype).reshape(-1)
+        res = np.empty_like(x)
+        _cross_entropy_backward_rows(x, t.astype(np.int64, copy=False), int(ignore_index), float(label_smoothing),
+                                     scale, per_row, res)
+        return res
 
     # -- softmax over the last axis; LayerNorm over rows ---------------------------------------------
     def _rows_softmax(self, x, log):
