@@ -200,7 +200,7 @@ CE_RTOL = {"float32": 2e-6, "float64": 1e-13}
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("ls", [0.0, 0.2])
-def test_cross_entropy_kernels_match_reference(backend, dtype, reduction, ls):
+def test_cross_entropy_kernels_match_reference(backend, size_path, dtype, reduction, ls):
     compiled(backend, "cross_entropy_forward", "cross_entropy_backward")
     b, ref = bg.get_backend(backend), reference(backend)
     rng = np.random.default_rng(6)

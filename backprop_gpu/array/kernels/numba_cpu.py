@@ -562,8 +562,8 @@ def _softmax_backward_rows(g, out, gx, log):
                 ri[j] = oi[j] * (gi[j] - s)
 
 
-# -- cross-entropy of (N, C) logits against integer targets: each row's max, exponentials (into ``e``,
-# which the backward reuses as the softmax) and log-sum in one compiled pass; the reduction stays
+# -- cross-entropy of (N, C) logits against integer targets: each row's max, exponentials (into the
+# scratch ``e``; the backward recomputes them) and log-sum in one compiled pass; the reduction stays
 # the reference's NumPy sum
 
 @_kernel(cost=2)
